@@ -1,4 +1,4 @@
-import type { Scheme } from "../model/crop-types.js";
+import type { CropName, Scale, Scheme } from "../model/crop-types.js";
 
 /** One top-5 entry as results.jsonl stores it: class index, mean probability, first synset name. */
 export type TopEntry = [classIndex: number, probability: number, name: string];
@@ -16,6 +16,13 @@ export interface ScoredRecord {
   top5: SchemeTop5;
   /** Each model's own top-5, in --model order; present only for an ensemble. */
   models?: { top5: SchemeTop5 }[];
+  /**
+   * How each of the 144 crop positions did on its own (the ensemble's probabilities at that
+   * position): 144 characters in protocol order (scale, square, crop, mirror), each '0'..'3'
+   * with bit 1 = the position's top-1 was right and bit 2 = its top-5 was right. Present only
+   * for labelled images in 144-crop runs; see pipeline/statistics.ts encodePositions.
+   */
+  positions?: string;
 }
 
 /** An image that could not be scored: it stays in the results, never silently dropped. */
@@ -30,9 +37,16 @@ export function isFailed(record: ResultRecord): record is FailedRecord {
   return "error" in record;
 }
 
+/** A 95% interval [low, high] for an error rate, as fractions in [0, 1]. */
+export type Interval = [low: number, high: number];
+
 export interface ErrorRates {
   top1Error: number;
   top5Error: number;
+  /** Wilson score 95% interval of top1Error over the images it counts; absent in older summaries. */
+  top1Interval?: Interval;
+  /** Wilson score 95% interval of top5Error over the images it counts; absent in older summaries. */
+  top5Interval?: Interval;
 }
 
 export type SchemeErrorRates = Partial<Record<Scheme, ErrorRates>>;
@@ -47,4 +61,70 @@ export interface Summary {
   schemes: SchemeErrorRates;
   models: { file: string; sha256: string; flavour?: string; schemes: SchemeErrorRates }[];
   failedKeys: string[];
+  /** Single-crop error of each of the 144 positions, in protocol order; only with --crops 144. */
+  positions?: PositionErrors[];
+  /** Paired McNemar comparisons between schemes and between models on the same images. */
+  comparisons?: Comparison[];
+  /** Accuracy per true class, in class-index order. */
+  perClass?: readonly ClassErrors[];
+  /** Facts about the run that produced the numbers; each field only when known. */
+  run?: RunFacts;
+}
+
+/**
+ * One crop position of the 144. Squares are named as for landscape images: on a portrait
+ * image "left" is the top square and "right" the bottom one (the same place in protocol order).
+ */
+export interface PositionErrors extends ErrorRates {
+  scale: Scale;
+  square: "left" | "center" | "right";
+  crop: CropName;
+  mirror: boolean;
+}
+
+/**
+ * McNemar's exact test of two classifiers on the same images: aOnly counts the images only A
+ * got right, bOnly those only B got right; pValue is two-sided (binomial on aOnly + bOnly).
+ */
+export interface Comparison {
+  /** A scheme name ("144") or, with `scheme`, a model file or "ensemble". */
+  a: string;
+  b: string;
+  metric: "top1" | "top5";
+  aOnly: number;
+  bOnly: number;
+  pValue: number;
+  /** Labelled images both were scored on. */
+  images?: number;
+  /** Present when a and b are models: the crop scheme both were compared under. */
+  scheme?: Scheme;
+}
+
+/** A predicted class and how often the top-1 prediction fell on it for a class's wrong images. */
+export interface Confusion {
+  class: number;
+  name: string | null;
+  count: number;
+}
+
+export interface ClassErrors {
+  class: number;
+  /** First synset name, or null when nothing names the class. */
+  name: string | null;
+  images: number;
+  top1Error: number;
+  top5Error: number;
+  /** The most frequent top-1 predictions among this class's top-1 errors, most frequent first. */
+  confusions?: Confusion[];
+}
+
+/** What ran and how fast; the report shows whatever is present. */
+export interface RunFacts {
+  engine?: string;
+  backend?: string;
+  wallSeconds?: number;
+  cropsPerSecond?: number;
+  /** ISO 8601 start time. */
+  startedAt?: string;
+  models?: { file: string; sha256?: string; flavour?: string }[];
 }

@@ -2,7 +2,9 @@ import { createHash } from "node:crypto";
 import { createReadStream } from "node:fs";
 import { mkdir, readFile, readdir, rename, stat, writeFile } from "node:fs/promises";
 import { dirname, join, relative, resolve, sep } from "node:path";
+import type { S3Client } from "@aws-sdk/client-s3";
 import { StorageError } from "../model/errors.js";
+import { S3Location } from "./s3-location.js";
 
 /**
  * A folder of objects addressed by `/`-separated keys: a local directory or an S3 prefix.
@@ -111,6 +113,14 @@ export class LocalLocation implements Location {
 
 export function isS3Url(url: string): boolean {
   return url.startsWith("s3://");
+}
+
+/**
+ * The Location a user named: `s3://bucket/prefix` (through `clients.s3`, default the client
+ * built from the environment) or a local folder path.
+ */
+export function openLocation(url: string, clients: { s3?: S3Client } = {}): Location {
+  return isS3Url(url) ? new S3Location(url, clients.s3) : new LocalLocation(url);
 }
 
 /** Splits `s3://bucket/some/prefix` into bucket and key (no leading slash). */

@@ -1,0 +1,109 @@
+import { GoogLeNetEvalError } from "../model/errors.js";
+import { aggregateRun } from "../pipeline/aggregate.js";
+import { openLocation, type Location } from "../pipeline/storage.js";
+
+/**
+ * The aggregator Lambda (infra/aggregator.ts): S3 invokes it for every `.jsonl` created under
+ * `runs/`. For each batch result it aggregates that batch's run; aggregateRun writes the final
+ * files only once every batch of the manifest is present, and writes the same bytes however
+ * often or concurrently it runs, so duplicate and concurrent events are harmless.
+ */
+
+/** The parts of an S3 event notification record this handler reads (AWS's exact field names). */
+export interface S3EventRecordLike {
+  readonly eventSource?: string;
+  readonly eventName?: string;
+  readonly s3: { readonly bucket: { readonly name: string }; readonly object: { readonly key: string } };
+}
+
+export interface S3EventLike {
+  readonly Records?: readonly S3EventRecordLike[];
+}
+
+/** What one run's aggregation came to, as logged and returned. */
+export interface RunOutcome {
+  readonly run: string;
+  readonly complete: boolean;
+  readonly batches?: number;
+  readonly missingBatches?: number;
+  readonly images?: number;
+  readonly error?: string;
+}
+
+/** A batch result's key: runs/<RUN>/batches/<batch>.jsonl, RUN possibly nested. */
+const BATCH_KEY = /^(runs\/.+)\/batches\/[^/]+\.jsonl$/;
+
+/**
+ * The distinct run folders (`s3://bucket/runs/<RUN>`) the event's batch results belong to, in
+ * first-seen order, and the keys that are not batch results (results.jsonl, which this very
+ * function writes and which also matches the notification's `runs/` + `.jsonl` filter).
+ */
+export function runsFromEvent(event: S3EventLike): { runs: string[]; ignored: string[] } {
+  const runs: string[] = [];
+  const ignored: string[] = [];
+  for (const record of event.Records ?? []) {
+    // S3 URL-encodes keys in events, with '+' for spaces.
+    const key = decodeURIComponent(record.s3.object.key.replace(/\+/g, " "));
+    const match = BATCH_KEY.exec(key);
+    if (!match?.[1] || (record.eventName !== undefined && !record.eventName.startsWith("ObjectCreated:"))) {
+      ignored.push(key);
+      continue;
+    }
+    const run = `s3://${record.s3.bucket.name}/${match[1]}`;
+    if (!runs.includes(run)) runs.push(run);
+  }
+  return { runs, ignored };
+}
+
+export interface AggregateHandlerDeps {
+  /** Default: pipeline/aggregate.ts's aggregateRun. */
+  readonly aggregate?: typeof aggregateRun;
+  /** Default: openLocation (S3 through the default client). */
+  readonly open?: (url: string) => Location;
+  /** One JSON line per run; default stdout (CloudWatch Logs). */
+  readonly log?: (line: string) => void;
+}
+
+/**
+ * Builds the handler. Every run of the event is tried; if any failed, the invocation throws
+ * after the others are done, so Lambda's asynchronous retries run it again (harmless for the
+ * runs that succeeded).
+ */
+export function createAggregateHandler(deps: AggregateHandlerDeps = {}): (event: S3EventLike) => Promise<RunOutcome[]> {
+  const aggregate = deps.aggregate ?? aggregateRun;
+  const open = deps.open ?? ((url: string) => openLocation(url));
+  const log = deps.log ?? ((line: string) => console.log(line));
+  return async (event) => {
+    const { runs, ignored } = runsFromEvent(event);
+    if (ignored.length > 0) log(JSON.stringify({ event: "ignored", keys: ignored }));
+    const outcomes: RunOutcome[] = [];
+    for (const run of runs) {
+      try {
+        const result = await aggregate(open(run));
+        const outcome: RunOutcome = {
+          run,
+          complete: result.complete,
+          batches: result.batches,
+          missingBatches: result.missingBatches.length,
+          ...(result.summary ? { images: result.summary.images } : {}),
+        };
+        outcomes.push(outcome);
+        log(JSON.stringify({ event: result.complete ? "aggregated" : "waiting", ...outcome }));
+      } catch (error) {
+        const outcome: RunOutcome = { run, complete: false, error: (error as Error).message };
+        outcomes.push(outcome);
+        log(JSON.stringify({ event: "failed", ...outcome }));
+      }
+    }
+    const failed = outcomes.filter((o) => o.error !== undefined);
+    if (failed.length > 0) {
+      throw new GoogLeNetEvalError(
+        `aggregation failed for ${failed.map((o) => `${o.run} (${o.error})`).join("; ")}; Lambda will retry the event`,
+      );
+    }
+    return outcomes;
+  };
+}
+
+/** The Lambda entry point (infra/aggregator.ts: handler "handler"). */
+export const handler = createAggregateHandler();

@@ -1,0 +1,89 @@
+#!/usr/bin/env node
+import { realpathSync } from "node:fs";
+import { fileURLToPath } from "node:url";
+import { ConfigurationError, GoogLeNetEvalError } from "../model/errors.js";
+import { aggregateCommand } from "./aggregate-command.js";
+import { cropsCommand } from "./crops-command.js";
+import { planCommand } from "./plan-command.js";
+import { scoreCommand } from "./score-command.js";
+import { workerCommand } from "./worker-command.js";
+
+/** A subcommand: takes the arguments after its name, returns the process exit code. */
+export type Command = (argv: string[]) => Promise<number>;
+
+/**
+ * The subcommands. Adding one is one line here plus its own file; each prints its own --help.
+ */
+export const COMMANDS: Readonly<Record<string, { readonly summary: string; readonly run: Command }>> = {
+  crops: { summary: "print the 144-crop plan for an image size", run: cropsCommand },
+  score: { summary: "score a folder of images with one model or an ensemble", run: scoreCommand },
+  plan: { summary: "plan a distributed run: manifest and one queue message per batch", run: (argv) => planCommand(argv) },
+  worker: { summary: "score batches and drop-folder images from an SQS queue", run: workerCommand },
+  aggregate: { summary: "collect a planned run's batches into results.jsonl and summary.json", run: (argv) => aggregateCommand(argv) },
+};
+
+/** Exit code for bad flags or settings, as for a shell built-in's usage error. */
+export const EXIT_USAGE = 2;
+
+function usage(): string {
+  const width = Math.max(...Object.keys(COMMANDS).map((name) => name.length));
+  const lines = Object.entries(COMMANDS).map(([name, { summary }]) => `  ${name.padEnd(width)}  ${summary}`);
+  return [
+    "usage: googlenet-eval <command> [options]",
+    "",
+    "commands:",
+    ...lines,
+    "",
+    "Run `googlenet-eval <command> --help` for a command's options.",
+  ].join("\n");
+}
+
+/** Runs the CLI on `argv` (without node and script) and returns the exit code. */
+export async function main(argv: string[]): Promise<number> {
+  const [name, ...rest] = argv;
+  if (name === undefined || name === "--help" || name === "-h" || name === "help") {
+    process.stdout.write(`${usage()}\n`);
+    return name === undefined ? EXIT_USAGE : 0;
+  }
+  const command = COMMANDS[name];
+  if (!command) {
+    process.stderr.write(`unknown command "${name}"; use one of: ${Object.keys(COMMANDS).join(", ")}\n\n${usage()}\n`);
+    return EXIT_USAGE;
+  }
+  try {
+    return await command.run(rest);
+  } catch (error) {
+    if (error instanceof ConfigurationError) {
+      process.stderr.write(`googlenet-eval ${name}: ${error.message}\n`);
+      return EXIT_USAGE;
+    }
+    if (error instanceof GoogLeNetEvalError) {
+      process.stderr.write(`googlenet-eval ${name}: ${error.name}: ${error.message}\n`);
+      return 1;
+    }
+    throw error;
+  }
+}
+
+function isEntryPoint(): boolean {
+  const script = process.argv[1];
+  if (script === undefined) return false;
+  try {
+    // The npm bin is a symlink to this file, so compare real paths.
+    return realpathSync(script) === realpathSync(fileURLToPath(import.meta.url));
+  } catch {
+    return false;
+  }
+}
+
+if (isEntryPoint()) {
+  main(process.argv.slice(2)).then(
+    (code) => {
+      process.exitCode = code;
+    },
+    (error: unknown) => {
+      process.stderr.write(`googlenet-eval: unexpected error: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
+      process.exitCode = 1;
+    },
+  );
+}

@@ -1,0 +1,92 @@
+import { GoogLeNetEvalError, StorageError } from "../model/errors.js";
+import type { ResultRecord, Summary } from "../pipeline/records.js";
+import { writeReport } from "../pipeline/report.js";
+import { RESULTS_FILE, SUMMARY_FILE } from "../pipeline/results.js";
+import { openLocation, type Location } from "../pipeline/storage.js";
+
+const USAGE = `usage: googlenet-eval report <run folder or s3://bucket/prefix>
+
+Reads summary.json and results.jsonl in the run folder and (re)writes report.html beside them.`;
+
+/** What the command talks to; tests pass their own. */
+export interface ReportCommandDeps {
+  /** Opens the run folder. Default: openLocation from pipeline/storage.ts (local path or s3://). */
+  readonly open?: (url: string) => Location;
+  /** Default: console.log. */
+  readonly out?: (line: string) => void;
+  /** Default: console.error. */
+  readonly err?: (line: string) => void;
+}
+
+function parseSummary(text: string, where: string): Summary {
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (error) {
+    throw new StorageError(`${where}: not JSON: ${(error as Error).message}`, { cause: error });
+  }
+  const summary = value as Partial<Summary> | null;
+  // Only the fields every summary has; the report shows the optional ones when present.
+  const missing = (["images", "scored", "failed", "labelled", "schemes", "models", "failedKeys"] as const).filter(
+    (field) => summary?.[field] === undefined,
+  );
+  if (missing.length > 0) {
+    throw new StorageError(`${where}: not a run summary, missing ${missing.join(", ")}`);
+  }
+  return summary as Summary;
+}
+
+function parseRecords(text: string, where: string): ResultRecord[] {
+  const records: ResultRecord[] = [];
+  text.split("\n").forEach((line, i) => {
+    if (line.trim() === "") return;
+    try {
+      const record = JSON.parse(line) as Partial<ResultRecord>;
+      if (typeof record.key !== "string") throw new TypeError('no "key"');
+      records.push(record as ResultRecord);
+    } catch (error) {
+      throw new StorageError(`${where}:${i + 1}: not a result record: ${(error as Error).message}`, { cause: error });
+    }
+  });
+  return records;
+}
+
+/** `googlenet-eval report <run>`: returns the exit code (0 done, 1 failed, 2 bad usage). */
+export async function reportCommand(argv: string[], deps: ReportCommandDeps = {}): Promise<number> {
+  const out = deps.out ?? ((line: string) => console.log(line));
+  const err = deps.err ?? ((line: string) => console.error(line));
+  if (argv.includes("--help") || argv.includes("-h")) {
+    out(USAGE);
+    return 0;
+  }
+  const unknown = argv.filter((arg) => arg.startsWith("-"));
+  if (unknown.length > 0 || argv.length !== 1) {
+    err(
+      unknown.length > 0
+        ? `unknown option ${unknown.join(", ")}; report takes no options`
+        : `report takes one run folder, got ${argv.length}`,
+    );
+    err(USAGE);
+    return 2;
+  }
+  const url = argv[0]!;
+  try {
+    const run = (deps.open ?? openLocation)(url);
+    const where = (key: string): string => `${run.url.replace(/\/+$/, "")}/${key}`;
+    const [summaryBytes, resultsBytes] = await Promise.all([run.readIfExists(SUMMARY_FILE), run.readIfExists(RESULTS_FILE)]);
+    if (!summaryBytes || !resultsBytes) {
+      const absent = [!summaryBytes && SUMMARY_FILE, !resultsBytes && RESULTS_FILE].filter(Boolean).join(" and ");
+      throw new StorageError(
+        `no ${absent} in ${url}: report reads a finished run folder, as written by \`googlenet-eval score\` or \`aggregate\``,
+      );
+    }
+    const summary = parseSummary(summaryBytes.toString("utf8"), where(SUMMARY_FILE));
+    const records = parseRecords(resultsBytes.toString("utf8"), where(RESULTS_FILE));
+    out(await writeReport(run, summary, records));
+    return 0;
+  } catch (error) {
+    if (!(error instanceof GoogLeNetEvalError)) throw error;
+    err(`error: ${error.message}`);
+    return 1;
+  }
+}

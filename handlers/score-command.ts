@@ -1,0 +1,197 @@
+import { stat } from "node:fs/promises";
+import { dirname, join, resolve } from "node:path";
+import { parseArgs } from "node:util";
+import { z } from "zod";
+import { ConfigurationError } from "../model/errors.js";
+import { BACKEND_CHOICES, ENGINE_CHOICES } from "../model/load.js";
+import { FLAVOURS } from "../model/preprocess.js";
+import { runScoreJob } from "../pipeline/score-job.js";
+import { isS3Url, openLocation } from "../pipeline/storage.js";
+
+/** Environment variable naming a synset_words.txt when --synsets is not given. */
+export const SYNSETS_ENV = "GOOGLENET_EVAL_SYNSETS";
+const SYNSETS_FILE = "synset_words.txt";
+
+const HELP = `usage: googlenet-eval score <folder> --model FILE.onnx [--model FILE.onnx ...] [options]
+
+Scores every image under <folder> (a local folder or s3://bucket/prefix; recursively; .jpg .jpeg .png .webp in any case) with one
+model, or several as an ensemble, and writes results.jsonl and summary.json to --out. Running
+again with the same --out resumes: images already there are not scored again.
+
+options:
+  --model FILE        ONNX model; repeat for an ensemble (required)
+  --labels FILE       Caffe val.txt, LOC_val_solution.csv or imagenet_2012_validation_synset_labels.txt
+                      (default: a WNID like n01440764 in each file or folder name)
+  --crops N           1, 10 or 144 (default 144); 10 also reports 1, 144 reports all three
+  --engine NAME       tfjs, onnxruntime or auto (default auto: tfjs with native TensorFlow, else onnxruntime)
+  --backend NAME      tfjs backend: auto, tensorflow, wasm or cpu (default auto)
+  --preprocess NAME   bvlc or torchvision, for ONNX graphs not recognised as GoogLeNet (onnxruntime)
+  --out DIR           output folder (default ./results/<timestamp>)
+  --batch N           crops per engine call (default 48)
+  --threads N         onnxruntime threads (default: all cores)
+  --exif-orientation  rotate images by their EXIF orientation (default off, as ImageNet)
+  --max-pixels N      refuse larger images as failed records (default 100000000)
+  --synsets FILE      synset_words.txt (default: $${SYNSETS_ENV}, else one found beside --labels,
+                      beside the first --model, in <folder> or in its parent)
+  -h, --help          show this help`;
+
+const positiveInt = (flag: string) =>
+  z
+    .string()
+    .regex(/^[1-9]\d*$/, `${flag} must be a positive integer`)
+    .transform(Number)
+    .optional();
+
+const choice = <T extends string>(flag: string, choices: readonly T[]) =>
+  z.string().refine((value): value is T => (choices as readonly string[]).includes(value), {
+    message: `${flag} must be one of: ${choices.join(", ")}`,
+  });
+
+const Args = z.object({
+  folder: z.string({ required_error: "the image folder is required: googlenet-eval score <folder> --model FILE.onnx" }),
+  model: z
+    .array(z.string().min(1))
+    .min(1, "--model FILE.onnx is required (repeat it for an ensemble)"),
+  labels: z.string().min(1).optional(),
+  crops: choice("--crops", ["1", "10", "144"] as const)
+    .default("144")
+    .transform((value) => Number(value) as 1 | 10 | 144),
+  engine: choice("--engine", ENGINE_CHOICES).default("auto"),
+  backend: choice("--backend", BACKEND_CHOICES).optional(),
+  preprocess: choice("--preprocess", FLAVOURS).optional(),
+  out: z.string().min(1).optional(),
+  batch: positiveInt("--batch"),
+  threads: positiveInt("--threads"),
+  "exif-orientation": z.boolean().default(false),
+  "max-pixels": positiveInt("--max-pixels"),
+  synsets: z.string().min(1).optional(),
+});
+type ScoreArgs = z.infer<typeof Args>;
+
+function parse(argv: string[]): ScoreArgs | undefined {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: argv,
+      allowPositionals: true,
+      strict: true,
+      options: {
+        model: { type: "string", multiple: true },
+        labels: { type: "string" },
+        crops: { type: "string" },
+        engine: { type: "string" },
+        backend: { type: "string" },
+        preprocess: { type: "string" },
+        out: { type: "string" },
+        batch: { type: "string" },
+        threads: { type: "string" },
+        "exif-orientation": { type: "boolean" },
+        "max-pixels": { type: "string" },
+        synsets: { type: "string" },
+        help: { type: "boolean", short: "h" },
+      },
+    });
+  } catch (error) {
+    throw new ConfigurationError(`${(error as Error).message}; see googlenet-eval score --help`, { cause: error });
+  }
+  if (parsed.values.help) return undefined;
+  if (parsed.positionals.length > 1) {
+    throw new ConfigurationError(`expected one image folder, got ${parsed.positionals.length}: ${parsed.positionals.join(" ")}`);
+  }
+  const result = Args.safeParse({ ...parsed.values, folder: parsed.positionals[0] });
+  if (!result.success) throw new ConfigurationError(result.error.issues.map((issue) => issue.message).join("; "));
+  return result.data;
+}
+
+async function isFile(path: string): Promise<boolean> {
+  try {
+    return (await stat(path)).isFile();
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Where class names come from: --synsets, else $GOOGLENET_EVAL_SYNSETS, else a synset_words.txt
+ * beside the label file, beside the first model, in the image folder or in its parent (the
+ * layout of ../shared/imagenet). An explicit setting that does not exist is an error rather than
+ * a reason to keep looking.
+ */
+export async function findSynsets(args: {
+  synsets?: string;
+  labels?: string;
+  models: readonly string[];
+  folder?: string;
+  env?: NodeJS.ProcessEnv;
+}): Promise<string> {
+  const env = args.env ?? process.env;
+  if (args.synsets !== undefined) {
+    if (await isFile(args.synsets)) return args.synsets;
+    throw new ConfigurationError(`--synsets ${args.synsets}: no such file`);
+  }
+  const fromEnv = env[SYNSETS_ENV];
+  if (fromEnv) {
+    if (await isFile(fromEnv)) return fromEnv;
+    throw new ConfigurationError(`${SYNSETS_ENV}=${fromEnv}: no such file`);
+  }
+  const places = [
+    ...(args.labels !== undefined ? [dirname(args.labels)] : []),
+    ...(args.models[0] !== undefined ? [dirname(args.models[0])] : []),
+    ...(args.folder !== undefined ? [args.folder, dirname(resolve(args.folder))] : []),
+  ];
+  const tried: string[] = [];
+  for (const place of places) {
+    const candidate = join(place, SYNSETS_FILE);
+    if (tried.includes(candidate)) continue;
+    tried.push(candidate);
+    if (await isFile(candidate)) return candidate;
+  }
+  throw new ConfigurationError(
+    `no ${SYNSETS_FILE} found (needed for class names and WNIDs); looked for ${tried.join(", ")}. ` +
+      `Pass --synsets FILE or set ${SYNSETS_ENV}=FILE`,
+  );
+}
+
+function timestamp(date: Date): string {
+  // Colons are not allowed in Windows paths and confuse some shells' completion.
+  return date.toISOString().replace(/\.\d+Z$/, "Z").replace(/:/g, "-");
+}
+
+/** `googlenet-eval score <folder> --model FILE.onnx ...`. */
+export async function scoreCommand(argv: string[]): Promise<number> {
+  const args = parse(argv);
+  if (!args) {
+    process.stdout.write(`${HELP}\n`);
+    return 0;
+  }
+  const remote = isS3Url(args.folder);
+  if (!remote) {
+    const folderStat = await stat(args.folder).catch(() => undefined);
+    if (!folderStat?.isDirectory()) throw new ConfigurationError(`image folder ${args.folder}: no such folder`);
+  }
+  const synsets = await findSynsets({
+    models: args.model,
+    // An S3 prefix has no folder to look beside.
+    ...(remote ? {} : { folder: args.folder }),
+    ...(args.synsets !== undefined ? { synsets: args.synsets } : {}),
+    ...(args.labels !== undefined ? { labels: args.labels } : {}),
+  });
+  const out = args.out ?? join("results", timestamp(new Date()));
+  process.stderr.write(`results: ${out}\nclass names: ${synsets}\n`);
+  await runScoreJob({
+    input: openLocation(args.folder),
+    out,
+    models: args.model,
+    engine: args.engine,
+    crops: args.crops,
+    synsets,
+    applyExifOrientation: args["exif-orientation"],
+    ...(args.backend !== undefined ? { backend: args.backend } : {}),
+    ...(args.preprocess !== undefined ? { preprocess: args.preprocess } : {}),
+    ...(args.labels !== undefined ? { labels: args.labels } : {}),
+    ...(args.batch !== undefined ? { batchCrops: args.batch } : {}),
+    ...(args.threads !== undefined ? { threads: args.threads } : {}),
+    ...(args["max-pixels"] !== undefined ? { maxPixels: args["max-pixels"] } : {}),
+  });
+  return 0;
+}

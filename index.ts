@@ -1,0 +1,70 @@
+/**
+ * googlenet-eval as a library: the crop protocol, decoding and sampling, engines, averaging,
+ * label files and the local scoring job. Exports by name (STYLE.md); the tfjs engine is reached
+ * through `loadEngine`, so importing the library does not load TensorFlow.js.
+ */
+export {
+  BackendUnavailableError,
+  ConfigurationError,
+  GoogLeNetEvalError,
+  ImageDecodeError,
+  LabelFileError,
+  ModelFormatError,
+  StorageError,
+} from "./model/errors.js";
+export { CROP_NAMES, CROP_SIDE, SCALES, SCHEMES } from "./model/crop-types.js";
+export type { Crop, CropName, Scale, Scheme, SquareName } from "./model/crop-types.js";
+export { CROPS_PER_IMAGE, cropPlan, cropsForCount, formatCropPlanJson, resizedSize, schemeCropIndices } from "./model/crops.js";
+export type { CropCount } from "./model/crops.js";
+export { DEFAULT_MAX_PIXELS, decodeImage } from "./model/decode.js";
+export type { DecodedImage, DecodeOptions } from "./model/decode.js";
+export { CROP_VALUES, sampleCrops, uniqueCropWindows } from "./model/sampling.js";
+export type { SampleOptions } from "./model/sampling.js";
+export { FLAVOURS, preprocessFor } from "./model/preprocess.js";
+export type { Flavour, Preprocess } from "./model/preprocess.js";
+export { ENGINE_NAMES, NUM_CLASSES } from "./model/engine.js";
+export type { Engine, EngineName, InputLayout, ModelInfo } from "./model/engine.js";
+export { describeOnnxModel } from "./model/architecture.js";
+export type { OnnxModelDescription } from "./model/architecture.js";
+export { createOrtEngine } from "./model/ort-engine.js";
+export type { OrtEngineOptions } from "./model/ort-engine.js";
+export { BACKEND_CHOICES, ENGINE_CHOICES, loadEngine, nativeTensorflowLoads } from "./model/load.js";
+export type { EngineChoice, LoadEngineOptions } from "./model/load.js";
+export {
+  CROP_COUNTS,
+  ensembleMean,
+  meanOfRows,
+  rowsAreDistributions,
+  schemeMeans,
+  schemesForCount,
+  softmaxRows,
+  topK,
+  topKEntries,
+} from "./model/predict.js";
+export type { Ranked } from "./model/predict.js";
+export { parseSynsets, readSynsets } from "./model/synsets.js";
+export type { Synsets } from "./model/synsets.js";
+export { isFailed } from "./pipeline/records.js";
+export type {
+  ErrorRates,
+  FailedRecord,
+  ResultRecord,
+  SchemeErrorRates,
+  SchemeTop5,
+  ScoredRecord,
+  Summary,
+  TopEntry,
+} from "./pipeline/records.js";
+export { LocalLocation, openLocation } from "./pipeline/storage.js";
+export type { Location } from "./pipeline/storage.js";
+export { describeProblems, labelFromPath, parseLabels, readLabels } from "./pipeline/labels.js";
+export type { LabelFormat, LabelProblem, LabelTable, ParseLabelsOptions } from "./pipeline/labels.js";
+export { DEFAULT_BATCH_CROPS, DEFAULT_LOOK_AHEAD, scoreImages } from "./pipeline/scorer.js";
+export type { ImageInput, ScorerOptions } from "./pipeline/scorer.js";
+export { formatTable3, summarize } from "./pipeline/summary.js";
+export { parseResultsText, RESULTS_FILE, ResultsWriter, SUMMARY_FILE } from "./pipeline/results.js";
+export type { ResumeState } from "./pipeline/results.js";
+export { createProgress, progressLine } from "./pipeline/progress.js";
+export type { Progress, ProgressOptions } from "./pipeline/progress.js";
+export { IMAGE_EXTENSIONS, runScoreJob } from "./pipeline/score-job.js";
+export type { ScoreJobOptions, ScoreJobResult } from "./pipeline/score-job.js";

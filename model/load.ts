@@ -1,0 +1,130 @@
+import { createHash } from "node:crypto";
+import { describeOnnxModel } from "./architecture.js";
+import type { BackendPreference } from "./backend.js";
+import type { Engine, EngineName, ModelInfo } from "./engine.js";
+import { ENGINE_NAMES } from "./engine.js";
+import { ConfigurationError, ModelFormatError } from "./errors.js";
+import { createOrtEngine } from "./ort-engine.js";
+import type { Flavour } from "./preprocess.js";
+import { FLAVOURS } from "./preprocess.js";
+
+/** An engine by name, or "auto": tfjs when a native TensorFlow backend loads, else onnxruntime. */
+export type EngineChoice = EngineName | "auto";
+export const ENGINE_CHOICES: readonly EngineChoice[] = [...ENGINE_NAMES, "auto"];
+
+/**
+ * backend.ts's BACKEND_PREFERENCES, repeated so that validating a flag does not load tfjs
+ * (backend.ts imports it, about half a second) on hosts that run onnxruntime.
+ */
+export const BACKEND_CHOICES: readonly BackendPreference[] = ["auto", "tensorflow", "wasm", "cpu"];
+
+
+export interface LoadEngineOptions {
+  /** The path or URL the bytes came from; in ModelInfo and every message. */
+  readonly source: string;
+  /** Which engine runs the model. No default here (the CLI's is "auto"). */
+  readonly engine: EngineChoice;
+  /** tfjs backend. Default: "auto". Naming one other than "auto" makes engine "auto" pick tfjs. */
+  readonly backend?: BackendPreference;
+  /**
+   * Input convention for a graph the architecture reader does not recognise (onnxruntime only).
+   * Default: the recognised flavour; none for an unrecognised graph, which is then refused.
+   */
+  readonly preprocess?: Flavour;
+  /** onnxruntime intra-op threads. Default: the machine's cores. */
+  readonly threads?: number;
+}
+
+let nativeTensorflow: Promise<boolean> | undefined;
+
+/**
+ * Whether tfjs-node or tfjs-node-gpu loads here and gives tfjs a "tensorflow" backend. Loading
+ * is the only real test: the package may be installed while libtensorflow is missing or built
+ * for another CPU. backend.ts (and with it tfjs) is imported only when "auto" asks.
+ */
+export function nativeTensorflowLoads(): Promise<boolean> {
+  nativeTensorflow ??= (async () => {
+    const { selectBackend } = await import("./backend.js");
+    try {
+      await selectBackend("tensorflow", { log: () => undefined });
+      return true;
+    } catch {
+      return false;
+    }
+  })();
+  return nativeTensorflow;
+}
+
+/**
+ * Loads a model file into an engine and describes it (file, sha256, flavour).
+ *
+ * @throws ConfigurationError for an unknown engine, backend or preprocess name.
+ * @throws ModelFormatError when the graph is not an ImageNet classifier the engine can run, or
+ *   when onnxruntime gets an unrecognised graph without `preprocess`.
+ */
+export async function loadEngine(
+  modelBytes: Uint8Array,
+  options: LoadEngineOptions,
+): Promise<{ engine: Engine; info: ModelInfo }> {
+  const { source } = options;
+  if (!ENGINE_CHOICES.includes(options.engine)) {
+    throw new ConfigurationError(`unknown engine "${String(options.engine)}"; use one of: ${ENGINE_CHOICES.join(", ")}`);
+  }
+  const backend = options.backend ?? "auto";
+  if (!BACKEND_CHOICES.includes(backend)) {
+    throw new ConfigurationError(`unknown backend "${String(backend)}"; use one of: ${BACKEND_CHOICES.join(", ")}`);
+  }
+  if (options.preprocess !== undefined && !FLAVOURS.includes(options.preprocess)) {
+    throw new ConfigurationError(
+      `unknown preprocess "${String(options.preprocess)}"; use one of: ${FLAVOURS.join(", ")}`,
+    );
+  }
+  const sha256 = createHash("sha256").update(modelBytes).digest("hex");
+  const description = describeOnnxModel(modelBytes, source);
+  const recognised = description.flavour;
+  if (recognised !== undefined && options.preprocess !== undefined && options.preprocess !== recognised) {
+    throw new ConfigurationError(
+      `${source} is recognised as a ${recognised} GoogLeNet, but --preprocess ${options.preprocess} was given; ` +
+        `drop --preprocess, or pass --preprocess ${recognised}`,
+    );
+  }
+
+  let engineName: EngineName;
+  if (options.engine === "auto") {
+    // tfjs builds GoogLeNet itself, so it can only take graphs it recognises; for those, the
+    // native TensorFlow backend is the fastest thing here, and otherwise onnxruntime beats
+    // tfjs's wasm/cpu backends on the CPU.
+    const wantsTfjs = backend !== "auto" || (await nativeTensorflowLoads());
+    engineName = recognised !== undefined && wantsTfjs ? "tfjs" : "onnxruntime";
+  } else {
+    engineName = options.engine;
+  }
+
+  if (engineName === "tfjs") {
+    if (recognised === undefined) {
+      throw new ModelFormatError(
+        `${source}: the tfjs engine builds GoogLeNet from the graph and does not recognise this one; ` +
+          `use --engine onnxruntime with --preprocess ${FLAVOURS.join("|")}`,
+      );
+    }
+    const { createTfjsEngine } = await import("./tfjs-engine.js");
+    const engine = await createTfjsEngine(modelBytes, { source, backend });
+    return { engine, info: { file: source, sha256, flavour: recognised } };
+  }
+
+  const flavour = recognised ?? options.preprocess;
+  if (flavour === undefined) {
+    throw new ModelFormatError(
+      `${source}: not a GoogLeNet this tool recognises, so its input convention is unknown; ` +
+        `pass --preprocess bvlc (BGR, 0..255 minus means, Caffe) or --preprocess torchvision (RGB, ImageNet mean/std)` +
+        (description.unrecognisedReason ? ` (not recognised because: ${description.unrecognisedReason})` : ""),
+    );
+  }
+  const engine = await createOrtEngine(modelBytes, {
+    source,
+    flavour,
+    softmaxed: description.softmaxed,
+    ...(options.threads !== undefined ? { threads: options.threads } : {}),
+  });
+  return { engine, info: { file: source, sha256, flavour } };
+}

@@ -1,0 +1,152 @@
+import { availableParallelism } from "node:os";
+import * as ort from "onnxruntime-node";
+import { CROP_SIDE } from "./crop-types.js";
+import type { Engine } from "./engine.js";
+import { NUM_CLASSES } from "./engine.js";
+import { ConfigurationError, ModelFormatError } from "./errors.js";
+import { rowsAreDistributions, softmaxRows } from "./predict.js";
+import type { Flavour } from "./preprocess.js";
+import { preprocessFor } from "./preprocess.js";
+
+const CROP_VALUES = 3 * CROP_SIDE * CROP_SIDE;
+
+export interface OrtEngineOptions {
+  /** The path or URL the bytes came from, for messages. */
+  readonly source: string;
+  /** The input convention of the graph: which channel order and normalisation it was trained with. */
+  readonly flavour: Flavour;
+  /** Intra-op threads of the session. Default: the machine's cores (`os.availableParallelism()`). */
+  readonly threads?: number;
+  /**
+   * Whether the graph already ends in a softmax (from architecture.ts `describeOnnxModel`).
+   * Default: decided on the first batch, by whether every row is a probability distribution.
+   */
+  readonly softmaxed?: boolean;
+}
+
+function dimMatches(dim: number | string | undefined, expected: number): boolean {
+  // A symbolic or unknown dimension is checked at run time by onnxruntime itself.
+  return typeof dim !== "number" || dim === expected || dim === -1;
+}
+
+/**
+ * Any ImageNet classifier in ONNX with one float input [N,3,224,224] and 1000 outputs, run by
+ * onnxruntime on the CPU. The flavour must be named because an ONNX graph does not record the
+ * normalisation it was trained with.
+ *
+ * @throws ModelFormatError when the bytes are not ONNX or the graph's input/output do not fit.
+ */
+export async function createOrtEngine(modelBytes: Uint8Array, options: OrtEngineOptions): Promise<Engine> {
+  const { source, flavour } = options;
+  const threads = options.threads ?? availableParallelism();
+  if (!Number.isInteger(threads) || threads < 1) {
+    throw new ConfigurationError(`threads must be a positive integer, got ${threads}`);
+  }
+  let session: ort.InferenceSession;
+  try {
+    session = await ort.InferenceSession.create(modelBytes, {
+      intraOpNumThreads: threads,
+      // The graph is a single chain; one batch at a time keeps the cores on its convolutions.
+      interOpNumThreads: 1,
+      executionMode: "sequential",
+      graphOptimizationLevel: "all",
+    });
+  } catch (error) {
+    throw new ModelFormatError(`${source}: onnxruntime cannot load this model: ${(error as Error).message}`, {
+      cause: error,
+    });
+  }
+
+  const input = session.inputMetadata[0];
+  if (session.inputMetadata.length !== 1 || !input) {
+    await session.release();
+    throw new ModelFormatError(
+      `${source}: expected exactly one input ([N,3,224,224] float), found ${session.inputNames.length}: ${session.inputNames.join(", ")}`,
+    );
+  }
+  // Batch size 1 graphs (some exporters fix it) are run in slices of that size.
+  let fixedBatch: number | undefined;
+  if (input.isTensor) {
+    const [n, c, h, w] = input.shape;
+    const fits =
+      input.type === "float32" &&
+      input.shape.length === 4 &&
+      dimMatches(c, 3) &&
+      dimMatches(h, CROP_SIDE) &&
+      dimMatches(w, CROP_SIDE);
+    if (!fits) {
+      await session.release();
+      throw new ModelFormatError(
+        `${source}: input "${input.name}" is ${input.type} [${input.shape.join(",")}]; expected float32 [N,3,224,224] (NCHW)`,
+      );
+    }
+    if (typeof n === "number" && n > 0) fixedBatch = n;
+  }
+  // Prefer the output with 1000 classes; a graph may also expose auxiliary outputs.
+  const output =
+    session.outputMetadata.find((meta) => meta.isTensor && meta.shape[meta.shape.length - 1] === NUM_CLASSES) ??
+    session.outputMetadata[0];
+  if (!output) {
+    await session.release();
+    throw new ModelFormatError(`${source}: the graph has no output`);
+  }
+
+  let softmaxed = options.softmaxed;
+  let released = false;
+
+  const runSlice = async (data: Float32Array, count: number): Promise<Float32Array> => {
+    const feed = new ort.Tensor("float32", data, [count, 3, CROP_SIDE, CROP_SIDE]);
+    let results: ort.InferenceSession.ReturnType;
+    try {
+      results = await session.run({ [input.name]: feed }, [output.name]);
+    } catch (error) {
+      throw new ModelFormatError(`${source}: onnxruntime failed on a batch of ${count}: ${(error as Error).message}`, {
+        cause: error,
+      });
+    }
+    const values = results[output.name]?.data;
+    if (!(values instanceof Float32Array) || values.length !== count * NUM_CLASSES) {
+      throw new ModelFormatError(
+        `${source}: output "${output.name}" gave ${values?.length ?? 0} values for ${count} crops; ` +
+          `expected ${count} x ${NUM_CLASSES} float32 (an ImageNet classifier)`,
+      );
+    }
+    return values;
+  };
+
+  return {
+    engine: "onnxruntime",
+    backend: "cpu",
+    flavour,
+    inputLayout: "nchw",
+    preprocess: preprocessFor(flavour),
+    async classify(batch: Float32Array, count: number): Promise<Float32Array> {
+      if (released) throw new ModelFormatError(`${source}: the onnxruntime session was disposed`);
+      if (!Number.isInteger(count) || count < 1 || batch.length < count * CROP_VALUES) {
+        throw new RangeError(`classify: ${count} crops need ${count * CROP_VALUES} values, got ${batch.length}`);
+      }
+      let scores: Float32Array;
+      if (fixedBatch === undefined || fixedBatch === count) {
+        scores = await runSlice(batch.subarray(0, count * CROP_VALUES), count);
+      } else {
+        scores = new Float32Array(count * NUM_CLASSES);
+        const slice = new Float32Array(fixedBatch * CROP_VALUES);
+        for (let start = 0; start < count; start += fixedBatch) {
+          const n = Math.min(fixedBatch, count - start);
+          slice.fill(0);
+          slice.set(batch.subarray(start * CROP_VALUES, (start + n) * CROP_VALUES));
+          const out = await runSlice(slice, fixedBatch);
+          scores.set(out.subarray(0, n * NUM_CLASSES), start * NUM_CLASSES);
+        }
+      }
+      // Decided once, so a run cannot mix softmaxed and raw rows.
+      softmaxed ??= rowsAreDistributions(scores, count, NUM_CLASSES);
+      return softmaxed ? Float32Array.from(scores) : softmaxRows(scores, count, NUM_CLASSES);
+    },
+    async dispose(): Promise<void> {
+      if (released) return;
+      released = true;
+      await session.release();
+    },
+  };
+}

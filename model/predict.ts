@@ -1,0 +1,163 @@
+import type { Scheme } from "./crop-types.js";
+import { SCHEMES } from "./crop-types.js";
+import type { CropCount } from "./crops.js";
+import { ConfigurationError } from "./errors.js";
+
+export type { CropCount };
+
+/** Crops per image a run can compute, as a list for messages and validation. */
+export const CROP_COUNTS: readonly CropCount[] = [1, 10, 144];
+
+/** One class of a top-k list: its index and mean probability. */
+export interface Ranked {
+  readonly index: number;
+  readonly probability: number;
+}
+
+/**
+ * The schemes one pass over `crops` crops yields. Every scheme is a subset of the 144, so a run
+ * reports every scheme no larger than what it computed (../shared/PROTOCOL.md, "Averaging").
+ */
+export function schemesForCount(crops: CropCount): Scheme[] {
+  if (!CROP_COUNTS.includes(crops)) {
+    throw new ConfigurationError(`unknown crop count ${String(crops)}; use one of: ${CROP_COUNTS.join(", ")}`);
+  }
+  return SCHEMES.filter((scheme) => Number(scheme) <= crops);
+}
+
+/**
+ * Softmax of each row of `values`, numerically stable (max subtracted, sums in float64).
+ * Returns a new array; `values` is left alone.
+ */
+export function softmaxRows(values: ArrayLike<number>, rows: number, classes: number): Float32Array {
+  const out = new Float32Array(rows * classes);
+  for (let r = 0; r < rows; r++) {
+    const base = r * classes;
+    let max = -Infinity;
+    for (let c = 0; c < classes; c++) max = Math.max(max, values[base + c] as number);
+    let sum = 0;
+    for (let c = 0; c < classes; c++) sum += Math.exp((values[base + c] as number) - max);
+    for (let c = 0; c < classes; c++) out[base + c] = Math.exp((values[base + c] as number) - max) / sum;
+  }
+  return out;
+}
+
+/**
+ * Whether every row looks like a probability distribution (non-negative, sums to 1 within
+ * `tolerance`). Logits essentially never pass: a thousand raw scores would all have to be
+ * non-negative and sum to one.
+ */
+export function rowsAreDistributions(
+  values: ArrayLike<number>,
+  rows: number,
+  classes: number,
+  tolerance = 1e-3,
+): boolean {
+  for (let r = 0; r < rows; r++) {
+    let sum = 0;
+    for (let c = 0; c < classes; c++) {
+      const v = values[r * classes + c] as number;
+      if (!(v >= 0)) return false;
+      sum += v;
+    }
+    if (Math.abs(sum - 1) > tolerance) return false;
+  }
+  return true;
+}
+
+/**
+ * Mean over the chosen rows of a `rows x classes` probability array, accumulated in float64
+ * so 144 crops of small probabilities do not lose their low bits.
+ *
+ * @param rows positions of the rows to average (not crop-plan indices)
+ */
+export function meanOfRows(values: ArrayLike<number>, classes: number, rows: readonly number[]): Float64Array {
+  if (rows.length === 0) throw new RangeError("cannot average over zero rows");
+  const sum = new Float64Array(classes);
+  for (const row of rows) {
+    const base = row * classes;
+    if (row < 0 || base + classes > values.length) {
+      throw new RangeError(`row ${row} is outside an array of ${values.length / classes} rows`);
+    }
+    for (let c = 0; c < classes; c++) sum[c] = (sum[c] as number) + (values[base + c] as number);
+  }
+  for (let c = 0; c < classes; c++) sum[c] = (sum[c] as number) / rows.length;
+  return sum;
+}
+
+/**
+ * A model's prediction per scheme from ONE pass: `values` holds the probabilities of the crops
+ * the run computed, in the order of `computed` (crop-plan indices, 0..143); each scheme averages
+ * the rows of its own crops.
+ *
+ * @param schemeCrops crop-plan indices per scheme, e.g. from crops.ts `schemeCropIndices`
+ * @param rowOfPosition row of `values` holding `computed[p]`, when crops whose windows coincide
+ *   share one row (crops.ts `uniqueCropWindows`); default: row p. A shared row still counts once
+ *   per crop, as the protocol's mean over crops does.
+ */
+export function schemeMeans(
+  values: ArrayLike<number>,
+  classes: number,
+  computed: readonly number[],
+  schemeCrops: Partial<Record<Scheme, readonly number[]>>,
+  rowOfPosition?: readonly number[],
+): Partial<Record<Scheme, Float64Array>> {
+  const rowOf = new Map(computed.map((cropIndex, p) => [cropIndex, rowOfPosition ? (rowOfPosition[p] as number) : p]));
+  const out: Partial<Record<Scheme, Float64Array>> = {};
+  for (const scheme of SCHEMES) {
+    const crops = schemeCrops[scheme];
+    if (!crops) continue;
+    const rows = crops.map((cropIndex) => {
+      const row = rowOf.get(cropIndex);
+      if (row === undefined) {
+        throw new RangeError(`scheme ${scheme} needs crop ${cropIndex}, which this run did not compute`);
+      }
+      return row;
+    });
+    out[scheme] = meanOfRows(values, classes, rows);
+  }
+  return out;
+}
+
+/** Mean of several models' predictions (the ensemble), in float64. */
+export function ensembleMean(predictions: readonly ArrayLike<number>[]): Float64Array {
+  const first = predictions[0];
+  if (!first) throw new RangeError("an ensemble needs at least one model");
+  const out = new Float64Array(first.length);
+  for (const prediction of predictions) {
+    if (prediction.length !== first.length) {
+      throw new RangeError(`predictions differ in length: ${prediction.length} vs ${first.length}`);
+    }
+    for (let c = 0; c < out.length; c++) out[c] = (out[c] as number) + (prediction[c] as number);
+  }
+  for (let c = 0; c < out.length; c++) out[c] = (out[c] as number) / predictions.length;
+  return out;
+}
+
+/**
+ * The k classes of highest probability, best first; equal probabilities rank the lower class
+ * index first (../shared/PROTOCOL.md), so results do not depend on sort stability.
+ */
+export function topK(probabilities: ArrayLike<number>, k: number): Ranked[] {
+  const best: Ranked[] = [];
+  for (let index = 0; index < probabilities.length; index++) {
+    const probability = probabilities[index] as number;
+    // Scanning in index order and inserting only ahead of strictly smaller values keeps ties
+    // in index order.
+    if (best.length === k && !(probability > (best[k - 1] as Ranked).probability)) continue;
+    let at = best.length;
+    while (at > 0 && probability > (best[at - 1] as Ranked).probability) at--;
+    best.splice(at, 0, { index, probability });
+    if (best.length > k) best.pop();
+  }
+  return best;
+}
+
+/** Top-k as results.jsonl stores it: `[class, probability, first synset name]`. */
+export function topKEntries(
+  probabilities: ArrayLike<number>,
+  classNames: readonly string[],
+  k = 5,
+): [number, number, string][] {
+  return topK(probabilities, k).map(({ index, probability }) => [index, probability, classNames[index] ?? String(index)]);
+}

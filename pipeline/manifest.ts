@@ -1,0 +1,186 @@
+import { readFileSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { z } from "zod";
+import { StorageError } from "../model/errors.js";
+import type { EngineChoice } from "../model/load.js";
+import type { CropCount } from "../model/predict.js";
+import type { Flavour } from "../model/preprocess.js";
+import type { Location } from "./storage.js";
+
+/**
+ * The contract between `plan`, the workers and `aggregate`: what a run scores
+ * (`<out>/manifest.json`), what each queue message names, and where a batch's results go.
+ */
+
+export const MANIFEST_KEY = "manifest.json";
+export const MANIFEST_FORMAT = "googlenet-eval/manifest@1";
+export const BATCH_MESSAGE_TYPE = "googlenet-eval/batch@1";
+
+
+export interface ManifestModel {
+  /** Where workers load the model from (s3:// URL or absolute path), as summary.json reports it. */
+  readonly url: string;
+  readonly sha256: string;
+  readonly flavour: Flavour;
+}
+
+export interface ManifestBatch {
+  readonly id: string;
+  /** Image keys relative to the manifest's input, in run order. */
+  readonly keys: readonly string[];
+  /** Class index per key, or null when the label source has none. */
+  readonly labels: readonly (number | null)[];
+}
+
+export interface Manifest {
+  readonly format: typeof MANIFEST_FORMAT;
+  readonly runId: string;
+  readonly createdAt: string;
+  readonly codeVersion: string;
+  /** The input folder or S3 prefix the keys are relative to. */
+  readonly input: string;
+  /** The run's output folder or S3 prefix (where this manifest lives). */
+  readonly out: string;
+  readonly models: readonly ManifestModel[];
+  readonly crops: CropCount;
+  readonly engine: EngineChoice;
+  /** The label file or source the labels came from, or null for an unlabelled run. */
+  readonly labels: string | null;
+  readonly images: number;
+  readonly batches: readonly ManifestBatch[];
+}
+
+/** The body of one queue message: small, because the keys live in the manifest. */
+export interface BatchMessage {
+  readonly type: typeof BATCH_MESSAGE_TYPE;
+  readonly out: string;
+  readonly runId: string;
+  readonly batchId: string;
+}
+
+const manifestSchema = z.object({
+  format: z.literal(MANIFEST_FORMAT),
+  runId: z.string().min(1),
+  createdAt: z.string(),
+  codeVersion: z.string(),
+  input: z.string().min(1),
+  out: z.string().min(1),
+  models: z
+    .array(z.object({ url: z.string().min(1), sha256: z.string().regex(/^[0-9a-f]{64}$/), flavour: z.enum(["bvlc", "torchvision"]) }))
+    .min(1),
+  crops: z.union([z.literal(1), z.literal(10), z.literal(144)]),
+  engine: z.enum(["tfjs", "onnxruntime", "auto"]),
+  labels: z.string().nullable(),
+  images: z.number().int().nonnegative(),
+  batches: z.array(
+    z
+      .object({
+        id: z.string().regex(/^[A-Za-z0-9_-]+$/),
+        keys: z.array(z.string().min(1)),
+        labels: z.array(z.number().int().min(0).nullable()),
+      })
+      .refine((batch) => batch.keys.length === batch.labels.length, "a batch needs one label per key"),
+  ),
+});
+
+const batchMessageSchema = z.object({
+  type: z.literal(BATCH_MESSAGE_TYPE),
+  out: z.string().min(1),
+  runId: z.string().min(1),
+  batchId: z.string().regex(/^[A-Za-z0-9_-]+$/),
+});
+
+function issues(error: z.ZodError): string {
+  return error.issues.map((issue) => `${issue.path.join(".") || "(root)"}: ${issue.message}`).join("; ");
+}
+
+/** Parses manifest.json text; `where` (its URL) goes into the error message. */
+export function parseManifest(text: string, where: string): Manifest {
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (error) {
+    throw new StorageError(`${where} is not JSON: ${(error as Error).message}`, { cause: error });
+  }
+  const parsed = manifestSchema.safeParse(json);
+  if (!parsed.success) throw new StorageError(`${where} is not a googlenet-eval manifest: ${issues(parsed.error)}`);
+  const ids = new Set<string>();
+  for (const batch of parsed.data.batches) {
+    if (ids.has(batch.id)) throw new StorageError(`${where}: batch id "${batch.id}" appears twice`);
+    ids.add(batch.id);
+  }
+  return parsed.data as Manifest;
+}
+
+/** Reads `<out>/manifest.json`; a missing manifest is a StorageError naming where it looked. */
+export async function readManifest(out: Location): Promise<Manifest> {
+  const where = `${out.url}/${MANIFEST_KEY}`;
+  const bytes = await out.readIfExists(MANIFEST_KEY);
+  if (bytes === undefined) throw new StorageError(`no manifest at ${where}; run \`googlenet-eval plan --out ${out.url}\` first`);
+  return parseManifest(bytes.toString("utf8"), where);
+}
+
+/** The manifest as stored: stable key order, two-space indent, final newline. */
+export function serializeManifest(manifest: Manifest): string {
+  return `${JSON.stringify(manifest, null, 2)}\n`;
+}
+
+/**
+ * A batch's result key, derived only from its id, so a redelivered batch overwrites its own
+ * earlier output instead of adding a second copy.
+ */
+export function batchResultKey(batchId: string): string {
+  return `batches/${batchId}.jsonl`;
+}
+
+/** Batch ids that sort in run order: b00000, b00001, ... (wider only past 100,000 batches). */
+export function batchId(index: number, count: number): string {
+  const width = Math.max(5, String(Math.max(count - 1, 0)).length);
+  return `b${String(index).padStart(width, "0")}`;
+}
+
+export function batchMessage(manifest: Manifest, batch: ManifestBatch): BatchMessage {
+  return { type: BATCH_MESSAGE_TYPE, out: manifest.out, runId: manifest.runId, batchId: batch.id };
+}
+
+/**
+ * Reads a parsed message body as a batch message: undefined when it is not one (no or another
+ * `type`), a StorageError when it says it is one but is malformed.
+ */
+export function parseBatchMessage(body: unknown): BatchMessage | undefined {
+  if (typeof body !== "object" || body === null || (body as { type?: unknown }).type !== BATCH_MESSAGE_TYPE) {
+    return undefined;
+  }
+  const parsed = batchMessageSchema.safeParse(body);
+  if (!parsed.success) throw new StorageError(`malformed batch message: ${issues(parsed.error)}`);
+  return parsed.data;
+}
+
+let cachedVersion: string | undefined;
+
+/**
+ * This package's version from its package.json, found by walking up from this file, so it works
+ * from the sources (tsx) and from dist/ alike.
+ */
+export function codeVersion(): string {
+  if (cachedVersion !== undefined) return cachedVersion;
+  let dir = dirname(fileURLToPath(import.meta.url));
+  for (;;) {
+    try {
+      const pkg = JSON.parse(readFileSync(join(dir, "package.json"), "utf8")) as { name?: string; version?: string };
+      if (pkg.name === "googlenet-eval" && typeof pkg.version === "string") {
+        cachedVersion = pkg.version;
+        return cachedVersion;
+      }
+    } catch {
+      // No package.json at this level; keep walking up.
+    }
+    const parent = dirname(dir);
+    if (parent === dir) {
+      cachedVersion = "unknown";
+      return cachedVersion;
+    }
+    dir = parent;
+  }
+}

@@ -1,0 +1,166 @@
+import { readFile } from "node:fs/promises";
+import {
+  GetObjectCommand,
+  HeadObjectCommand,
+  ListObjectsV2Command,
+  type S3Client,
+} from "@aws-sdk/client-s3";
+import { Upload } from "@aws-sdk/lib-storage";
+import { StorageError } from "../model/errors.js";
+import { defaultS3Client } from "./aws-clients.js";
+import { assertSafeKey, isS3Url, parseS3Url, type Location } from "./storage.js";
+
+/**
+ * Part size for uploads. S3 needs at least 5 MiB per part; staying well under the 11 MiB request
+ * limit of the test emulator keeps the same code path valid there and on AWS.
+ */
+export const UPLOAD_PART_BYTES = 8 * 1024 * 1024;
+
+function errorName(error: unknown): string | undefined {
+  return (error as { name?: string } | undefined)?.name;
+}
+
+function isNotFound(error: unknown): boolean {
+  const name = errorName(error);
+  const status = (error as { $metadata?: { httpStatusCode?: number } } | undefined)?.$metadata?.httpStatusCode;
+  return name === "NoSuchKey" || name === "NotFound" || status === 404;
+}
+
+export interface S3LocationOptions {
+  /** Keys per ListObjectsV2 page. Default: the server's (1000 on S3). */
+  readonly pageSize?: number;
+}
+
+/** A Location over `s3://bucket/prefix`; keys are relative to the prefix and cannot leave it. */
+export class S3Location implements Location {
+  readonly url: string;
+  readonly bucket: string;
+  /** The prefix without a trailing slash ("" for the whole bucket). */
+  readonly prefix: string;
+  private readonly client: S3Client;
+  private readonly options: S3LocationOptions;
+
+  constructor(url: string, client: S3Client = defaultS3Client(), options: S3LocationOptions = {}) {
+    const { bucket, key } = parseS3Url(url);
+    this.bucket = bucket;
+    this.prefix = key.replace(/\/+$/, "");
+    if (this.prefix !== "") assertSafeKey(this.prefix);
+    this.url = this.prefix === "" ? `s3://${bucket}` : `s3://${bucket}/${this.prefix}`;
+    this.client = client;
+    this.options = options;
+  }
+
+  /** The full S3 key of a key relative to this location. */
+  objectKey(key: string): string {
+    assertSafeKey(key);
+    return this.prefix === "" ? key : `${this.prefix}/${key}`;
+  }
+
+  async *list(): AsyncIterable<string> {
+    const listPrefix = this.prefix === "" ? "" : `${this.prefix}/`;
+    const keys: string[] = [];
+    let token: string | undefined;
+    do {
+      let page;
+      try {
+        page = await this.client.send(
+          new ListObjectsV2Command({
+            Bucket: this.bucket,
+            Prefix: listPrefix,
+            ContinuationToken: token,
+            MaxKeys: this.options.pageSize,
+          }),
+        );
+      } catch (error) {
+        throw new StorageError(`cannot list ${this.url}: ${(error as Error).message}`, { cause: error });
+      }
+      for (const object of page.Contents ?? []) {
+        const key = object.Key;
+        // Console-made "folders" are zero-byte keys ending in "/"; they are not objects to score.
+        if (key === undefined || key.endsWith("/")) continue;
+        keys.push(key.slice(listPrefix.length));
+      }
+      token = page.IsTruncated ? page.NextContinuationToken : undefined;
+    } while (token !== undefined);
+    // Same order as LocalLocation, whatever order the server pages in.
+    keys.sort();
+    yield* keys;
+  }
+
+  async read(key: string): Promise<Buffer> {
+    const bytes = await this.readIfExists(key);
+    if (bytes === undefined) {
+      throw new StorageError(`cannot read s3://${this.bucket}/${this.objectKey(key)}: no such key`);
+    }
+    return bytes;
+  }
+
+  async readIfExists(key: string): Promise<Buffer | undefined> {
+    const objectKey = this.objectKey(key);
+    try {
+      const response = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: objectKey }));
+      if (response.Body === undefined) return Buffer.alloc(0);
+      return Buffer.from(await response.Body.transformToByteArray());
+    } catch (error) {
+      if (isNotFound(error)) return undefined;
+      throw new StorageError(`cannot read s3://${this.bucket}/${objectKey}: ${(error as Error).message}`, {
+        cause: error,
+      });
+    }
+  }
+
+  async write(key: string, body: string | Uint8Array): Promise<void> {
+    const objectKey = this.objectKey(key);
+    try {
+      // Upload sends one PutObject for a small body and a multipart upload for a large one.
+      await new Upload({
+        client: this.client,
+        params: { Bucket: this.bucket, Key: objectKey, Body: typeof body === "string" ? Buffer.from(body) : body },
+        partSize: UPLOAD_PART_BYTES,
+        queueSize: 2,
+        leavePartsOnError: false,
+      }).done();
+    } catch (error) {
+      throw new StorageError(`cannot write s3://${this.bucket}/${objectKey}: ${(error as Error).message}`, {
+        cause: error,
+      });
+    }
+  }
+
+  async exists(key: string): Promise<boolean> {
+    const objectKey = this.objectKey(key);
+    try {
+      await this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: objectKey }));
+      return true;
+    } catch (error) {
+      if (isNotFound(error)) return false;
+      throw new StorageError(`cannot stat s3://${this.bucket}/${objectKey}: ${(error as Error).message}`, {
+        cause: error,
+      });
+    }
+  }
+
+  child(key: string): Location {
+    return new S3Location(`s3://${this.bucket}/${this.objectKey(key)}`, this.client, this.options);
+  }
+}
+
+/**
+ * Reads one file named by a local path or an s3:// URL (a model, a label file, synset_words.txt).
+ */
+export async function readUrl(url: string, client?: S3Client): Promise<Buffer> {
+  if (isS3Url(url)) {
+    const { bucket, key } = parseS3Url(url);
+    if (key === "" || key.endsWith("/")) {
+      throw new StorageError(`"${url}" names a prefix, not a file; give s3://bucket/path/to/file`);
+    }
+    const bytes = await new S3Location(`s3://${bucket}`, client ?? defaultS3Client()).readIfExists(key);
+    if (bytes === undefined) throw new StorageError(`cannot read ${url}: no such key`);
+    return bytes;
+  }
+  try {
+    return await readFile(url);
+  } catch (error) {
+    throw new StorageError(`cannot read ${url}: ${(error as Error).message}`, { cause: error });
+  }
+}

@@ -1,0 +1,273 @@
+import type { Crop, Scheme } from "../model/crop-types.js";
+import type { CropCount } from "../model/crops.js";
+import { cropPlan, cropsForCount, schemeCropIndices } from "../model/crops.js";
+import type { DecodedImage } from "../model/decode.js";
+import { decodeImage } from "../model/decode.js";
+import type { Engine, InputLayout, ModelInfo } from "../model/engine.js";
+import { NUM_CLASSES } from "../model/engine.js";
+import { ConfigurationError } from "../model/errors.js";
+import { ensembleMean, schemeMeans, schemesForCount, topKEntries } from "../model/predict.js";
+import type { Preprocess } from "../model/preprocess.js";
+import { CROP_VALUES, sampleCrops, uniqueCropWindows } from "../model/sampling.js";
+import type { ResultRecord, SchemeTop5 } from "./records.js";
+
+/** One image to score: its key (relative to the input), label and a way to read its bytes. */
+export interface ImageInput {
+  key: string;
+  label: number | null;
+  read(): Promise<Uint8Array>;
+}
+
+export interface ScorerOptions {
+  /** The models, in --model order; more than one makes an ensemble. */
+  models: { engine: Engine; info: ModelInfo }[];
+  /** Crops computed per image: 1 yields scheme "1", 10 yields "1" and "10", 144 all three. */
+  crops: CropCount;
+  /** First synset name per class index, for top5 entries. */
+  classNames: readonly string[];
+  /** Rotate by EXIF orientation: false for validation, true for the drop folder. */
+  applyExifOrientation: boolean;
+  /** Pixel limit per image. Default: decode.ts's DEFAULT_MAX_PIXELS (100 million). */
+  maxPixels?: number;
+  /** Crops per engine call, packed across images. Default: 48 (a third of the 144, a few 10-crop images). */
+  batchCrops?: number;
+  /** Images read and decoded ahead while the engine runs. Default: 3. */
+  lookAhead?: number;
+}
+
+/** Default of `ScorerOptions.batchCrops`. */
+export const DEFAULT_BATCH_CROPS = 48;
+/** Default of `ScorerOptions.lookAhead`. */
+export const DEFAULT_LOOK_AHEAD = 3;
+
+type Prepared = { key: string; label: number | null; image: DecodedImage } | { key: string; error: string };
+
+/** Models that read identically sampled crops share one sampling pass. */
+interface SamplingGroup {
+  readonly preprocess: Preprocess;
+  readonly layout: InputLayout;
+  readonly models: number[];
+  readonly buffer: Float32Array;
+}
+
+/** An image in flight: its windows still to sample and each model's probabilities so far. */
+interface Pending {
+  readonly key: string;
+  readonly label: number | null;
+  readonly width: number;
+  readonly height: number;
+  image: DecodedImage | undefined;
+  /** Distinct sampling windows of the computed crops (coinciding windows are classified once). */
+  readonly windows: Crop[];
+  /** Row in `probabilities` of each computed crop. */
+  readonly rowOf: number[];
+  nextWindow: number;
+  windowsDone: number;
+  /** Per model: windows x NUM_CLASSES. */
+  readonly probabilities: Float32Array[];
+  record: ResultRecord | undefined;
+}
+
+/** One stretch of a batch: windows [from, to) of an image at batch position `at`. */
+interface Segment {
+  readonly pending: Pending;
+  readonly from: number;
+  readonly to: number;
+  readonly at: number;
+}
+
+function messageOf(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
+
+function validate(options: ScorerOptions): void {
+  if (options.models.length === 0) throw new ConfigurationError("scoring needs at least one model (--model FILE.onnx)");
+  if (options.classNames.length !== NUM_CLASSES) {
+    throw new ConfigurationError(`expected ${NUM_CLASSES} class names, got ${options.classNames.length}`);
+  }
+  const batch = options.batchCrops ?? DEFAULT_BATCH_CROPS;
+  if (!Number.isInteger(batch) || batch < 1) throw new ConfigurationError(`batch must be a positive integer, got ${batch}`);
+  const ahead = options.lookAhead ?? DEFAULT_LOOK_AHEAD;
+  if (!Number.isInteger(ahead) || ahead < 1) throw new ConfigurationError(`lookAhead must be a positive integer, got ${ahead}`);
+}
+
+/**
+ * Scores images with one model or an ensemble and yields exactly one record per input, in
+ * input order. A read or decode failure becomes `{ key, error }`; engine failures are not
+ * per-image (a broken model fails every image alike), so they end the run and what was
+ * already yielded stands for a resume.
+ *
+ * Crops of consecutive images are packed into engine calls of `batchCrops`; each image is
+ * sampled once per distinct preprocess/layout among the models, straight into the batch, and
+ * its pixels are dropped as soon as its last window is sampled. Up to `lookAhead` images are
+ * read and decoded (in sharp's threads) while the engine runs, so memory stays flat.
+ */
+export async function* scoreImages(
+  inputs: AsyncIterable<ImageInput> | Iterable<ImageInput>,
+  options: ScorerOptions,
+): AsyncGenerator<ResultRecord> {
+  validate(options);
+  const batchCrops = options.batchCrops ?? DEFAULT_BATCH_CROPS;
+  const lookAhead = options.lookAhead ?? DEFAULT_LOOK_AHEAD;
+  const { models, classNames } = options;
+  const computed = cropsForCount(options.crops);
+  const schemes = schemesForCount(options.crops);
+  const schemeCrops: Partial<Record<Scheme, number[]>> = {};
+  for (const scheme of schemes) schemeCrops[scheme] = schemeCropIndices(scheme);
+
+  const groups = new Map<string, SamplingGroup>();
+  models.forEach(({ engine }, i) => {
+    const id = JSON.stringify([engine.preprocess, engine.inputLayout]);
+    let group = groups.get(id);
+    if (!group) {
+      group = {
+        preprocess: engine.preprocess,
+        layout: engine.inputLayout,
+        models: [],
+        buffer: new Float32Array(batchCrops * CROP_VALUES),
+      };
+      groups.set(id, group);
+    }
+    group.models.push(i);
+  });
+
+  const prepare = async (input: ImageInput): Promise<Prepared> => {
+    try {
+      const bytes = await input.read();
+      const image = await decodeImage(bytes, {
+        source: input.key,
+        applyExifOrientation: options.applyExifOrientation,
+        ...(options.maxPixels !== undefined ? { maxPixels: options.maxPixels } : {}),
+      });
+      return { key: input.key, label: input.label, image };
+    } catch (error) {
+      return { key: input.key, error: messageOf(error) };
+    }
+  };
+
+  const finalize = (pending: Pending): ResultRecord => {
+    const perModel = pending.probabilities.map((values) =>
+      schemeMeans(values, NUM_CLASSES, computed, schemeCrops, pending.rowOf),
+    );
+    const top5 = (means: Partial<Record<Scheme, Float64Array>>): SchemeTop5 => {
+      const out: SchemeTop5 = {};
+      for (const scheme of schemes) out[scheme] = topKEntries(means[scheme] as Float64Array, classNames, 5);
+      return out;
+    };
+    const ensemble: Partial<Record<Scheme, Float64Array>> = {};
+    for (const scheme of schemes) {
+      ensemble[scheme] = ensembleMean(perModel.map((means) => means[scheme] as Float64Array));
+    }
+    return {
+      key: pending.key,
+      label: pending.label,
+      width: pending.width,
+      height: pending.height,
+      top5: top5(ensemble),
+      ...(models.length > 1 ? { models: perModel.map((means) => ({ top5: top5(means) })) } : {}),
+    };
+  };
+
+  // Records leave in input order: a failed image waits behind images still in the batch.
+  const order: { key: string; pending?: Pending; record?: ResultRecord }[] = [];
+  function* ready(): Generator<ResultRecord> {
+    while (order.length > 0) {
+      const head = order[0] as (typeof order)[number];
+      const record = head.record ?? head.pending?.record;
+      if (!record) return;
+      order.shift();
+      yield record;
+    }
+  }
+
+  let segments: Segment[] = [];
+  let filled = 0;
+  const runBatch = async (): Promise<void> => {
+    if (filled === 0) return;
+    const count = filled;
+    const batch = segments;
+    segments = [];
+    filled = 0;
+    for (const group of groups.values()) {
+      for (const m of group.models) {
+        const engine = (models[m] as ScorerOptions["models"][number]).engine;
+        const out = await engine.classify(group.buffer.subarray(0, count * CROP_VALUES), count);
+        for (const { pending, from, to, at } of batch) {
+          const rows = out.subarray(at * NUM_CLASSES, (at + to - from) * NUM_CLASSES);
+          (pending.probabilities[m] as Float32Array).set(rows, from * NUM_CLASSES);
+        }
+      }
+    }
+    for (const { pending, from, to } of batch) {
+      pending.windowsDone += to - from;
+      if (pending.windowsDone === pending.windows.length) pending.record = finalize(pending);
+    }
+  };
+
+  /** Samples the image's remaining windows into the batch, running the engine whenever it fills. */
+  const pack = async (pending: Pending): Promise<void> => {
+    while (pending.nextWindow < pending.windows.length) {
+      const from = pending.nextWindow;
+      const to = Math.min(pending.windows.length, from + batchCrops - filled);
+      const crops = pending.windows.slice(from, to);
+      for (const group of groups.values()) {
+        sampleCrops(pending.image as DecodedImage, crops, { preprocess: group.preprocess, layout: group.layout }, group.buffer, filled * CROP_VALUES);
+      }
+      segments.push({ pending, from, to, at: filled });
+      filled += to - from;
+      pending.nextWindow = to;
+      if (pending.nextWindow === pending.windows.length) pending.image = undefined;
+      if (filled === batchCrops) await runBatch();
+    }
+  };
+
+  const iterator = Symbol.asyncIterator in inputs ? inputs[Symbol.asyncIterator]() : inputs[Symbol.iterator]();
+  const ahead: Promise<Prepared>[] = [];
+  let exhausted = false;
+  const refill = async (): Promise<void> => {
+    while (!exhausted && ahead.length < lookAhead) {
+      const next = await iterator.next();
+      if (next.done) exhausted = true;
+      else ahead.push(prepare(next.value));
+    }
+  };
+
+  await refill();
+  while (ahead.length > 0) {
+    const prepared = await (ahead.shift() as Promise<Prepared>);
+    await refill();
+    if ("error" in prepared) {
+      order.push({ key: prepared.key, record: { key: prepared.key, error: prepared.error } });
+    } else {
+      const { image } = prepared;
+      let pending: Pending;
+      try {
+        const plan = cropPlan(image.width, image.height);
+        const { unique, indexOf } = uniqueCropWindows(computed.map((i) => plan[i] as Crop));
+        pending = {
+          key: prepared.key,
+          label: prepared.label,
+          width: image.width,
+          height: image.height,
+          image,
+          windows: unique,
+          rowOf: indexOf,
+          nextWindow: 0,
+          windowsDone: 0,
+          probabilities: models.map(() => new Float32Array(unique.length * NUM_CLASSES)),
+          record: undefined,
+        };
+      } catch (error) {
+        // A size the crop plan refuses is this image's problem, not the run's.
+        order.push({ key: prepared.key, record: { key: prepared.key, error: messageOf(error) } });
+        yield* ready();
+        continue;
+      }
+      order.push({ key: pending.key, pending });
+      await pack(pending);
+    }
+    yield* ready();
+  }
+  await runBatch();
+  yield* ready();
+}

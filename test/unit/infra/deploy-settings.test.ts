@@ -1,0 +1,65 @@
+import { App } from "aws-cdk-lib";
+import { describe, expect, it } from "vitest";
+import { DEFAULT_SETTINGS, settingsFromContext } from "../../../infra/deploy-settings.js";
+import { ConfigurationError } from "../../../model/errors.js";
+
+const settingsOf = (context: Record<string, unknown>) => settingsFromContext(new App({ context }).node);
+
+describe("settingsFromContext", () => {
+  it("gives the documented defaults for an empty context and for cdk.json's empty strings", () => {
+    // Act
+    const bare = settingsOf({});
+    const fromCdkJson = settingsOf({ inputBucketName: "", vpcId: "", alarmTopicArn: "", inputPrefix: "" });
+
+    // Assess
+    expect(bare).toEqual(DEFAULT_SETTINGS);
+    expect(fromCdkJson).toEqual(DEFAULT_SETTINGS);
+    expect(DEFAULT_SETTINGS).toMatchObject({ instanceTypes: ["g4dn.xlarge", "g5.xlarge"], spot: false, maxInstances: 4, defaultCrops: 144 });
+  });
+
+  describe.each([
+    { name: "JSON values from cdk.json", context: { instanceTypes: ["g5.xlarge"], spot: true, maxInstances: 8, defaultCrops: 10 } },
+    { name: "strings from -c on the command line", context: { instanceTypes: "g5.xlarge", spot: "true", maxInstances: "8", defaultCrops: "10" } },
+  ])("$name", ({ context }) => {
+    it("parse to the same settings", () => {
+      // Act
+      const settings = settingsOf(context);
+
+      // Assess
+      expect(settings).toMatchObject({ instanceTypes: ["g5.xlarge"], spot: true, maxInstances: 8, defaultCrops: 10 });
+    });
+  });
+
+  it("normalises the input prefix and keeps optional names", () => {
+    // Act
+    const settings = settingsOf({ inputBucketName: "imagenet-val", inputPrefix: "ILSVRC2012/val", vpcId: "vpc-0123456789abcdef0", instanceTypes: "g4dn.xlarge, g5.xlarge" });
+
+    // Assess
+    expect(settings).toMatchObject({
+      inputBucketName: "imagenet-val",
+      inputPrefix: "ILSVRC2012/val/",
+      vpcId: "vpc-0123456789abcdef0",
+      instanceTypes: ["g4dn.xlarge", "g5.xlarge"],
+    });
+  });
+
+  describe.each([
+    { key: "spot", value: "yes", says: "one of: true, false" },
+    { key: "maxInstances", value: "0", says: "from 1 to 100" },
+    { key: "defaultCrops", value: "12", says: "one of: 1, 10, 144" },
+    { key: "instanceTypes", value: "[]", says: "non-empty list" },
+    { key: "defaultModelKey", value: "/models/x.onnx", says: "S3 object key" },
+    { key: "logRetentionDays", value: "31", says: "one of: 1, 3, 5" },
+    { key: "vpcId", value: "my-vpc", says: "vpc-0123456789abcdef0" },
+    { key: "inputBucketName", value: "Not_A_Bucket", says: "S3 bucket name" },
+  ])("a bad $key", ({ key, value, says }) => {
+    it("fails with a ConfigurationError naming the key and the valid choices", () => {
+      // Act
+      const act = () => settingsOf({ [key]: value });
+
+      // Assess
+      expect(act).toThrow(ConfigurationError);
+      expect(act).toThrow(new RegExp(`context "${key}".*${says.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}`));
+    });
+  });
+});

@@ -1,0 +1,153 @@
+import { Capture, Match, type Template } from "aws-cdk-lib/assertions";
+import { beforeAll, describe, expect, it } from "vitest";
+import { DROP_IMAGE_SUFFIXES } from "../../../infra/drop-folder.js";
+import { HEARTBEAT_SECONDS, MAX_RECEIVE_COUNT, VISIBILITY_TIMEOUT_SECONDS } from "../../../pipeline/queue-timing.js";
+import { resourcesOfType, synthStack } from "../../helpers/synth-stack.js";
+
+let template: Template;
+
+beforeAll(() => {
+  ({ template } = synthStack());
+});
+
+describe("the bucket", () => {
+  it("blocks public access, encrypts, keeps no versions and aborts stale multipart uploads", () => {
+    // Prepare / Act: synthesized once above
+    // Assess
+    template.resourceCountIs("AWS::S3::Bucket", 1);
+    template.hasResourceProperties("AWS::S3::Bucket", {
+      PublicAccessBlockConfiguration: {
+        BlockPublicAcls: true,
+        BlockPublicPolicy: true,
+        IgnorePublicAcls: true,
+        RestrictPublicBuckets: true,
+      },
+      BucketEncryption: {
+        ServerSideEncryptionConfiguration: [{ ServerSideEncryptionByDefault: { SSEAlgorithm: "AES256" } }],
+      },
+      VersioningConfiguration: Match.absent(),
+      LifecycleConfiguration: {
+        Rules: Match.arrayWith([
+          Match.objectLike({ Status: "Enabled", AbortIncompleteMultipartUpload: { DaysAfterInitiation: 1 } }),
+        ]),
+      },
+    });
+  });
+
+  it("is retained when the stack is destroyed", () => {
+    template.hasResource("AWS::S3::Bucket", { DeletionPolicy: "Retain", UpdateReplacePolicy: "Retain" });
+  });
+
+  it("denies every request not made over TLS", () => {
+    template.hasResourceProperties("AWS::S3::BucketPolicy", {
+      PolicyDocument: {
+        Statement: Match.arrayWith([
+          Match.objectLike({
+            Effect: "Deny",
+            Action: "s3:*",
+            Principal: { AWS: "*" },
+            Condition: { Bool: { "aws:SecureTransport": "false" } },
+          }),
+        ]),
+      },
+    });
+  });
+});
+
+describe("the work queue", () => {
+  it("has the shared visibility timeout, longer than the worker heartbeat", () => {
+    // Prepare
+    const visibility = new Capture();
+
+    // Act
+    template.hasResourceProperties("AWS::SQS::Queue", {
+      VisibilityTimeout: visibility,
+      RedrivePolicy: Match.objectLike({ maxReceiveCount: Match.anyValue() }),
+    });
+
+    // Assess
+    expect(visibility.asNumber()).toBe(VISIBILITY_TIMEOUT_SECONDS);
+    expect(visibility.asNumber()).toBeGreaterThan(HEARTBEAT_SECONDS);
+  });
+
+  it("is encrypted and sends a batch to the dead-letter queue after 3 receives", () => {
+    // Prepare
+    const dlqArn = new Capture();
+
+    // Act
+    template.hasResourceProperties("AWS::SQS::Queue", {
+      SqsManagedSseEnabled: true,
+      RedrivePolicy: { deadLetterTargetArn: { "Fn::GetAtt": [dlqArn, "Arn"] }, maxReceiveCount: 3 },
+    });
+
+    // Assess
+    expect(MAX_RECEIVE_COUNT).toBe(3);
+    const dlq = resourcesOfType(template, "AWS::SQS::Queue")[dlqArn.asString()];
+    expect(dlq).toMatchObject({ MessageRetentionPeriod: 14 * 24 * 3600, SqsManagedSseEnabled: true });
+  });
+
+  it("raises an alarm as soon as the dead-letter queue holds a message", () => {
+    // Prepare
+    const queueRef = new Capture();
+
+    // Act
+    template.hasResourceProperties("AWS::CloudWatch::Alarm", {
+      Namespace: "AWS/SQS",
+      MetricName: "ApproximateNumberOfMessagesVisible",
+      Dimensions: [{ Name: "QueueName", Value: { "Fn::GetAtt": [queueRef, "QueueName"] } }],
+      ComparisonOperator: "GreaterThanThreshold",
+      Threshold: 0,
+    });
+
+    // Assess: the alarm watches the dead-letter queue, not the work queue
+    const workQueue = resourcesOfType(template, "AWS::SQS::Queue");
+    const watched = workQueue[queueRef.asString()];
+    expect(watched?.RedrivePolicy).toBeUndefined();
+    expect(Object.values(workQueue).some((q) => q.RedrivePolicy !== undefined)).toBe(true);
+  });
+});
+
+describe("the drop folder", () => {
+  it("sends object-created events under drop/ with each image suffix to the work queue", () => {
+    // Prepare
+    const configurations = new Capture();
+
+    // Act
+    template.hasResourceProperties("Custom::S3BucketNotifications", {
+      NotificationConfiguration: { QueueConfigurations: configurations },
+    });
+
+    // Assess
+    const rules = configurations.asArray() as {
+      Events: string[];
+      QueueArn: unknown;
+      Filter: { Key: { FilterRules: { Name: string; Value: string }[] } };
+    }[];
+    const filters = rules.map((rule) => Object.fromEntries(rule.Filter.Key.FilterRules.map((r) => [r.Name.toLowerCase(), r.Value])));
+    expect(filters.map((f) => f.suffix).sort()).toEqual([...DROP_IMAGE_SUFFIXES].sort());
+    expect(filters.every((f) => f.prefix === "drop/")).toBe(true);
+    expect(rules.every((rule) => rule.Events.length === 1 && rule.Events[0] === "s3:ObjectCreated:*")).toBe(true);
+    const queueIds = Object.keys(resourcesOfType(template, "AWS::SQS::Queue"));
+    for (const rule of rules) {
+      const target = (rule.QueueArn as { "Fn::GetAtt": [string, string] })["Fn::GetAtt"][0];
+      const queue = resourcesOfType(template, "AWS::SQS::Queue")[target];
+      expect(queueIds).toContain(target);
+      expect(queue?.RedrivePolicy).toBeDefined(); // the work queue, not the dead-letter queue
+    }
+  });
+
+  it("lets only S3, from this bucket, send to the queue", () => {
+    template.hasResourceProperties("AWS::SQS::QueuePolicy", {
+      PolicyDocument: {
+        Statement: Match.arrayWith([
+          Match.objectLike({
+            Effect: "Allow",
+            Principal: { Service: "s3.amazonaws.com" },
+            Action: Match.arrayWith(["sqs:SendMessage"]),
+            Condition: { ArnLike: { "aws:SourceArn": Match.anyValue() } },
+          }),
+        ]),
+      },
+    });
+  });
+});
