@@ -27,7 +27,7 @@ options:
   --backend NAME      tfjs backend: auto, tensorflow, wasm or cpu (default auto)
   --preprocess NAME   bvlc or torchvision, for ONNX graphs not recognised as GoogLeNet (onnxruntime)
   --out DIR           output folder (default ./results/<timestamp>)
-  --batch N           crops per engine call (default 48)
+  --batch N           crops per engine call, packed across images (default 16)
   --threads N         onnxruntime threads (default: all cores)
   --exif-orientation  rotate images by their EXIF orientation (default off, as ImageNet)
   --max-pixels N      refuse larger images as failed records (default 100000000)

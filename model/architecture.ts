@@ -82,6 +82,8 @@ export interface InceptionWeights {
 }
 
 export interface GoogLeNetWeights {
+  /** The file or URL the weights came from, for messages. */
+  readonly source: string;
   readonly flavour: Flavour;
   /** Input side in pixels (224), from the graph's input shape when it is fixed. */
   readonly inputSize: number;
@@ -809,6 +811,7 @@ export function recogniseGoogLeNet(graph: OnnxGraph): GoogLeNetWeights {
     );
   }
   return {
+    source: graph.source,
     flavour,
     inputSize,
     ...(inputAffine ? { inputAffine } : {}),

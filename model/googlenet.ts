@@ -96,6 +96,7 @@ export function windowPadding(
   stride: number,
   pads: readonly [number, number, number, number],
   ceilMode: boolean,
+  where = "window",
 ): { padding: Padding; outputSize: number } {
   const outputSize = pooledSize(size, kernel, stride, pads[0], pads[2], ceilMode);
   const padEnd = (outputSize - 1) * stride + kernel - size - pads[0];
@@ -111,7 +112,7 @@ export function windowPadding(
   const end = Math.max(padEnd, 0);
   if (!symmetric || Math.floor((size + pads[0] + end - kernel) / stride) + 1 !== outputSize) {
     throw new ModelFormatError(
-      `window ${kernel}/${stride} with pads [${pads.join(", ")}] on ${size}x${size} has no tfjs equivalent (different vertical and horizontal padding)`,
+      `${where} ${kernel}/${stride} with pads [${pads.join(", ")}] on ${size}x${size} has no tfjs equivalent (different vertical and horizontal padding)`,
     );
   }
   return { padding: [[0, 0], [pads[0], end], [pads[1], end], [0, 0]], outputSize };
@@ -187,8 +188,9 @@ class TfjsGoogLeNet implements GoogLeNetModel {
     this.inputSize = weights.inputSize;
     this.classes = weights.classifier.shape[1];
     let size = weights.inputSize;
+    const where = (what: string): string => `${weights.source}: ${what}`;
     const conv = (w: ConvWeights): ConvLayer => {
-      const { padding, outputSize } = windowPadding(size, w.shape[0], w.strides[0], w.pads, false);
+      const { padding, outputSize } = windowPadding(size, w.shape[0], w.strides[0], w.pads, false, where("a convolution"));
       size = outputSize;
       return {
         filter: this.own(tf.tensor4d(w.kernel, [...w.shape])),
@@ -198,7 +200,7 @@ class TfjsGoogLeNet implements GoogLeNetModel {
       };
     };
     const pool = (p: PoolSpec): PoolLayer => {
-      const { padding, outputSize } = windowPadding(size, p.kernel[0], p.strides[0], p.pads, p.ceilMode);
+      const { padding, outputSize } = windowPadding(size, p.kernel[0], p.strides[0], p.pads, p.ceilMode, where("a max pool"));
       size = outputSize;
       return { kernel: [p.kernel[0], p.kernel[1]], strides: [p.strides[0], p.strides[1]], padding };
     };
@@ -248,7 +250,7 @@ class TfjsGoogLeNet implements GoogLeNetModel {
         concatOrder: m.concatOrder,
       };
       if (size !== moduleSize) {
-        throw new ModelFormatError(`inception ${name}: a branch changes the ${moduleSize}x${moduleSize} map size to ${size}x${size}`);
+        throw new ModelFormatError(`${weights.source}: inception ${name}: a branch changes the ${moduleSize}x${moduleSize} map size to ${size}x${size}`);
       }
       this.modules.push(layer);
     }

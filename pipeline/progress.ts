@@ -79,6 +79,11 @@ export function createProgress(options: ProgressOptions): Progress {
 
   const interval = (options.intervalSeconds ?? 30) * 1000;
   let lastLine = started;
+  let printedAt = -1;
+  const print = (): void => {
+    printedAt = done;
+    stream.write(`${progressLine(done, options.total, failed, elapsed())}\n`);
+  };
   stream.write(`scoring ${options.total} images\n`);
   return {
     tick(isFailed: boolean): void {
@@ -86,13 +91,14 @@ export function createProgress(options: ProgressOptions): Progress {
       if (isFailed) failed++;
       if (now() - lastLine >= interval) {
         lastLine = now();
-        stream.write(`${progressLine(done, options.total, failed, elapsed())}\n`);
+        print();
       }
     },
     stop(): void {
       if (stopped) return;
       stopped = true;
-      stream.write(`${progressLine(done, options.total, failed, elapsed())}\n`);
+      // The last periodic line may already say it all.
+      if (printedAt !== done) print();
     },
   };
 }

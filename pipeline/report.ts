@@ -119,8 +119,8 @@ async function table3Section(summary: Summary): Promise<string> {
     .join("\n");
   const table =
     `<div class="scroll"><table id="table3"><thead><tr><th>Models</th><th>Model</th><th>Crops</th>` +
-    `<th>Cost<br><small>crops per image</small></th><th>Top-1 error</th><th>95% interval</th>` +
-    `<th>Top-5 error</th><th>95% interval</th><th>Top-5 vs. base<br><small>points</small></th></tr></thead>` +
+    `<th>Cost<br><small>crops/image</small></th><th>Top-1 error</th><th>95% CI</th>` +
+    `<th>Top-5 error</th><th>95% CI</th><th>Top-5 vs.<br>base <small>(points)</small></th></tr></thead>` +
     `<tbody>\n${body}\n</tbody></table></div>`;
 
   const values = rows.flatMap((row) =>
@@ -142,7 +142,7 @@ async function table3Section(summary: Summary): Promise<string> {
         {
           mark: { type: "rule", strokeWidth: 2 },
           encoding: {
-            y: { field: "row", type: "nominal", sort: order, title: null, axis: { labelLimit: 320 } },
+            y: { field: "row", type: "nominal", sort: order, title: null, axis: { labelLimit: 0 } },
             x: { field: "lo", type: "quantitative", title: "error, % (95% interval)", scale: { zero: false } },
             x2: { field: "hi" },
           },
@@ -150,7 +150,7 @@ async function table3Section(summary: Summary): Promise<string> {
         {
           mark: { type: "point", filled: true, size: 50 },
           encoding: {
-            y: { field: "row", type: "nominal", sort: order },
+            y: { field: "row", type: "nominal", sort: order, title: null, axis: { labelLimit: 0 } },
             x: { field: "error", type: "quantitative" },
             tooltip: [{ field: "row" }, { field: "error", format: ".2f" }],
           },
@@ -160,7 +160,7 @@ async function table3Section(summary: Summary): Promise<string> {
   });
   return (
     `<section id="table3-section"><h2>Table 3: models × crops</h2>` +
-    `<p>Error over ${n} labelled images; intervals are 95% Wilson score intervals. ` +
+    `<p>Error over ${n} labelled images; CI: 95% Wilson score interval. ` +
     `“Top-5 vs. base” is the change in top-5 error, in percentage points, from the first row.</p>` +
     table +
     figure("chart-table3", svg, "Top-1 and top-5 error of each row with its 95% interval.") +
@@ -406,13 +406,14 @@ function factsSection(summary: Summary): string {
 const STYLE = `
 :root { color-scheme: light; --ink: #1b1f24; --muted: #57606a; --rule: #d0d7de; --band: #f6f8fa; }
 * { box-sizing: border-box; }
-body { font: 16px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: var(--ink); margin: 0 auto; padding: 1rem; max-width: 64rem; }
+body { font: 16px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: var(--ink); margin: 0 auto; padding: 1rem; max-width: 74rem; }
 h1 { font-size: 1.6rem; margin: 0.5rem 0; } h2 { font-size: 1.3rem; margin-top: 2rem; border-bottom: 1px solid var(--rule); } h3 { font-size: 1.05rem; }
 nav ul { list-style: none; padding: 0; display: flex; flex-wrap: wrap; gap: 0.25rem 1rem; }
 .scroll { overflow-x: auto; -webkit-overflow-scrolling: touch; }
-table { border-collapse: collapse; font-variant-numeric: tabular-nums; font-size: 0.92rem; }
-th, td { padding: 0.3rem 0.6rem; border-bottom: 1px solid var(--rule); text-align: left; vertical-align: top; }
+table { border-collapse: collapse; font-variant-numeric: tabular-nums; font-size: 0.88rem; }
+th, td { padding: 0.3rem 0.45rem; border-bottom: 1px solid var(--rule); text-align: left; vertical-align: top; }
 th { background: var(--band); white-space: nowrap; } td.num { text-align: right; white-space: nowrap; } td.model { white-space: nowrap; }
+td.top1-interval, td.top5-interval { font-size: 0.82rem; color: var(--muted); }
 td.hash { font-family: ui-monospace, monospace; font-size: 0.8rem; word-break: break-all; min-width: 12rem; }
 figure { margin: 1rem 0; } figure svg { max-width: 100%; height: auto; display: block; }
 figcaption { color: var(--muted); font-size: 0.9rem; }

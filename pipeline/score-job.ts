@@ -49,7 +49,7 @@ export interface ScoreJobOptions {
   readonly labels?: string;
   /** synset_words.txt: class names and WNIDs. Required (the CLI finds one). */
   readonly synsets: string;
-  /** Crops per engine call. Default: the scorer's (48). */
+  /** Crops per engine call. Default: the scorer's DEFAULT_BATCH_CROPS (16). */
   readonly batchCrops?: number;
   /** Apply EXIF orientation. Default: false (ImageNet convention). */
   readonly applyExifOrientation?: boolean;

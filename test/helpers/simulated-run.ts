@@ -96,7 +96,7 @@ export async function simulateRun(options: SimulatedRunOptions): Promise<Simulat
   for (let image = 0; image < options.images; image++) {
     const label = classes[image % classes.length]!;
     const candidates = [label, ...confusers(label)];
-    const difficulty = 3 + 1.6 * normal(rand);
+    const difficulty = 2.3 + 1.6 * normal(rand);
     const confuserStrength = candidates.slice(1).map((_, j) => 0.8 - 0.25 * j + 0.5 * normal(rand));
     // probabilities[model][position] over candidates; positions not computed stay undefined.
     const probabilities = modelBias.map((bias) => {

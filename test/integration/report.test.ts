@@ -238,9 +238,9 @@ describe.skipIf(!HAVE_CHROMIUM)(BROWSER_TITLE, () => {
     it("fits a phone's width, scrolling tables inside their box, and prints without scroll boxes", async () => {
       // Act
       await page.setViewportSize({ width: 390, height: 800 });
-      const pageWidth = await page.evaluate(() => document.documentElement.scrollWidth);
+      const pageWidth = await page.$eval("html", (html) => html.scrollWidth);
       await page.emulateMedia({ media: "print" });
-      const printOverflow = await page.$eval(".scroll", (el) => getComputedStyle(el).overflowX);
+      const printOverflow = await page.$eval(".scroll", (el) => el.ownerDocument.defaultView!.getComputedStyle(el).overflowX);
       await page.emulateMedia({ media: "screen" });
       await page.setViewportSize({ width: 1100, height: 900 });
       const shot = join(folders.at(-1)!, "..", `report-${options.crops}-crops-${Date.now()}.png`);

@@ -209,10 +209,13 @@ describe("googlenet-eval score (real model, real photos, onnxruntime, 10 crops)"
     });
     const exited = new Promise((done) => child.on("exit", done));
     let linesAtKill = 0;
+    let keysAtKill: string[] = [];
     const deadline = Date.now() + 120_000;
     while (Date.now() < deadline) {
       const text = await readFile(join(killedOut, "results.jsonl"), "utf8").catch(() => "");
-      linesAtKill = text.split("\n").length - 1;
+      const complete = text.split("\n").slice(0, -1);
+      linesAtKill = complete.length;
+      keysAtKill = complete.map((line) => (JSON.parse(line) as ResultRecord).key);
       if (linesAtKill >= 3) break;
       await new Promise((wait) => setTimeout(wait, 20));
     }
@@ -225,6 +228,8 @@ describe("googlenet-eval score (real model, real photos, onnxruntime, 10 crops)"
     // Assess
     expect(linesAtKill).toBeGreaterThanOrEqual(3);
     expect(linesAtKill).toBeLessThan(expectedKeys.length);
+    // Appended as the scorer yields, so this also shows it yields in input order.
+    expect(keysAtKill).toEqual(expectedKeys.slice(0, keysAtKill.length));
     expect(resumed.code).toBe(0);
     expect(resumed.stderr).toMatch(/resuming: \d+ of 9 images already/);
     const done = Number(/resuming: (\d+) of 9/.exec(resumed.stderr)?.[1]);
