@@ -4,6 +4,7 @@ import { CROP_SIDE } from "./crop-types.js";
 import type { Engine } from "./engine.js";
 import { NUM_CLASSES } from "./engine.js";
 import { ConfigurationError, ModelFormatError } from "./errors.js";
+import { rewriteSlowNodes } from "./onnx-optimize.js";
 import { rowsAreDistributions, softmaxRows } from "./predict.js";
 import type { Flavour } from "./preprocess.js";
 import { preprocessFor } from "./preprocess.js";
@@ -17,6 +18,11 @@ export interface OrtEngineOptions {
   readonly flavour: Flavour;
   /** Intra-op threads of the session. Default: the machine's cores (`os.availableParallelism()`). */
   readonly threads?: number;
+  /**
+   * Rewrite nodes onnxruntime runs slowly (LRN) into exact equivalents before loading.
+   * Default: true. Off, the file runs exactly as stored (benchmarks compare the two).
+   */
+  readonly rewriteSlowNodes?: boolean;
   /**
    * Whether the graph already ends in a softmax (from architecture.ts `describeOnnxModel`).
    * Default: decided on the first batch, by whether every row is a probability distribution.
@@ -44,7 +50,8 @@ export async function createOrtEngine(modelBytes: Uint8Array, options: OrtEngine
   }
   let session: ort.InferenceSession;
   try {
-    session = await ort.InferenceSession.create(modelBytes, {
+    const graphBytes = options.rewriteSlowNodes === false ? modelBytes : rewriteSlowNodes(modelBytes, source).bytes;
+    session = await ort.InferenceSession.create(graphBytes, {
       intraOpNumThreads: threads,
       // The graph is a single chain; one batch at a time keeps the cores on its convolutions.
       interOpNumThreads: 1,

@@ -161,3 +161,18 @@ export function topKEntries(
 ): [number, number, string][] {
   return topK(probabilities, k).map(({ index, probability }) => [index, probability, classNames[index] ?? String(index)]);
 }
+
+/**
+ * How many classes rank ahead of `label` under the top-k rule (higher probability, or equal
+ * probability and a lower index): 0 means top-1, under 5 means top-5. Counting beats sorting
+ * when only the label's place matters, as for the 144 per-position verdicts of every image.
+ */
+export function labelRank(probabilities: ArrayLike<number>, label: number): number {
+  const own = probabilities[label] as number;
+  let ahead = 0;
+  for (let index = 0; index < probabilities.length; index++) {
+    const probability = probabilities[index] as number;
+    if (probability > own || (probability === own && index < label)) ahead++;
+  }
+  return ahead;
+}

@@ -6,10 +6,11 @@ import { decodeImage } from "../model/decode.js";
 import type { Engine, InputLayout, ModelInfo } from "../model/engine.js";
 import { NUM_CLASSES } from "../model/engine.js";
 import { ConfigurationError } from "../model/errors.js";
-import { ensembleMean, schemeMeans, schemesForCount, topKEntries } from "../model/predict.js";
+import { ensembleMean, labelRank, schemeMeans, schemesForCount, topKEntries } from "../model/predict.js";
 import type { Preprocess } from "../model/preprocess.js";
 import { CROP_VALUES, sampleCrops, uniqueCropWindows } from "../model/sampling.js";
 import type { ResultRecord, SchemeTop5 } from "./records.js";
+import { encodePositions } from "./statistics.js";
 
 /** One image to score: its key (relative to the input), label and a way to read its bytes. */
 export interface ImageInput {
@@ -162,6 +163,8 @@ export async function* scoreImages(
     for (const scheme of schemes) {
       ensemble[scheme] = ensembleMean(perModel.map((means) => means[scheme] as Float64Array));
     }
+    const positions =
+      options.crops === 144 && pending.label !== null ? positionVerdicts(pending, pending.label) : undefined;
     return {
       key: pending.key,
       label: pending.label,
@@ -169,7 +172,32 @@ export async function* scoreImages(
       height: pending.height,
       top5: top5(ensemble),
       ...(models.length > 1 ? { models: perModel.map((means) => ({ top5: top5(means) })) } : {}),
+      ...(positions !== undefined ? { positions } : {}),
     };
+  };
+
+  /**
+   * Each of the 144 positions judged alone (the models' mean at that position), so a run can
+   * report which crops matter at two bits per position per image instead of keeping the
+   * 144 x 1000 probabilities.
+   */
+  const positionVerdicts = (pending: Pending, label: number): string => {
+    const top1: boolean[] = [];
+    const top5: boolean[] = [];
+    const mean = new Float64Array(NUM_CLASSES);
+    for (let position = 0; position < computed.length; position++) {
+      const row = pending.rowOf[position] as number;
+      mean.fill(0);
+      for (const values of pending.probabilities) {
+        for (let c = 0; c < NUM_CLASSES; c++) mean[c] = (mean[c] as number) + (values[row * NUM_CLASSES + c] as number);
+      }
+      // Divide as ensembleMean does, so position (256, center, center) judges exactly as scheme "1".
+      for (let c = 0; c < NUM_CLASSES; c++) mean[c] = (mean[c] as number) / pending.probabilities.length;
+      const rank = labelRank(mean, label);
+      top1.push(rank === 0);
+      top5.push(rank < 5);
+    }
+    return encodePositions(top1, top5);
   };
 
   // Records leave in input order: a failed image waits behind images still in the batch.
