@@ -4,6 +4,7 @@ import { aggregateRun } from "../pipeline/aggregate.js";
 import { openLocation } from "../pipeline/storage.js";
 import { formatTable3 } from "../pipeline/summary.js";
 import { readSynsetsUrl, WORKER_ENV } from "./worker-command.js";
+import { REPORT_FILE } from "../pipeline/report.js";
 
 const HELP = `usage: googlenet-eval aggregate --out DIR|s3://b/runs/RUN [--synsets FILE|s3://...]
 
@@ -52,10 +53,10 @@ export async function aggregateCommand(argv: string[], env: NodeJS.ProcessEnv = 
   }
   const summary = result.summary;
   if (summary === undefined) throw new Error("complete aggregate without a summary");
-  process.stdout.write(`${formatTable3(summary)}\n`);
+  process.stdout.write(`${formatTable3(summary)}\nreport: ${out.replace(/\/+$/, "")}/${REPORT_FILE}\n`);
   process.stderr.write(
     `run ${result.runId}: ${summary.images} images, ${summary.scored} scored, ${summary.failed} failed, ` +
-      `${summary.labelled} labelled, ${result.batches} batches; wrote results.jsonl and summary.json to ${out}\n`,
+      `${summary.labelled} labelled, ${result.batches} batches; wrote results.jsonl, summary.json and ${REPORT_FILE} to ${out}\n`,
   );
   return 0;
 }

@@ -7,6 +7,7 @@ import { cropsCommand } from "./crops-command.js";
 import { planCommand } from "./plan-command.js";
 import { scoreCommand } from "./score-command.js";
 import { workerCommand } from "./worker-command.js";
+import { reportCommand } from "./report-command.js";
 
 /** A subcommand: takes the arguments after its name, returns the process exit code. */
 export type Command = (argv: string[]) => Promise<number>;
@@ -20,6 +21,7 @@ export const COMMANDS: Readonly<Record<string, { readonly summary: string; reado
   plan: { summary: "plan a distributed run: manifest and one queue message per batch", run: (argv) => planCommand(argv) },
   worker: { summary: "score batches and drop-folder images from an SQS queue", run: workerCommand },
   aggregate: { summary: "collect a planned run's batches into results.jsonl and summary.json", run: (argv) => aggregateCommand(argv) },
+  report: { summary: "(re)write report.html for a finished run folder or S3 prefix", run: (argv) => reportCommand(argv) },
 };
 
 /** Exit code for bad flags or settings, as for a shell built-in's usage error. */

@@ -2,6 +2,7 @@ import { GoogLeNetEvalError, StorageError } from "../model/errors.js";
 import type { ResultRecord, Summary } from "../pipeline/records.js";
 import { writeReport } from "../pipeline/report.js";
 import { RESULTS_FILE, SUMMARY_FILE } from "../pipeline/results.js";
+import { readRunFacts, withRunFacts } from "../pipeline/run-facts.js";
 import { openLocation, type Location } from "../pipeline/storage.js";
 
 const USAGE = `usage: googlenet-eval report <run folder or s3://bucket/prefix>
@@ -82,7 +83,7 @@ export async function reportCommand(argv: string[], deps: ReportCommandDeps = {}
     }
     const summary = parseSummary(summaryBytes.toString("utf8"), where(SUMMARY_FILE));
     const records = parseRecords(resultsBytes.toString("utf8"), where(RESULTS_FILE));
-    out(await writeReport(run, summary, records));
+    out(await writeReport(run, withRunFacts(summary, await readRunFacts(run)), records));
     return 0;
   } catch (error) {
     if (!(error instanceof GoogLeNetEvalError)) throw error;

@@ -6,7 +6,7 @@ import { ConfigurationError } from "../model/errors.js";
 import { BACKEND_CHOICES, ENGINE_CHOICES } from "../model/load.js";
 import { FLAVOURS } from "../model/preprocess.js";
 import { runScoreJob } from "../pipeline/score-job.js";
-import { isS3Url, openLocation } from "../pipeline/storage.js";
+import { isS3Url, openLocation, parseS3Url } from "../pipeline/storage.js";
 
 /** Environment variable naming a synset_words.txt when --synsets is not given. */
 export const SYNSETS_ENV = "GOOGLENET_EVAL_SYNSETS";
@@ -15,8 +15,9 @@ const SYNSETS_FILE = "synset_words.txt";
 const HELP = `usage: googlenet-eval score <folder> --model FILE.onnx [--model FILE.onnx ...] [options]
 
 Scores every image under <folder> (a local folder or s3://bucket/prefix; recursively; .jpg .jpeg .png .webp in any case) with one
-model, or several as an ensemble, and writes results.jsonl and summary.json to --out. Running
-again with the same --out resumes: images already there are not scored again.
+model, or several as an ensemble, and writes results.jsonl, summary.json, run.json and
+report.html to --out. Running again with the same --out resumes: images already there are not
+scored again. Models, label and synsets files may be paths or s3:// URLs.
 
 options:
   --model FILE        ONNX model; repeat for an ensemble (required)
@@ -26,7 +27,7 @@ options:
   --engine NAME       tfjs, onnxruntime or auto (default auto: tfjs with native TensorFlow, else onnxruntime)
   --backend NAME      tfjs backend: auto, tensorflow, wasm or cpu (default auto)
   --preprocess NAME   bvlc or torchvision, for ONNX graphs not recognised as GoogLeNet (onnxruntime)
-  --out DIR           output folder (default ./results/<timestamp>)
+  --out DIR           output folder or s3://bucket/prefix (default ./results/<timestamp>)
   --batch N           crops per engine call, packed across images (default 16)
   --threads N         onnxruntime threads (default: all cores)
   --exif-orientation  rotate images by their EXIF orientation (default off, as ImageNet)
@@ -103,19 +104,34 @@ function parse(argv: string[]): ScoreArgs | undefined {
   return result.data;
 }
 
-async function isFile(path: string): Promise<boolean> {
+/** Whether a path or s3:// URL names an existing file (object). */
+async function fileExists(url: string): Promise<boolean> {
+  if (isS3Url(url)) {
+    const { bucket, key } = parseS3Url(url);
+    return key !== "" && (await openLocation(`s3://${bucket}`).exists(key));
+  }
   try {
-    return (await stat(path)).isFile();
+    return (await stat(url)).isFile();
   } catch {
     return false;
   }
 }
 
+/** The file named `name` in the folder of `url` (a path, or an s3:// URL, where path.join would fold "//"). */
+function beside(url: string, name: string): string {
+  return isS3Url(url) ? `${url.slice(0, url.lastIndexOf("/"))}/${name}` : join(dirname(url), name);
+}
+
+/** The file named `name` inside folder `url`. */
+function inside(url: string, name: string): string {
+  return isS3Url(url) ? `${url.replace(/\/+$/, "")}/${name}` : join(url, name);
+}
+
 /**
  * Where class names come from: --synsets, else $GOOGLENET_EVAL_SYNSETS, else a synset_words.txt
  * beside the label file, beside the first model, in the image folder or in its parent (the
- * layout of ../shared/imagenet). An explicit setting that does not exist is an error rather than
- * a reason to keep looking.
+ * layout of ../shared/imagenet); each may be a path or an s3:// URL. An explicit setting that
+ * does not exist is an error rather than a reason to keep looking.
  */
 export async function findSynsets(args: {
   synsets?: string;
@@ -126,25 +142,27 @@ export async function findSynsets(args: {
 }): Promise<string> {
   const env = args.env ?? process.env;
   if (args.synsets !== undefined) {
-    if (await isFile(args.synsets)) return args.synsets;
+    if (await fileExists(args.synsets)) return args.synsets;
     throw new ConfigurationError(`--synsets ${args.synsets}: no such file`);
   }
   const fromEnv = env[SYNSETS_ENV];
   if (fromEnv) {
-    if (await isFile(fromEnv)) return fromEnv;
+    if (await fileExists(fromEnv)) return fromEnv;
     throw new ConfigurationError(`${SYNSETS_ENV}=${fromEnv}: no such file`);
   }
-  const places = [
-    ...(args.labels !== undefined ? [dirname(args.labels)] : []),
-    ...(args.models[0] !== undefined ? [dirname(args.models[0])] : []),
-    ...(args.folder !== undefined ? [args.folder, dirname(resolve(args.folder))] : []),
+  const folder = args.folder?.replace(/\/+$/, "");
+  const candidates = [
+    ...(args.labels !== undefined ? [beside(args.labels, SYNSETS_FILE)] : []),
+    ...(args.models[0] !== undefined ? [beside(args.models[0], SYNSETS_FILE)] : []),
+    ...(folder !== undefined
+      ? [inside(folder, SYNSETS_FILE), isS3Url(folder) ? beside(folder, SYNSETS_FILE) : join(dirname(resolve(folder)), SYNSETS_FILE)]
+      : []),
   ];
   const tried: string[] = [];
-  for (const place of places) {
-    const candidate = join(place, SYNSETS_FILE);
+  for (const candidate of candidates) {
     if (tried.includes(candidate)) continue;
     tried.push(candidate);
-    if (await isFile(candidate)) return candidate;
+    if (await fileExists(candidate)) return candidate;
   }
   throw new ConfigurationError(
     `no ${SYNSETS_FILE} found (needed for class names and WNIDs); looked for ${tried.join(", ")}. ` +
@@ -171,8 +189,7 @@ export async function scoreCommand(argv: string[]): Promise<number> {
   }
   const synsets = await findSynsets({
     models: args.model,
-    // An S3 prefix has no folder to look beside.
-    ...(remote ? {} : { folder: args.folder }),
+    folder: args.folder,
     ...(args.synsets !== undefined ? { synsets: args.synsets } : {}),
     ...(args.labels !== undefined ? { labels: args.labels } : {}),
   });

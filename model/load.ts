@@ -1,4 +1,5 @@
 import { createHash } from "node:crypto";
+import { availableParallelism } from "node:os";
 import { describeOnnxModel } from "./architecture.js";
 import type { BackendPreference } from "./backend.js";
 import type { Engine, EngineName, ModelInfo } from "./engine.js";
@@ -33,6 +34,13 @@ export interface LoadEngineOptions {
   readonly preprocess?: Flavour;
   /** onnxruntime intra-op threads. Default: the machine's cores. */
   readonly threads?: number;
+  /**
+   * Worker threads for the tfjs engine on the wasm or cpu backend, each running its own copy of
+   * the network (those backends use one core each in Node). 1 runs the engine in this thread.
+   * Ignored when tfjs runs on native TensorFlow, which is multi-threaded already.
+   * Default: the machine's cores (`os.availableParallelism()`).
+   */
+  readonly tfjsWorkers?: number;
 }
 
 let nativeTensorflow: Promise<boolean> | undefined;
@@ -107,8 +115,15 @@ export async function loadEngine(
           `use --engine onnxruntime with --preprocess ${FLAVOURS.join("|")}`,
       );
     }
-    const { createTfjsEngine } = await import("./tfjs-engine.js");
-    const engine = await createTfjsEngine(modelBytes, { source, backend });
+    const workers = options.tfjsWorkers ?? availableParallelism();
+    if (!Number.isInteger(workers) || workers < 1) {
+      throw new ConfigurationError(`tfjs workers must be a positive integer (default: the number of cores), got ${String(workers)}`);
+    }
+    const native = backend === "tensorflow" || (backend === "auto" && (await nativeTensorflowLoads()));
+    const engine =
+      native || workers === 1
+        ? await (await import("./tfjs-engine.js")).createTfjsEngine(modelBytes, { source, backend })
+        : await (await import("./tfjs-pool.js")).createTfjsPoolEngine(modelBytes, { source, backend, workers });
     return { engine, info: { file: source, sha256, flavour: recognised } };
   }
 

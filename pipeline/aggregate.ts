@@ -7,6 +7,7 @@ import { isFailed, type ResultRecord, type Summary } from "./records.js";
 import { RESULTS_FILE, SUMMARY_FILE } from "./results.js";
 import type { Location } from "./storage.js";
 import { summarize } from "./summary.js";
+import { writeReport } from "./report.js";
 
 /** Written on every aggregate, complete or not, so a partial run is never mistaken for a result. */
 export const STATUS_FILE = "aggregate-status.json";
@@ -110,12 +111,11 @@ export async function aggregateRun(out: Location, options: AggregateOptions = {}
   const manifest = await readManifest(out);
   const write = options.write ?? true;
   const missingBatches: string[] = [];
-  const bodies: (string | undefined)[] = await Promise.all(
-    manifest.batches.map(async (batch) => (await out.readIfExists(batchResultKey(batch.id)))?.toString("utf8")),
-  );
-  manifest.batches.forEach((batch, i) => {
-    if (bodies[i] === undefined) missingBatches.push(batch.id);
-  });
+  // One listing says what is missing; batch files are read only once all are there, so the
+  // trigger that fires for every batch of a 50,000-image run does not re-read the finished ones.
+  const listed = new Set<string>();
+  for await (const key of out.list()) listed.add(key);
+  for (const batch of manifest.batches) if (!listed.has(batchResultKey(batch.id))) missingBatches.push(batch.id);
   const status = {
     runId: manifest.runId,
     complete: missingBatches.length === 0,
@@ -128,6 +128,9 @@ export async function aggregateRun(out: Location, options: AggregateOptions = {}
     return { complete: false, runId: manifest.runId, batches: manifest.batches.length, missingBatches };
   }
 
+  const bodies = await Promise.all(
+    manifest.batches.map(async (batch) => (await out.read(batchResultKey(batch.id))).toString("utf8")),
+  );
   const records: ResultRecord[] = [];
   manifest.batches.forEach((batch, i) => {
     records.push(...parseBatch(bodies[i] as string, `${out.url}/${batchResultKey(batch.id)}`, batch.keys));
@@ -143,6 +146,7 @@ export async function aggregateRun(out: Location, options: AggregateOptions = {}
   if (write) {
     await out.write(RESULTS_FILE, records.map((record) => `${JSON.stringify(record)}\n`).join(""));
     await out.write(SUMMARY_FILE, `${JSON.stringify(summary, null, 2)}\n`);
+    await writeReport(out, summary, records, options.classNames ? { classNames: options.classNames } : {});
     await out.write(STATUS_FILE, `${JSON.stringify(status, null, 2)}\n`);
   }
   return { complete: true, runId: manifest.runId, batches: manifest.batches.length, missingBatches, summary };

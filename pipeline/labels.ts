@@ -1,7 +1,7 @@
-import { readFile } from "node:fs/promises";
 import { NUM_CLASSES } from "../model/engine.js";
 import { LabelFileError } from "../model/errors.js";
 import type { Synsets } from "../model/synsets.js";
+import { readUrl } from "./s3-location.js";
 
 /**
  * Label file formats, detected from content:
@@ -191,11 +191,11 @@ export function parseLabels(text: string, options: ParseLabelsOptions): LabelTab
   };
 }
 
-/** Reads and parses a label file. */
+/** Reads and parses a label file from a path or an s3:// URL. */
 export async function readLabels(path: string, options: Omit<ParseLabelsOptions, "source">): Promise<LabelTable> {
   let text: string;
   try {
-    text = await readFile(path, "utf8");
+    text = (await readUrl(path)).toString("utf8");
   } catch (error) {
     throw new LabelFileError(`cannot read label file ${path}: ${(error as Error).message}`, { cause: error });
   }

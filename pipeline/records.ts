@@ -120,6 +120,8 @@ export interface ClassErrors {
 
 /** What ran and how fast; the report shows whatever is present. */
 export interface RunFacts {
+  /** Images this run scored or failed (an earlier, resumed run's are not counted). */
+  images?: number;
   engine?: string;
   backend?: string;
   wallSeconds?: number;

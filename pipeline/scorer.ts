@@ -9,6 +9,7 @@ import { ConfigurationError } from "../model/errors.js";
 import { ensembleMean, labelRank, schemeMeans, schemesForCount, topKEntries } from "../model/predict.js";
 import type { Preprocess } from "../model/preprocess.js";
 import { CROP_VALUES, sampleCrops, uniqueCropWindows } from "../model/sampling.js";
+import { prefetchReads } from "./prefetch.js";
 import type { ResultRecord, SchemeTop5 } from "./records.js";
 import { encodePositions } from "./statistics.js";
 
@@ -38,12 +39,20 @@ export interface ScorerOptions {
   batchCrops?: number;
   /** Images read and decoded ahead while the engine runs. Default: 3. */
   lookAhead?: number;
+  /**
+   * Inputs whose `read()` is started ahead of decoding, so an S3 object is already here when
+   * the decoder wants it; bounds both the requests in flight and the encoded bytes held.
+   * Default: 8. Values below `lookAhead` are raised to it.
+   */
+  readAhead?: number;
 }
 
 /** Default of `ScorerOptions.batchCrops`. */
 export const DEFAULT_BATCH_CROPS = 16;
 /** Default of `ScorerOptions.lookAhead`. */
 export const DEFAULT_LOOK_AHEAD = 3;
+/** Default of `ScorerOptions.readAhead`. */
+export const DEFAULT_READ_AHEAD = 8;
 
 type Prepared = { key: string; label: number | null; image: DecodedImage } | { key: string; error: string };
 
@@ -52,7 +61,11 @@ interface SamplingGroup {
   readonly preprocess: Preprocess;
   readonly layout: InputLayout;
   readonly models: number[];
-  readonly buffer: Float32Array;
+  /**
+   * Two batch buffers: the engine reads one while the next batch is sampled into the other,
+   * so at most two batches of crops exist whatever the number of images.
+   */
+  readonly buffers: [Float32Array, Float32Array];
 }
 
 /** An image in flight: its windows still to sample and each model's probabilities so far. */
@@ -94,6 +107,8 @@ function validate(options: ScorerOptions): void {
   if (!Number.isInteger(batch) || batch < 1) throw new ConfigurationError(`batch must be a positive integer, got ${batch}`);
   const ahead = options.lookAhead ?? DEFAULT_LOOK_AHEAD;
   if (!Number.isInteger(ahead) || ahead < 1) throw new ConfigurationError(`lookAhead must be a positive integer, got ${ahead}`);
+  const reads = options.readAhead ?? DEFAULT_READ_AHEAD;
+  if (!Number.isInteger(reads) || reads < 1) throw new ConfigurationError(`readAhead must be a positive integer, got ${reads}`);
 }
 
 /**
@@ -104,8 +119,10 @@ function validate(options: ScorerOptions): void {
  *
  * Crops of consecutive images are packed into engine calls of `batchCrops`; each image is
  * sampled once per distinct preprocess/layout among the models, straight into the batch, and
- * its pixels are dropped as soon as its last window is sampled. Up to `lookAhead` images are
- * read and decoded (in sharp's threads) while the engine runs, so memory stays flat.
+ * its pixels are dropped as soon as its last window is sampled. The engine's run is
+ * asynchronous (onnxruntime on its own threads), so the next batch is sampled into a second
+ * buffer while it runs; up to `lookAhead` images are decoded (in sharp's threads) and
+ * `readAhead` inputs read ahead meanwhile, so memory stays flat whatever the number of images.
  */
 export async function* scoreImages(
   inputs: AsyncIterable<ImageInput> | Iterable<ImageInput>,
@@ -114,6 +131,7 @@ export async function* scoreImages(
   validate(options);
   const batchCrops = options.batchCrops ?? DEFAULT_BATCH_CROPS;
   const lookAhead = options.lookAhead ?? DEFAULT_LOOK_AHEAD;
+  const readAhead = Math.max(lookAhead, options.readAhead ?? DEFAULT_READ_AHEAD);
   const { models, classNames } = options;
   const computed = cropsForCount(options.crops);
   const schemes = schemesForCount(options.crops);
@@ -129,7 +147,7 @@ export async function* scoreImages(
         preprocess: engine.preprocess,
         layout: engine.inputLayout,
         models: [],
-        buffer: new Float32Array(batchCrops * CROP_VALUES),
+        buffers: [new Float32Array(batchCrops * CROP_VALUES), new Float32Array(batchCrops * CROP_VALUES)],
       };
       groups.set(id, group);
     }
@@ -214,16 +232,16 @@ export async function* scoreImages(
 
   let segments: Segment[] = [];
   let filled = 0;
-  const runBatch = async (): Promise<void> => {
-    if (filled === 0) return;
-    const count = filled;
-    const batch = segments;
-    segments = [];
-    filled = 0;
+  /** Which of each group's two buffers is being filled. */
+  let side: 0 | 1 = 0;
+  /** The engine call on the other buffer, if one is running. */
+  let inflight: Promise<void> | undefined;
+
+  const classifyBatch = async (batch: Segment[], count: number, buffer: 0 | 1): Promise<void> => {
     for (const group of groups.values()) {
       for (const m of group.models) {
         const engine = (models[m] as ScorerOptions["models"][number]).engine;
-        const out = await engine.classify(group.buffer.subarray(0, count * CROP_VALUES), count);
+        const out = await engine.classify(group.buffers[buffer].subarray(0, count * CROP_VALUES), count);
         for (const { pending, from, to, at } of batch) {
           const rows = out.subarray(at * NUM_CLASSES, (at + to - from) * NUM_CLASSES);
           (pending.probabilities[m] as Float32Array).set(rows, from * NUM_CLASSES);
@@ -236,6 +254,27 @@ export async function* scoreImages(
     }
   };
 
+  /** Waits for the running engine call; its failure ends the run here. */
+  const settle = async (): Promise<void> => {
+    const running = inflight;
+    inflight = undefined;
+    if (running) await running;
+  };
+
+  /** Hands the filled buffer to the engine and switches to the other one. */
+  const runBatch = async (): Promise<void> => {
+    if (filled === 0) return;
+    // The other buffer is free only once its call has returned.
+    await settle();
+    const running = classifyBatch(segments, filled, side);
+    // Marked handled now; settle() still rethrows a failure to the generator.
+    running.catch(() => undefined);
+    inflight = running;
+    segments = [];
+    filled = 0;
+    side = side === 0 ? 1 : 0;
+  };
+
   /** Samples the image's remaining windows into the batch, running the engine whenever it fills. */
   const pack = async (pending: Pending): Promise<void> => {
     while (pending.nextWindow < pending.windows.length) {
@@ -243,7 +282,13 @@ export async function* scoreImages(
       const to = Math.min(pending.windows.length, from + batchCrops - filled);
       const crops = pending.windows.slice(from, to);
       for (const group of groups.values()) {
-        sampleCrops(pending.image as DecodedImage, crops, { preprocess: group.preprocess, layout: group.layout }, group.buffer, filled * CROP_VALUES);
+        sampleCrops(
+          pending.image as DecodedImage,
+          crops,
+          { preprocess: group.preprocess, layout: group.layout },
+          group.buffers[side],
+          filled * CROP_VALUES,
+        );
       }
       segments.push({ pending, from, to, at: filled });
       filled += to - from;
@@ -253,53 +298,60 @@ export async function* scoreImages(
     }
   };
 
-  const iterator = Symbol.asyncIterator in inputs ? inputs[Symbol.asyncIterator]() : inputs[Symbol.iterator]();
+  const source = prefetchReads(inputs, readAhead);
   const ahead: Promise<Prepared>[] = [];
   let exhausted = false;
   const refill = async (): Promise<void> => {
     while (!exhausted && ahead.length < lookAhead) {
-      const next = await iterator.next();
+      const next = await source.next();
       if (next.done) exhausted = true;
       else ahead.push(prepare(next.value));
     }
   };
 
-  await refill();
-  while (ahead.length > 0) {
-    const prepared = await (ahead.shift() as Promise<Prepared>);
+  try {
     await refill();
-    if ("error" in prepared) {
-      order.push({ key: prepared.key, record: { key: prepared.key, error: prepared.error } });
-    } else {
-      const { image } = prepared;
-      let pending: Pending;
-      try {
-        const plan = cropPlan(image.width, image.height);
-        const { unique, indexOf } = uniqueCropWindows(computed.map((i) => plan[i] as Crop));
-        pending = {
-          key: prepared.key,
-          label: prepared.label,
-          width: image.width,
-          height: image.height,
-          image,
-          windows: unique,
-          rowOf: indexOf,
-          nextWindow: 0,
-          windowsDone: 0,
-          probabilities: models.map(() => new Float32Array(unique.length * NUM_CLASSES)),
-          record: undefined,
-        };
-      } catch (error) {
-        // A size the crop plan refuses is this image's problem, not the run's.
-        order.push({ key: prepared.key, record: { key: prepared.key, error: messageOf(error) } });
-        yield* ready();
-        continue;
+    while (ahead.length > 0) {
+      const prepared = await (ahead.shift() as Promise<Prepared>);
+      await refill();
+      if ("error" in prepared) {
+        order.push({ key: prepared.key, record: { key: prepared.key, error: prepared.error } });
+      } else {
+        const { image } = prepared;
+        let pending: Pending;
+        try {
+          const plan = cropPlan(image.width, image.height);
+          const { unique, indexOf } = uniqueCropWindows(computed.map((i) => plan[i] as Crop));
+          pending = {
+            key: prepared.key,
+            label: prepared.label,
+            width: image.width,
+            height: image.height,
+            image,
+            windows: unique,
+            rowOf: indexOf,
+            nextWindow: 0,
+            windowsDone: 0,
+            probabilities: models.map(() => new Float32Array(unique.length * NUM_CLASSES)),
+            record: undefined,
+          };
+        } catch (error) {
+          // A size the crop plan refuses is this image's problem, not the run's.
+          order.push({ key: prepared.key, record: { key: prepared.key, error: messageOf(error) } });
+          yield* ready();
+          continue;
+        }
+        order.push({ key: pending.key, pending });
+        await pack(pending);
       }
-      order.push({ key: pending.key, pending });
-      await pack(pending);
+      yield* ready();
     }
+    await runBatch();
+    await settle();
     yield* ready();
+  } finally {
+    // A consumer that stops early must not leave a call running on an engine it may dispose.
+    await inflight?.catch(() => undefined);
+    await source.return(undefined);
   }
-  await runBatch();
-  yield* ready();
 }

@@ -5,6 +5,7 @@ import type { CropCount } from "../model/crops.js";
 import { schemesForCount } from "../model/predict.js";
 import type { ResultRecord, SchemeErrorRates, SchemeTop5, Summary } from "./records.js";
 import { isFailed } from "./records.js";
+import { addIntervals, modelComparisons, positionErrors, schemeComparisons } from "./statistics.js";
 
 interface Counts {
   top1Wrong: number;
@@ -45,6 +46,8 @@ function rates(counts: Map<Scheme, Counts>, labelled: number): SchemeErrorRates 
  * When no scored image has a label, `schemes` is empty: there is no error rate to report.
  */
 export function summarize(records: Iterable<ResultRecord>, models: readonly ModelInfo[], crops: CropCount): Summary {
+  // Comparisons and positions read the records again, so a one-shot iterable is kept.
+  const list = Array.isArray(records) ? (records as readonly ResultRecord[]) : [...records];
   const schemes = schemesForCount(crops);
   const ensemble = newCounts(schemes);
   const perModel = models.map(() => newCounts(schemes));
@@ -52,7 +55,7 @@ export function summarize(records: Iterable<ResultRecord>, models: readonly Mode
   let scored = 0;
   let labelled = 0;
   const failedKeys: string[] = [];
-  for (const record of records) {
+  for (const record of list) {
     images++;
     if (isFailed(record)) {
       failedKeys.push(record.key);
@@ -71,7 +74,16 @@ export function summarize(records: Iterable<ResultRecord>, models: readonly Mode
     }
   }
   const ensembleRates = rates(ensemble, labelled);
-  return {
+  const positions = crops === 144 ? positionErrors(list) : undefined;
+  const comparisons = [
+    ...schemeComparisons(list, schemes),
+    ...modelComparisons(
+      list,
+      models.map((model) => model.file),
+      schemes,
+    ),
+  ];
+  return addIntervals({
     images,
     scored,
     failed: failedKeys.length,
@@ -84,7 +96,9 @@ export function summarize(records: Iterable<ResultRecord>, models: readonly Mode
       schemes: models.length > 1 ? rates(perModel[i] as Map<Scheme, Counts>, labelled) : rates(ensemble, labelled),
     })),
     failedKeys,
-  };
+    ...(positions ? { positions } : {}),
+    ...(labelled > 0 ? { comparisons } : {}),
+  });
 }
 
 function percent(value: number | undefined): string {

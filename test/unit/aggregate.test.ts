@@ -102,7 +102,7 @@ describe("aggregateRun", () => {
     const summary = JSON.parse(summary1.toString());
     expect(summary).toMatchObject({ images: 5, scored: 4, failed: 1, labelled: 3, failedKeys: ["bad.jpg"], runId: "run-7" });
     // a: top-1 right; b: top-5 right, top-1 wrong; c: both wrong.
-    expect(summary.schemes["10"]).toEqual({ top1Error: 2 / 3, top5Error: 1 / 3 });
+    expect(summary.schemes["10"]).toMatchObject({ top1Error: 2 / 3, top5Error: 1 / 3 });
     expect(summary.perClassScheme).toBe("10");
     expect(summary.perClass).toEqual([
       { class: 1, name: "class 1", images: 2, top1Error: 0.5, top5Error: 0.5 },

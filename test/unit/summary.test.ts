@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
 import type { ModelInfo } from "../../model/engine.js";
 import type { FailedRecord, ResultRecord, SchemeTop5, ScoredRecord, TopEntry } from "../../pipeline/records.js";
+import { wilsonInterval } from "../../pipeline/statistics.js";
 import { formatTable3, summarize } from "../../pipeline/summary.js";
 
 /** A top-5 list whose classes are `classes`, probabilities decreasing. */
@@ -36,7 +37,7 @@ describe("summarize, one model", () => {
     const summary = summarize(records, [MODEL_A], 10);
 
     // Assess
-    expect(summary).toEqual({
+    expect(summary).toMatchObject({
       images: 6,
       scored: 4,
       failed: 2,
@@ -55,6 +56,13 @@ describe("summarize, one model", () => {
       ],
       failedKeys: ["bad.jpg", "empty.jpg"],
     });
+    expect(summary.schemes["1"]?.top1Interval).toEqual(wilsonInterval(2, 3));
+    expect(summary.models[0]?.schemes["10"]?.top5Interval).toEqual(wilsonInterval(0, 3));
+    expect(summary.comparisons?.map((c) => [c.a, c.b, c.metric])).toEqual([
+      ["10", "1", "top1"],
+      ["10", "1", "top5"],
+    ]);
+    expect(summary.positions).toBeUndefined();
   });
 
   it("survives a JSON round trip as plain numbers", () => {
@@ -89,8 +97,8 @@ describe("summarize, ensemble", () => {
     const summary = summarize(records, [MODEL_A, MODEL_B], 1);
 
     // Assess
-    expect(summary.schemes).toEqual({ "1": { top1Error: 0, top5Error: 0 } });
-    expect(summary.models.map((m) => m.schemes["1"])).toEqual([
+    expect(summary.schemes).toMatchObject({ "1": { top1Error: 0, top5Error: 0 } });
+    expect(summary.models.map((m) => m.schemes["1"])).toMatchObject([
       { top1Error: 0.5, top5Error: 0 },
       { top1Error: 1, top5Error: 0.5 },
     ]);

@@ -1,0 +1,249 @@
+import { readFileSync } from "node:fs";
+import { mkdtemp, readFile, readdir, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import * as ort from "onnxruntime-node";
+import type { BackendPreference } from "../model/backend.js";
+import { cropPlan } from "../model/crops.js";
+import { decodeImage } from "../model/decode.js";
+import type { Engine } from "../model/engine.js";
+import { loadEngine } from "../model/load.js";
+import { createOrtEngine } from "../model/ort-engine.js";
+import { preprocessFor } from "../model/preprocess.js";
+import { CROP_VALUES, sampleCrops, uniqueCropWindows } from "../model/sampling.js";
+import { readSynsets } from "../model/synsets.js";
+import { readLabels } from "../pipeline/labels.js";
+import { ResultsWriter } from "../pipeline/results.js";
+import type { ImageInput } from "../pipeline/scorer.js";
+import { scoreImages } from "../pipeline/scorer.js";
+import { summarize } from "../pipeline/summary.js";
+
+/**
+ * One measurement, run in its own process (bench/bench.ts spawns `node dist/bench/measure.js
+ * '<task json>'`) so each peak RSS is that measurement's alone. The last stdout line is the
+ * result as JSON.
+ */
+export type Task =
+  | {
+      readonly kind: "raw";
+      /** "onnxruntime" runs the graph the pipeline runs (rewritten); "onnxruntime-unmodified" the file as stored. */
+      readonly engine: "onnxruntime" | "onnxruntime-unmodified" | "tfjs";
+      readonly backend?: BackendPreference;
+      readonly tfjsWorkers?: number;
+      readonly batch: number;
+      readonly threads: number;
+      readonly allowSpinning?: boolean;
+      /** Measure for at least this long after one warm-up call. */
+      readonly seconds: number;
+      readonly minCalls: number;
+    }
+  | {
+      readonly kind: "pipeline";
+      readonly engine: "onnxruntime" | "tfjs";
+      readonly backend?: BackendPreference;
+      readonly tfjsWorkers?: number;
+      readonly batch: number;
+      readonly threads: number;
+      readonly images: number;
+      /** Record RSS after this many images (the growth check's reference point). */
+      readonly rssAfter?: number;
+    }
+  | { readonly kind: "plain-loop"; readonly threads: number; readonly images: number };
+
+export interface Measurement {
+  readonly crops: number;
+  readonly images?: number;
+  readonly seconds: number;
+  readonly cropsPerSec: number;
+  readonly imagesPerSec?: number;
+  readonly peakRssMB: number;
+  readonly rssAfterMB?: number;
+  readonly rssEndMB?: number;
+  /** The engine's backend as it reports it ("cpu" for onnxruntime, "wasm", "tensorflow"). */
+  readonly backend?: string;
+  readonly note?: string;
+}
+
+export const REPO = new URL("../../", import.meta.url).pathname;
+export const SHARED = join(REPO, "../shared");
+export const MODEL = join(SHARED, "models/bvlc-googlenet.onnx");
+export const SAMPLES = join(SHARED, "imagenet/samples");
+
+function statusMB(field: "VmHWM" | "VmRSS"): number {
+  const match = new RegExp(`^${field}:\\s+(\\d+) kB`, "m").exec(readFileSync("/proc/self/status", "utf8"));
+  return match ? Number(match[1]) / 1024 : process.resourceUsage().maxRSS / 1024;
+}
+
+/** The first `count` sample photos in name order, cycling if more are asked than exist. */
+export async function samplePhotos(count: number): Promise<string[]> {
+  const files = (await readdir(SAMPLES)).filter((f) => /\.jpe?g$/i.test(f)).sort();
+  return Array.from({ length: count }, (_, i) => files[i % files.length] as string);
+}
+
+/** Engine-ready crops of real photos: `batch` crops cycled from the 144 of the first photos. */
+async function readyBatch(batch: number, engine: Pick<Engine, "preprocess" | "inputLayout">): Promise<Float32Array> {
+  const out = new Float32Array(batch * CROP_VALUES);
+  const [file] = await samplePhotos(1);
+  const image = await decodeImage(await readFile(join(SAMPLES, file as string)), { source: file as string, applyExifOrientation: false });
+  const plan = cropPlan(image.width, image.height);
+  for (let start = 0; start < batch; start += plan.length) {
+    const crops = plan.slice(0, Math.min(plan.length, batch - start));
+    sampleCrops(image, crops, { preprocess: engine.preprocess, layout: engine.inputLayout }, out, start * CROP_VALUES);
+  }
+  return out;
+}
+
+async function loadFor(task: Extract<Task, { kind: "raw" | "pipeline" }>): Promise<Engine> {
+  const bytes = readFileSync(MODEL);
+  if (task.engine === "onnxruntime-unmodified") {
+    return createOrtEngine(bytes, { source: MODEL, flavour: "bvlc", threads: task.threads, rewriteSlowNodes: false, softmaxed: true });
+  }
+  if (task.engine === "onnxruntime" && task.kind === "raw" && task.allowSpinning !== undefined) {
+    return createOrtEngine(bytes, { source: MODEL, flavour: "bvlc", threads: task.threads, softmaxed: true, allowSpinning: task.allowSpinning });
+  }
+  const { engine } = await loadEngine(bytes, {
+    source: MODEL,
+    engine: task.engine,
+    threads: task.threads,
+    ...(task.backend !== undefined ? { backend: task.backend } : {}),
+    ...(task.tfjsWorkers !== undefined ? { tfjsWorkers: task.tfjsWorkers } : {}),
+  });
+  return engine;
+}
+
+async function measureRaw(task: Extract<Task, { kind: "raw" }>): Promise<Measurement> {
+  const engine = await loadFor(task);
+  try {
+    const input = await readyBatch(task.batch, engine);
+    // The first call allocates the session's buffers; steady state is what a long run sees.
+    await engine.classify(input, task.batch);
+    let calls = 0;
+    const start = performance.now();
+    while (calls < task.minCalls || performance.now() - start < task.seconds * 1000) {
+      await engine.classify(input, task.batch);
+      calls++;
+    }
+    const seconds = (performance.now() - start) / 1000;
+    const crops = calls * task.batch;
+    return { crops, seconds, cropsPerSec: crops / seconds, peakRssMB: statusMB("VmHWM"), backend: engine.backend };
+  } finally {
+    await engine.dispose();
+  }
+}
+
+async function measurePipeline(task: Extract<Task, { kind: "pipeline" }>): Promise<Measurement> {
+  const files = await samplePhotos(task.images);
+  const synsets = await readSynsets(join(SHARED, "imagenet/synset_words.txt"));
+  const labels = await readLabels(join(SHARED, "imagenet/samples-val.txt"), { synsets });
+  const engine = await loadFor(task);
+  const out = await mkdtemp(join(tmpdir(), "googlenet-bench-"));
+  try {
+    // Same warm-up as the raw measurement, so the two are compared on equal terms.
+    await engine.classify(new Float32Array(task.batch * CROP_VALUES), task.batch);
+    // Keys must be unique when photos repeat (a long run cycles through the samples).
+    const keys = files.map((file, i) => (i < 1000 ? file : `${Math.floor(i / 1000)}/${file}`));
+    const inputs: ImageInput[] = files.map((file, i) => ({
+      key: keys[i] as string,
+      label: labels.lookup(file),
+      read: () => readFile(join(SAMPLES, file)),
+    }));
+    const info = { file: MODEL, sha256: "bench", flavour: engine.flavour };
+    const writer = await ResultsWriter.open(out);
+    let done = 0;
+    let crops = 0;
+    let rssAfterMB: number | undefined;
+    const start = performance.now();
+    try {
+      for await (const record of scoreImages(inputs, {
+        models: [{ engine, info }],
+        crops: 144,
+        classNames: synsets.names,
+        applyExifOrientation: false,
+        batchCrops: task.batch,
+      })) {
+        await writer.append(record);
+        if (!("error" in record)) crops += uniqueCropWindows(cropPlan(record.width, record.height)).unique.length;
+        done++;
+        if (done === task.rssAfter) rssAfterMB = statusMB("VmRSS");
+      }
+      await writer.finish(keys, summarize(writer.records(keys), [info], 144));
+    } finally {
+      await writer.close();
+    }
+    const seconds = (performance.now() - start) / 1000;
+    return {
+      crops,
+      images: done,
+      seconds,
+      cropsPerSec: crops / seconds,
+      imagesPerSec: done / seconds,
+      peakRssMB: statusMB("VmHWM"),
+      ...(rssAfterMB !== undefined ? { rssAfterMB, rssEndMB: statusMB("VmRSS") } : {}),
+      backend: engine.backend,
+    };
+  } finally {
+    await engine.dispose();
+    await rm(out, { recursive: true, force: true });
+  }
+}
+
+/**
+ * The issue's baseline: what a user writes without this tool's work: decode, sample all 144,
+ * run the ONNX file as stored through onnxruntime's defaults in batches of 48, average.
+ */
+async function measurePlainLoop(task: Extract<Task, { kind: "plain-loop" }>): Promise<Measurement> {
+  const files = await samplePhotos(task.images);
+  const session = await ort.InferenceSession.create(MODEL, { intraOpNumThreads: task.threads });
+  const preprocess = preprocessFor("bvlc");
+  const batch = new Float32Array(48 * CROP_VALUES);
+  const [inputName] = session.inputNames;
+  const [outputName] = session.outputNames;
+  try {
+    await session.run({ [inputName as string]: new ort.Tensor("float32", batch, [48, 3, 224, 224]) });
+    const start = performance.now();
+    for (const file of files) {
+      const image = await decodeImage(await readFile(join(SAMPLES, file)), { source: file, applyExifOrientation: false });
+      const plan = cropPlan(image.width, image.height);
+      const mean = new Float64Array(1000);
+      for (let from = 0; from < plan.length; from += 48) {
+        sampleCrops(image, plan.slice(from, from + 48), { preprocess, layout: "nchw" }, batch);
+        const results = await session.run({ [inputName as string]: new ort.Tensor("float32", batch, [48, 3, 224, 224]) });
+        const probabilities = results[outputName as string]?.data as Float32Array;
+        for (let i = 0; i < probabilities.length; i++) mean[i % 1000] = (mean[i % 1000] as number) + (probabilities[i] as number) / 144;
+      }
+    }
+    const seconds = (performance.now() - start) / 1000;
+    const crops = files.length * 144;
+    return {
+      crops,
+      images: files.length,
+      seconds,
+      cropsPerSec: crops / seconds,
+      imagesPerSec: files.length / seconds,
+      peakRssMB: statusMB("VmHWM"),
+    };
+  } finally {
+    await session.release();
+  }
+}
+
+export async function measure(task: Task): Promise<Measurement> {
+  if (task.kind === "raw") return measureRaw(task);
+  if (task.kind === "pipeline") return measurePipeline(task);
+  return measurePlainLoop(task);
+}
+
+if (process.argv[1] && import.meta.url === new URL(`file://${process.argv[1]}`).href) {
+  const task = JSON.parse(process.argv[2] ?? "{}") as Task;
+  measure(task).then(
+    (result) => {
+      process.stdout.write(`${JSON.stringify(result)}\n`);
+      // tfjs pool workers and onnxruntime's threads must not keep a finished measurement alive.
+      process.exit(0);
+    },
+    (error: unknown) => {
+      process.stderr.write(`${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
+      process.exit(1);
+    },
+  );
+}

@@ -1,0 +1,173 @@
+import { readFileSync } from "node:fs";
+import { beforeAll, describe, expect, it } from "vitest";
+import { cropPlan } from "../../model/crops.js";
+import { decodeImage } from "../../model/decode.js";
+import type { Engine } from "../../model/engine.js";
+import { NUM_CLASSES } from "../../model/engine.js";
+import { ConfigurationError, ModelFormatError } from "../../model/errors.js";
+import type { RewriteOptions } from "../../model/onnx-optimize.js";
+import { rewriteSlowNodes } from "../../model/onnx-optimize.js";
+import { createOrtEngine } from "../../model/ort-engine.js";
+import { topK } from "../../model/predict.js";
+import { preprocessFor } from "../../model/preprocess.js";
+import { CROP_VALUES, sampleCrops } from "../../model/sampling.js";
+import { decodeModel, encodeModel } from "../helpers/onnx-rewrite.js";
+import { MODELS, SAMPLES, maxAbsDifference } from "../helpers/real-crops.js";
+
+const BVLC = `${MODELS}/bvlc-googlenet.onnx`;
+const bvlcBytes = readFileSync(BVLC);
+const torchvisionBytes = readFileSync(`${MODELS}/torchvision-googlenet-untrained.onnx`);
+/** A landscape and a portrait photo, so both square layouts of the plan are exercised. */
+const PHOTOS = ["n01440764_tench.JPEG", "n01494475_hammerhead.JPEG"];
+
+/** The 144 crops of each photo, sampled by the project's own sampler, NCHW bvlc values. */
+async function sampledCrops(files: readonly string[]): Promise<Float32Array> {
+  const out = new Float32Array(files.length * 144 * CROP_VALUES);
+  for (const [k, file] of files.entries()) {
+    const image = await decodeImage(readFileSync(`${SAMPLES}/${file}`), { source: file, applyExifOrientation: false });
+    const plan = cropPlan(image.width, image.height);
+    sampleCrops(image, plan, { preprocess: preprocessFor("bvlc"), layout: "nchw" }, out, k * 144 * CROP_VALUES);
+  }
+  return out;
+}
+
+/** Classifies in slices so the test's peak memory stays near one batch of activations. */
+async function classifyAll(engine: Engine, input: Float32Array, count: number, slice = 48): Promise<Float32Array> {
+  const out = new Float32Array(count * NUM_CLASSES);
+  for (let start = 0; start < count; start += slice) {
+    const n = Math.min(slice, count - start);
+    out.set(await engine.classify(input.subarray(start * CROP_VALUES, (start + n) * CROP_VALUES), n), start * NUM_CLASSES);
+  }
+  return out;
+}
+
+function top5Rows(probabilities: Float32Array, count: number): number[][] {
+  return Array.from({ length: count }, (_, row) =>
+    topK(probabilities.subarray(row * NUM_CLASSES, (row + 1) * NUM_CLASSES), 5).map(({ index }) => index),
+  );
+}
+
+function opTypes(bytes: Uint8Array): string[] {
+  return (decodeModel(bytes).graph?.node ?? []).map((node) => node.opType ?? "");
+}
+
+/** The BVLC file with every LRN's beta changed, so the Pow path has a reference in onnxruntime's own LRN. */
+function withBeta(beta: number): Uint8Array {
+  const model = decodeModel(bvlcBytes);
+  for (const node of model.graph?.node ?? []) {
+    if (node.opType !== "LRN") continue;
+    const attribute = node.attribute?.find((a) => a.name === "beta");
+    if (attribute) attribute.f = beta;
+  }
+  return encodeModel(model);
+}
+
+describe("rewriteSlowNodes on the BVLC GoogLeNet, 144 sampled crops of two real photos", () => {
+  const count = PHOTOS.length * 144;
+  let input: Float32Array;
+  let reference: Float32Array;
+  let rewritten: Float32Array;
+
+  beforeAll(async () => {
+    // Prepare: the same crops through the file as stored and through the rewritten graph.
+    input = await sampledCrops(PHOTOS);
+    const plain = await createOrtEngine(bvlcBytes, { source: BVLC, flavour: "bvlc", rewriteSlowNodes: false, softmaxed: true });
+    const fast = await createOrtEngine(bvlcBytes, { source: BVLC, flavour: "bvlc", softmaxed: true });
+    try {
+      // Act
+      reference = await classifyAll(plain, input, count);
+      rewritten = await classifyAll(fast, input, count);
+    } finally {
+      await plain.dispose();
+      await fast.dispose();
+    }
+  });
+
+  it("gives every probability within 1e-5 of onnxruntime's own LRN", () => {
+    // Assess
+    expect(maxAbsDifference(rewritten, reference)).toBeLessThan(1e-5);
+  });
+
+  it("gives every crop the same top-5 classes in the same order", () => {
+    // Assess
+    expect(top5Rows(rewritten, count)).toEqual(top5Rows(reference, count));
+  });
+
+  it("is not comparing a network with itself: the crops disagree with each other", () => {
+    // Assess: a constant or broken output would pass the two checks above.
+    const firsts = new Set(top5Rows(reference, count).map((classes) => classes[0]));
+    expect(firsts.size).toBeGreaterThan(2);
+    expect(top5Rows(reference, count)[0]?.[0]).toBe(0); // the tench's centre crops see a tench
+  });
+});
+
+describe("rewriteSlowNodes graph shape", () => {
+  it("replaces both LRNs of the BVLC graph by a band convolution and the square-root chain", () => {
+    // Act
+    const report = rewriteSlowNodes(bvlcBytes, BVLC);
+
+    // Assess
+    const ops = opTypes(report.bytes);
+    expect(report.lrnRewritten).toBe(2);
+    expect(report.lrnKept).toEqual([]);
+    expect(ops).not.toContain("LRN");
+    expect(ops.filter((op) => op === "Conv")).toHaveLength(opTypes(bvlcBytes).filter((op) => op === "Conv").length + 2);
+    expect(ops.filter((op) => op === "Sqrt")).toHaveLength(4);
+    expect(ops).not.toContain("Pow");
+  });
+
+  it("returns a graph without LRN (torchvision) byte for byte", () => {
+    // Act
+    const report = rewriteSlowNodes(torchvisionBytes, "torchvision.onnx");
+
+    // Assess
+    expect(report.lrnRewritten).toBe(0);
+    expect(report.bytes).toBe(torchvisionBytes);
+  });
+
+  it("refuses bytes that are not ONNX, naming the source", () => {
+    // Act / Assess
+    expect(() => rewriteSlowNodes(new Uint8Array([1, 2, 3, 4, 5]), "junk.onnx")).toThrow(ModelFormatError);
+    expect(() => rewriteSlowNodes(new Uint8Array([1, 2, 3, 4, 5]), "junk.onnx")).toThrow(/junk\.onnx/);
+  });
+
+  it.each([
+    [{ windowSum: "band" } as unknown as RewriteOptions, /use one of: conv, pool/],
+    [{ power: "cube" } as unknown as RewriteOptions, /use one of: auto, pow, exp/],
+  ])("refuses an unknown variant %j, listing the valid ones", (options, message) => {
+    // Act / Assess
+    expect(() => rewriteSlowNodes(bvlcBytes, BVLC, options)).toThrow(ConfigurationError);
+    expect(() => rewriteSlowNodes(bvlcBytes, BVLC, options)).toThrow(message);
+  });
+});
+
+describe.each<[string, RewriteOptions, number]>([
+  ["channel pool, square roots", { windowSum: "pool" }, 0.75],
+  ["band conv, Pow", { power: "pow" }, 0.75],
+  ["band conv, Exp/Log", { power: "exp" }, 0.75],
+  ["band conv, beta 0.6 through Pow", {}, 0.6],
+])("rewrite variant %s", (_name, options, beta) => {
+  it("matches onnxruntime's LRN on 12 sampled crops", async () => {
+    // Prepare
+    const file = beta === 0.75 ? bvlcBytes : withBeta(beta);
+    const input = (await sampledCrops(PHOTOS.slice(1))).subarray(0, 12 * CROP_VALUES);
+    const plain = await createOrtEngine(file, { source: BVLC, flavour: "bvlc", rewriteSlowNodes: false, softmaxed: true });
+    const report = rewriteSlowNodes(file, BVLC, options);
+    const fast = await createOrtEngine(report.bytes, { source: BVLC, flavour: "bvlc", rewriteSlowNodes: false, softmaxed: true });
+    try {
+      // Act
+      const reference = await plain.classify(input, 12);
+      const rewritten = await fast.classify(input, 12);
+
+      // Assess
+      expect(report.lrnRewritten).toBe(2);
+      expect(opTypes(report.bytes)).not.toContain("LRN");
+      expect(maxAbsDifference(rewritten, reference)).toBeLessThan(1e-5);
+      expect(top5Rows(rewritten, 12)).toEqual(top5Rows(reference, 12));
+    } finally {
+      await plain.dispose();
+      await fast.dispose();
+    }
+  });
+});
+
