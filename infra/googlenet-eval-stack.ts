@@ -12,7 +12,7 @@ import { GpuWorkers } from "./gpu-workers.js";
 import { Storage } from "./storage.js";
 import { WorkQueue } from "./work-queue.js";
 
-/** The names of the stack outputs; docs/deploy.md quotes them and the tests pin them. */
+/** The names of the stack outputs; README.md quotes them and the tests pin them. */
 export const OUTPUT_NAMES = {
   bucketName: "BucketName",
   queueUrl: "QueueUrl",

@@ -9,7 +9,7 @@ import { projectRoot } from "../../../infra/project-root.js";
 import { synthStack } from "../../helpers/synth-stack.js";
 
 const root = projectRoot();
-const deployDoc = readFileSync(join(root, "docs", "deploy.md"), "utf8");
+const deployDoc = readFileSync(join(root, "README.md"), "utf8");
 const cdkJson = JSON.parse(readFileSync(join(root, "cdk.json"), "utf8")) as { app: string; context: Record<string, unknown> };
 
 let template: Template;
@@ -19,7 +19,7 @@ beforeAll(() => {
 });
 
 describe("the stack outputs", () => {
-  it.each(Object.values(OUTPUT_NAMES))("%s is an output and is named in docs/deploy.md", (name) => {
+  it.each(Object.values(OUTPUT_NAMES))("%s is an output and is named in README.md", (name) => {
     template.hasOutput(name, { Value: Match.anyValue() });
     expect(deployDoc).toContain(`\`${name}\``);
     expect(deployDoc).toContain(`out ${name}`);
@@ -44,7 +44,7 @@ describe("cdk.json", () => {
     expect(settingsFromContext(new App({ context: cdkJson.context }).node)).toEqual(DEFAULT_SETTINGS);
   });
 
-  it.each([...SETTING_KEYS])("context key %s is documented in docs/deploy.md", (key) => {
+  it.each([...SETTING_KEYS])("context key %s is documented in README.md", (key) => {
     expect(deployDoc).toContain(`| \`${key}\` |`);
   });
 });
