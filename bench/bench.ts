@@ -33,6 +33,8 @@ interface Settings {
   /** Seconds per raw measurement. */
   readonly rawSeconds: number;
   readonly sweep: boolean;
+  /** Where onnxruntime's time goes, from its own profiler. */
+  readonly profile: boolean;
 }
 
 function positive(name: string, value: string | undefined, fallback: number): number {
@@ -52,6 +54,7 @@ function parseSettings(argv: string[]): Settings {
       images: { type: "string" },
       "tfjs-images": { type: "string" },
       "no-sweep": { type: "boolean", default: false },
+      profile: { type: "boolean" },
     },
     strict: true,
   });
@@ -63,10 +66,11 @@ function parseSettings(argv: string[]): Settings {
     threads: positive("threads", values.threads, availableParallelism()),
     ortImages,
     rssAfter: Math.min(20, ortImages),
-    tfjsImages: positive("tfjs-images", values["tfjs-images"], quick ? 2 : 12),
+    tfjsImages: positive("tfjs-images", values["tfjs-images"], quick ? 1 : 12),
     plainImages: quick ? 4 : 20,
     rawSeconds: quick ? 4 : 10,
     sweep: !quick && values["no-sweep"] !== true,
+    profile: values.profile ?? !quick,
   };
 }
 
@@ -169,6 +173,33 @@ async function main(): Promise<void> {
   add(`pipeline tfjs ${tfjsPipeline.backend ?? pipelineBackend}, ${tfjsPipeline.images} images x 144`, tfjsPipeline);
   const plain = await run({ kind: "plain-loop", threads, images: settings.plainImages });
   add(`plain loop: file as stored, batches of 48, ${plain.images} images`, plain);
+
+  if (settings.profile) {
+    const profiles: Measurement[] = [];
+    for (const rewritten of [false, true]) profiles.push(await run({ kind: "profile", rewritten, batch, threads, runs: 3 }));
+    const ops = [...new Set(profiles.flatMap((p) => (p.opMsPerRun ?? []).map(([op]) => op)))];
+    const msOf = (p: Measurement, op: string) => p.opMsPerRun?.find(([name]) => name === op)?.[1] ?? 0;
+    const total = (p: Measurement) => (p.opMsPerRun ?? []).reduce((sum, [, ms]) => sum + ms, 0);
+    const [before, after] = profiles as [Measurement, Measurement];
+    log(`
+onnxruntime's profiler, kernel ms per run of ${batch} crops at ${threads} threads (file as stored | rewritten):`);
+    log(
+      table(
+        ["op", "stored ms", "stored %", "rewritten ms", "rewritten %"],
+        ops
+          .sort((a, b) => msOf(after, b) - msOf(after, a))
+          .filter((op) => msOf(before, op) + msOf(after, op) >= 0.05)
+          .map((op) => [
+            op,
+            fixed(msOf(before, op)),
+            fixed((100 * msOf(before, op)) / total(before)),
+            fixed(msOf(after, op)),
+            fixed((100 * msOf(after, op)) / total(after)),
+          ]),
+      ),
+    );
+    log(`kernel total ${fixed(total(before))} ms | ${fixed(total(after))} ms per run\n`);
+  }
 
   const ortEfficiency = ortPipeline.cropsPerSec / ortRaw.cropsPerSec;
   const tfjsEfficiency = tfjsPipeline.cropsPerSec / tfjsRaw.cropsPerSec;

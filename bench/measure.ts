@@ -8,6 +8,7 @@ import { cropPlan } from "../model/crops.js";
 import { decodeImage } from "../model/decode.js";
 import type { Engine } from "../model/engine.js";
 import { loadEngine } from "../model/load.js";
+import { rewriteSlowNodes } from "../model/onnx-optimize.js";
 import { createOrtEngine } from "../model/ort-engine.js";
 import { preprocessFor } from "../model/preprocess.js";
 import { CROP_VALUES, sampleCrops, uniqueCropWindows } from "../model/sampling.js";
@@ -45,10 +46,19 @@ export type Task =
       readonly batch: number;
       readonly threads: number;
       readonly images: number;
+      readonly allowSpinning?: boolean;
       /** Record RSS after this many images (the growth check's reference point). */
       readonly rssAfter?: number;
     }
-  | { readonly kind: "plain-loop"; readonly threads: number; readonly images: number };
+  | { readonly kind: "plain-loop"; readonly threads: number; readonly images: number }
+  | {
+      /** onnxruntime's own profiler on the graph the pipeline runs: kernel time per op type. */
+      readonly kind: "profile";
+      readonly rewritten: boolean;
+      readonly batch: number;
+      readonly threads: number;
+      readonly runs: number;
+    };
 
 export interface Measurement {
   readonly crops: number;
@@ -62,6 +72,8 @@ export interface Measurement {
   /** The engine's backend as it reports it ("cpu" for onnxruntime, "wasm", "tensorflow"). */
   readonly backend?: string;
   readonly note?: string;
+  /** For "profile": kernel milliseconds per run by op type, largest first. */
+  readonly opMsPerRun?: [op: string, ms: number][];
 }
 
 export const REPO = new URL("../../", import.meta.url).pathname;
@@ -98,7 +110,7 @@ async function loadFor(task: Extract<Task, { kind: "raw" | "pipeline" }>): Promi
   if (task.engine === "onnxruntime-unmodified") {
     return createOrtEngine(bytes, { source: MODEL, flavour: "bvlc", threads: task.threads, rewriteSlowNodes: false, softmaxed: true });
   }
-  if (task.engine === "onnxruntime" && task.kind === "raw" && task.allowSpinning !== undefined) {
+  if (task.engine === "onnxruntime" && task.allowSpinning !== undefined) {
     return createOrtEngine(bytes, { source: MODEL, flavour: "bvlc", threads: task.threads, softmaxed: true, allowSpinning: task.allowSpinning });
   }
   const { engine } = await loadEngine(bytes, {
@@ -227,7 +239,55 @@ async function measurePlainLoop(task: Extract<Task, { kind: "plain-loop" }>): Pr
   }
 }
 
+async function measureProfile(task: Extract<Task, { kind: "profile" }>): Promise<Measurement> {
+  const bytes = readFileSync(MODEL);
+  const graph = task.rewritten ? rewriteSlowNodes(bytes, MODEL).bytes : bytes;
+  const folder = await mkdtemp(join(tmpdir(), "googlenet-profile-"));
+  // The engine's own session options (model/ort-engine.ts), plus the profiler.
+  const session = await ort.InferenceSession.create(graph, {
+    intraOpNumThreads: task.threads,
+    interOpNumThreads: 1,
+    executionMode: "sequential",
+    graphOptimizationLevel: "all",
+    extra: { session: { intra_op: { allow_spinning: "0" } } },
+    enableProfiling: true,
+    profileFilePrefix: join(folder, "ort"),
+  });
+  try {
+    const input = await readyBatch(task.batch, { preprocess: preprocessFor("bvlc"), inputLayout: "nchw" });
+    const feeds = () => ({ [session.inputNames[0] as string]: new ort.Tensor("float32", input, [task.batch, 3, 224, 224]) });
+    await session.run(feeds());
+    const start = performance.now();
+    for (let r = 0; r < task.runs; r++) await session.run(feeds());
+    const seconds = (performance.now() - start) / 1000;
+    session.endProfiling();
+    const [file] = (await readdir(folder)).filter((name) => name.endsWith(".json"));
+    const events = JSON.parse(await readFile(join(folder, file as string), "utf8")) as {
+      cat?: string;
+      name?: string;
+      dur?: number;
+      args?: { op_name?: string };
+    }[];
+    const perOp = new Map<string, number>();
+    for (const event of events) {
+      if (event.cat !== "Node" || !event.name?.endsWith("_kernel_time")) continue;
+      const op = event.args?.op_name ?? "?";
+      perOp.set(op, (perOp.get(op) ?? 0) + (event.dur ?? 0));
+    }
+    // The profile holds the warm-up run too.
+    const opMsPerRun = [...perOp]
+      .map(([op, micros]): [string, number] => [op, micros / 1000 / (task.runs + 1)])
+      .sort((a, b) => b[1] - a[1]);
+    const crops = task.runs * task.batch;
+    return { crops, seconds, cropsPerSec: crops / seconds, peakRssMB: statusMB("VmHWM"), opMsPerRun };
+  } finally {
+    await session.release();
+    await rm(folder, { recursive: true, force: true });
+  }
+}
+
 export async function measure(task: Task): Promise<Measurement> {
+  if (task.kind === "profile") return measureProfile(task);
   if (task.kind === "raw") return measureRaw(task);
   if (task.kind === "pipeline") return measurePipeline(task);
   return measurePlainLoop(task);

@@ -121,6 +121,9 @@ function workerEntry(): { entry: URL | string; eval: boolean } {
   return { entry: code, eval: true };
 }
 
+/** Request ids are unique across pools, so a stray reply can never settle another call. */
+let nextRequestId = 1;
+
 interface Pending {
   readonly resolve: (output: Float32Array) => void;
   readonly reject: (error: Error) => void;
@@ -136,7 +139,7 @@ class PoolThread {
   constructor(
     readonly index: number,
     readonly worker: Worker,
-    private readonly source: string,
+    source: string,
   ) {
     this.ready = new Promise((resolve, reject) => {
       worker.on("message", (reply: PoolReply) => {
@@ -169,7 +172,7 @@ class PoolThread {
         reject(error);
       });
       worker.on("exit", (code) => {
-        const error = new GoogLeNetEvalError(`${source}: tfjs pool worker ${index} exited (code ${code}) before answering`);
+        const error = new GoogLeNetEvalError(`${source}: tfjs pool worker ${index} exited (code ${code}); this pool cannot classify any more`);
         this.fail(error);
         reject(error);
       });
@@ -203,13 +206,12 @@ class PoolThread {
   }
 }
 
-let nextRequestId = 1;
-
 class TfjsPoolEngine implements Engine {
   readonly engine = "tfjs" as const;
   readonly inputLayout = "nhwc" as const;
   readonly preprocess: Preprocess;
   private threads: PoolThread[] | undefined;
+  private rotation = 0;
 
   constructor(
     readonly backend: string,
@@ -232,6 +234,8 @@ class TfjsPoolEngine implements Engine {
     const used = Math.min(threads.length, count);
     const base = Math.floor(count / Math.max(used, 1));
     const extra = count - base * used;
+    // Overlapping small calls would all land on the first workers; rotating spreads them.
+    const first = this.rotation++ % threads.length;
     const jobs: Promise<void>[] = [];
     let start = 0;
     for (let k = 0; k < used; k++) {
@@ -239,7 +243,8 @@ class TfjsPoolEngine implements Engine {
       const from = start;
       // slice() copies into a fresh buffer we may transfer; the caller's buffer stays theirs.
       const part = input.slice(from * PER_CROP, (from + n) * PER_CROP);
-      jobs.push((threads[k] as PoolThread).run(part, n).then((probabilities) => out.set(probabilities, from * NUM_CLASSES)));
+      const thread = threads[(first + k) % threads.length] as PoolThread;
+      jobs.push(thread.run(part, n).then((probabilities) => out.set(probabilities, from * NUM_CLASSES)));
       start += n;
     }
     await Promise.all(jobs);

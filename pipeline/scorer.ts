@@ -32,9 +32,10 @@ export interface ScorerOptions {
   /** Pixel limit per image. Default: decode.ts's DEFAULT_MAX_PIXELS (100 million). */
   maxPixels?: number;
   /**
-   * Crops per engine call, packed across images. Default: 16. onnxruntime's activations grow
-   * about 12 MB per crop (RSS 0.4 GB at 16, 0.7 GB at 48) with no throughput gain we could
-   * measure above 16 on the CPU, and the tfjs engine splits calls into 16s anyway.
+   * Crops per engine call, packed across images. Default: 16. Measured with onnxruntime on the
+   * rewritten BVLC graph (bench/, 2 cores): crops/s flat from 8 to 48 within the noise, while
+   * peak RSS grows about 20 MB per crop (0.6 GB at 16, 1.2 GB at 48); the tfjs pool splits a
+   * call of 16 into 8 per worker.
    */
   batchCrops?: number;
   /** Images read and decoded ahead while the engine runs. Default: 3. */

@@ -200,3 +200,44 @@ describe("batches packed across images, sampled while the engine runs", () => {
     expect(counting.running).toBe(0);
   });
 });
+
+describe("reads ahead of decoding", () => {
+  it("has the next inputs' reads under way when the first record comes out, and scores them all", async () => {
+    // Prepare: twelve reads of a real photo, recording when each starts (as S3 GETs would).
+    let started = 0;
+    const photo = await readFile(`${SAMPLES}/${files()[0]}`);
+    const inputs: ImageInput[] = Array.from({ length: 12 }, (_, i) => ({
+      key: `copy-${i}.jpg`,
+      label: 0,
+      read: () => {
+        started++;
+        return Promise.resolve(photo);
+      },
+    }));
+
+    // Act
+    const startedAtFirst: number[] = [];
+    const keys: string[] = [];
+    for await (const record of scoreImages(inputs, {
+      models: [{ engine, info: INFO }],
+      crops: 1,
+      classNames,
+      applyExifOrientation: false,
+      batchCrops: 1,
+      lookAhead: 2,
+      readAhead: 5,
+    })) {
+      if (keys.length === 0) startedAtFirst.push(started);
+      keys.push(record.key);
+    }
+
+    // Assess: more reads started than the two images being decoded, but never all twelve at once.
+    expect(startedAtFirst[0]).toBeGreaterThanOrEqual(5);
+    expect(startedAtFirst[0]).toBeLessThan(12);
+    expect(keys).toEqual(inputs.map((input) => input.key));
+  });
+});
+
+function files(): string[] {
+  return ["n01440764_tench.JPEG"];
+}

@@ -2,6 +2,7 @@ import { spawn } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { availableParallelism } from "node:os";
 import { resolve } from "node:path";
+import type { Worker } from "node:worker_threads";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { selectBackend, type BackendPreference } from "../../model/backend.js";
 import { cropPlan } from "../../model/crops.js";
@@ -19,7 +20,7 @@ const ROOT = resolve(import.meta.dirname, "../..");
 const quiet = (): void => undefined;
 /** Two workers: the machine's core count, and enough to exercise uneven slices. */
 const WORKERS = 2;
-/** Plan indices of three different windows: scale 256 left tl, 288 center center mirrored, 352 right full mirrored. */
+/** Plan indices of three different windows (tench is landscape): 256 left tl, 288 left center mirrored, 352 right full mirrored. */
 const CROP_INDICES = [0, 45, 143];
 
 /** Real crops through the project's own decode + plan + sampler, laid out NHWC for tfjs. */
@@ -153,6 +154,51 @@ describe.each([
   });
 });
 
+/**
+ * The pool's private threads, reached around the Engine interface: a real worker is made to fail
+ * here (a request the network refuses, a thread that dies) instead of mocking one.
+ */
+interface PoolInternals {
+  readonly threads: readonly { readonly worker: Worker; run(input: Float32Array, count: number): Promise<Float32Array> }[];
+}
+
+describe("a worker that fails", () => {
+  const file = `${MODELS}/bvlc-googlenet.onnx`;
+  let pool: Engine;
+
+  beforeAll(async () => {
+    pool = await createTfjsPoolEngine(readFileSync(file), { source: file, backend: "wasm", workers: WORKERS, log: quiet });
+  });
+
+  afterAll(async () => {
+    await pool?.dispose();
+  });
+
+  it("rejects the call with the worker's message, its error class and the model source", async () => {
+    // Prepare
+    const [first] = (pool as unknown as PoolInternals).threads;
+
+    // Act
+    const call = first?.run(new Float32Array(5), 1);
+
+    // Assess
+    await expect(call).rejects.toThrow(RangeError);
+    await expect(call).rejects.toThrow(`${file}: tfjs pool worker 0: classify: expected 1 crops of 224x224x3 = ${CROP_VALUES} values, got 5`);
+  });
+
+  it("that has died makes every later classify reject, naming the model and the worker", async () => {
+    // Prepare
+    const second = (pool as unknown as PoolInternals).threads[1];
+    await second?.worker.terminate();
+
+    // Act
+    const call = pool.classify(new Float32Array(WORKERS * CROP_VALUES), WORKERS);
+
+    // Assess
+    await expect(call).rejects.toThrow(`${file}: tfjs pool worker 1 exited (code 1); this pool cannot classify any more`);
+  });
+});
+
 describe("loadEngine with --engine tfjs", () => {
   const file = `${MODELS}/torchvision-googlenet-untrained.onnx`;
   const cores = availableParallelism();
@@ -255,7 +301,7 @@ describe("dispose", () => {
 
     // Act
     await classified();
-    const outcome = await Promise.race([child.exited, timeout(5_000)]);
+    const outcome = await Promise.race([child.exited, timeout(3_000)]);
     child.kill();
 
     // Assess
