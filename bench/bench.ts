@@ -129,6 +129,11 @@ async function main(): Promise<void> {
 
   const ortRaw = await run({ kind: "raw", engine: "onnxruntime", batch, threads, seconds: rawSeconds, minCalls: 3 });
   add("onnxruntime alone, rewritten graph", ortRaw);
+  if (!settings.quick) {
+    // The engine sleeps idle threads (model/ort-engine.ts allowSpinning); this row shows what spinning would give alone.
+    const spinning = await run({ kind: "raw", engine: "onnxruntime", batch, threads, seconds: rawSeconds, minCalls: 3, allowSpinning: true });
+    add("onnxruntime alone, rewritten, spinning threads", spinning);
+  }
   const ortRawBefore = await run({ kind: "raw", engine: "onnxruntime-unmodified", batch, threads, seconds: rawSeconds, minCalls: 3 });
   add("onnxruntime alone, file as stored (before)", ortRawBefore);
 
@@ -169,6 +174,7 @@ async function main(): Promise<void> {
     ortPipeline,
     `RSS ${fixed(ortPipeline.rssAfterMB, 0)} MB after ${settings.rssAfter} images, ${fixed(ortPipeline.rssEndMB, 0)} MB at the end (${growth === undefined ? "-" : `${(growth * 100).toFixed(1)}%`})`,
   );
+  if (ortPipeline.rssTraceMB) log(`  RSS every ${settings.rssAfter} images (MB): ${ortPipeline.rssTraceMB.join(" ")}`);
   const tfjsPipeline = await run({ kind: "pipeline", engine: "tfjs", backend: pipelineBackend, batch, threads, images: settings.tfjsImages });
   add(`pipeline tfjs ${tfjsPipeline.backend ?? pipelineBackend}, ${tfjsPipeline.images} images x 144`, tfjsPipeline);
   const plain = await run({ kind: "plain-loop", threads, images: settings.plainImages });

@@ -2,6 +2,7 @@ import { readFileSync } from "node:fs";
 import { mkdtemp, readFile, readdir, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 import * as ort from "onnxruntime-node";
 import type { BackendPreference } from "../model/backend.js";
 import { cropPlan } from "../model/crops.js";
@@ -69,6 +70,8 @@ export interface Measurement {
   readonly peakRssMB: number;
   readonly rssAfterMB?: number;
   readonly rssEndMB?: number;
+  /** RSS after every `rssAfter` images, to tell a plateau from steady growth. */
+  readonly rssTraceMB?: number[];
   /** The engine's backend as it reports it ("cpu" for onnxruntime, "wasm", "tensorflow"). */
   readonly backend?: string;
   readonly note?: string;
@@ -76,7 +79,8 @@ export interface Measurement {
   readonly opMsPerRun?: [op: string, ms: number][];
 }
 
-export const REPO = new URL("../../", import.meta.url).pathname;
+/** The repository root, from dist/bench/ when built or bench/ under tsx. */
+export const REPO = fileURLToPath(new URL(import.meta.url.includes("/dist/bench/") ? "../../" : "../", import.meta.url));
 export const SHARED = join(REPO, "../shared");
 export const MODEL = join(SHARED, "models/bvlc-googlenet.onnx");
 export const SAMPLES = join(SHARED, "imagenet/samples");
@@ -164,6 +168,7 @@ async function measurePipeline(task: Extract<Task, { kind: "pipeline" }>): Promi
     let done = 0;
     let crops = 0;
     let rssAfterMB: number | undefined;
+    const rssTraceMB: number[] = [];
     const start = performance.now();
     try {
       for await (const record of scoreImages(inputs, {
@@ -177,6 +182,7 @@ async function measurePipeline(task: Extract<Task, { kind: "pipeline" }>): Promi
         if (!("error" in record)) crops += uniqueCropWindows(cropPlan(record.width, record.height)).unique.length;
         done++;
         if (done === task.rssAfter) rssAfterMB = statusMB("VmRSS");
+        if (task.rssAfter !== undefined && done % task.rssAfter === 0) rssTraceMB.push(Math.round(statusMB("VmRSS")));
       }
       await writer.finish(keys, summarize(writer.records(keys), [info], 144));
     } finally {
@@ -190,7 +196,7 @@ async function measurePipeline(task: Extract<Task, { kind: "pipeline" }>): Promi
       cropsPerSec: crops / seconds,
       imagesPerSec: done / seconds,
       peakRssMB: statusMB("VmHWM"),
-      ...(rssAfterMB !== undefined ? { rssAfterMB, rssEndMB: statusMB("VmRSS") } : {}),
+      ...(rssAfterMB !== undefined ? { rssAfterMB, rssEndMB: statusMB("VmRSS"), rssTraceMB } : {}),
       backend: engine.backend,
     };
   } finally {
@@ -293,7 +299,7 @@ export async function measure(task: Task): Promise<Measurement> {
   return measurePlainLoop(task);
 }
 
-if (process.argv[1] && import.meta.url === new URL(`file://${process.argv[1]}`).href) {
+if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
   const task = JSON.parse(process.argv[2] ?? "{}") as Task;
   measure(task).then(
     (result) => {

@@ -30,6 +30,7 @@ options:
   --out DIR           output folder or s3://bucket/prefix (default ./results/<timestamp>)
   --batch N           crops per engine call, packed across images (default 16)
   --threads N         onnxruntime threads (default: all cores)
+  --workers N         tfjs worker threads on the wasm/cpu backends, one network each (default: all cores)
   --exif-orientation  rotate images by their EXIF orientation (default off, as ImageNet)
   --max-pixels N      refuse larger images as failed records (default 100000000)
   --synsets FILE      synset_words.txt (default: $${SYNSETS_ENV}, else one found beside --labels,
@@ -63,6 +64,7 @@ const Args = z.object({
   out: z.string().min(1).optional(),
   batch: positiveInt("--batch"),
   threads: positiveInt("--threads"),
+  workers: positiveInt("--workers"),
   "exif-orientation": z.boolean().default(false),
   "max-pixels": positiveInt("--max-pixels"),
   synsets: z.string().min(1).optional(),
@@ -86,6 +88,7 @@ function parse(argv: string[]): ScoreArgs | undefined {
         out: { type: "string" },
         batch: { type: "string" },
         threads: { type: "string" },
+        workers: { type: "string" },
         "exif-orientation": { type: "boolean" },
         "max-pixels": { type: "string" },
         synsets: { type: "string" },
@@ -208,6 +211,7 @@ export async function scoreCommand(argv: string[]): Promise<number> {
     ...(args.labels !== undefined ? { labels: args.labels } : {}),
     ...(args.batch !== undefined ? { batchCrops: args.batch } : {}),
     ...(args.threads !== undefined ? { threads: args.threads } : {}),
+    ...(args.workers !== undefined ? { tfjsWorkers: args.workers } : {}),
     ...(args["max-pixels"] !== undefined ? { maxPixels: args["max-pixels"] } : {}),
   });
   return 0;

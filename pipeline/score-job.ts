@@ -61,6 +61,8 @@ export interface ScoreJobOptions {
   readonly preprocess?: Flavour;
   /** onnxruntime intra-op threads. Default: the machine's cores. */
   readonly threads?: number;
+  /** Worker threads of the tfjs engine on the wasm or cpu backend. Default: the machine's cores. */
+  readonly tfjsWorkers?: number;
   /** Crops per image. Default: 144. */
   readonly crops?: CropCount;
   /** Label file (val.txt, LOC_val_solution.csv, synset labels; path or s3:// URL). Default: WNIDs in file or folder names. */
@@ -147,6 +149,7 @@ async function loadModels(options: ScoreJobOptions): Promise<{ engine: Engine; i
           ...(options.backend !== undefined ? { backend: options.backend } : {}),
           ...(options.preprocess !== undefined ? { preprocess: options.preprocess } : {}),
           ...(options.threads !== undefined ? { threads: options.threads } : {}),
+          ...(options.tfjsWorkers !== undefined ? { tfjsWorkers: options.tfjsWorkers } : {}),
         }),
       );
     }
