@@ -2,7 +2,7 @@ import eslint from "@eslint/js";
 import tseslint from "typescript-eslint";
 
 export default tseslint.config(
-  { ignores: ["dist/**", "cdk.out/**", "node_modules/**", "results/**"] },
+  { ignores: ["dist/**", "cdk.out/**", "node_modules/**", "results/**", ".scratch/**"] },
   eslint.configs.recommended,
   ...tseslint.configs.recommended,
   {
