@@ -1,10 +1,10 @@
-import { parseArgs } from "node:util";
 import { ConfigurationError } from "../model/errors.js";
 import { aggregateRun } from "../pipeline/aggregate.js";
 import { openLocation } from "../pipeline/storage.js";
 import { formatTable3 } from "../pipeline/summary.js";
 import { readSynsetsUrl, WORKER_ENV } from "./worker-command.js";
 import { REPORT_FILE } from "../pipeline/report.js";
+import { parseFlags } from "./flags.js";
 
 const HELP = `usage: googlenet-eval aggregate --out DIR|s3://b/runs/RUN [--synsets FILE|s3://...]
 
@@ -24,17 +24,12 @@ export const EXIT_INCOMPLETE = 3;
 
 /** `googlenet-eval aggregate --out ...`. */
 export async function aggregateCommand(argv: string[], env: NodeJS.ProcessEnv = process.env): Promise<number> {
-  let parsed;
-  try {
-    parsed = parseArgs({
-      args: argv,
-      strict: true,
-      allowPositionals: false,
-      options: { out: { type: "string" }, synsets: { type: "string" }, help: { type: "boolean", short: "h" } },
-    });
-  } catch (error) {
-    throw new ConfigurationError(`${(error as Error).message}; see googlenet-eval aggregate --help`, { cause: error });
-  }
+  const parsed = parseFlags("aggregate", {
+    args: argv,
+    strict: true,
+    allowPositionals: false,
+    options: { out: { type: "string" }, synsets: { type: "string" }, help: { type: "boolean", short: "h" } },
+  });
   if (parsed.values.help) {
     process.stdout.write(`${HELP}\n`);
     return 0;

@@ -1,10 +1,10 @@
-import { parseArgs } from "node:util";
 import { z } from "zod";
 import { ConfigurationError } from "../model/errors.js";
 import { ENGINE_CHOICES, type EngineChoice } from "../model/load.js";
 import type { CropCount } from "../model/predict.js";
 import { DEFAULT_BATCH_SIZE, planRun } from "../pipeline/plan.js";
 import { readSynsetsUrl, WORKER_ENV } from "./worker-command.js";
+import { parseFlags } from "./flags.js";
 
 const HELP = `usage: googlenet-eval plan --input DIR|s3://b/images/ --model FILE|s3://...onnx [--model ...]
                           --queue URL --out DIR|s3://b/runs/RUN [options]
@@ -56,29 +56,24 @@ const Args = z.object({
 
 /** `googlenet-eval plan ...`: prints one JSON line with the run id and counts. */
 export async function planCommand(argv: string[], env: NodeJS.ProcessEnv = process.env): Promise<number> {
-  let parsed;
-  try {
-    parsed = parseArgs({
-      args: argv,
-      strict: true,
-      allowPositionals: false,
-      options: {
-        input: { type: "string" },
-        model: { type: "string", multiple: true },
-        queue: { type: "string" },
-        out: { type: "string" },
-        labels: { type: "string" },
-        crops: { type: "string" },
-        "batch-size": { type: "string" },
-        engine: { type: "string" },
-        "run-id": { type: "string" },
-        synsets: { type: "string" },
-        help: { type: "boolean", short: "h" },
-      },
-    });
-  } catch (error) {
-    throw new ConfigurationError(`${(error as Error).message}; see googlenet-eval plan --help`, { cause: error });
-  }
+  const parsed = parseFlags("plan", {
+    args: argv,
+    strict: true,
+    allowPositionals: false,
+    options: {
+      input: { type: "string" },
+      model: { type: "string", multiple: true },
+      queue: { type: "string" },
+      out: { type: "string" },
+      labels: { type: "string" },
+      crops: { type: "string" },
+      "batch-size": { type: "string" },
+      engine: { type: "string" },
+      "run-id": { type: "string" },
+      synsets: { type: "string" },
+      help: { type: "boolean", short: "h" },
+    },
+  });
   const values = parsed.values;
   if (values.help) {
     process.stdout.write(`${HELP}\n`);

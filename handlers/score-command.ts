@@ -1,12 +1,12 @@
 import { stat } from "node:fs/promises";
 import { dirname, join, resolve } from "node:path";
-import { parseArgs } from "node:util";
 import { z } from "zod";
 import { ConfigurationError } from "../model/errors.js";
 import { BACKEND_CHOICES, ENGINE_CHOICES } from "../model/load.js";
 import { FLAVOURS } from "../model/preprocess.js";
 import { runScoreJob } from "../pipeline/score-job.js";
 import { isS3Url, openLocation, parseS3Url } from "../pipeline/storage.js";
+import { parseFlags } from "./flags.js";
 
 /** Environment variable naming a synset_words.txt when --synsets is not given. */
 export const SYNSETS_ENV = "GOOGLENET_EVAL_SYNSETS";
@@ -72,32 +72,27 @@ const Args = z.object({
 type ScoreArgs = z.infer<typeof Args>;
 
 function parse(argv: string[]): ScoreArgs | undefined {
-  let parsed;
-  try {
-    parsed = parseArgs({
-      args: argv,
-      allowPositionals: true,
-      strict: true,
-      options: {
-        model: { type: "string", multiple: true },
-        labels: { type: "string" },
-        crops: { type: "string" },
-        engine: { type: "string" },
-        backend: { type: "string" },
-        preprocess: { type: "string" },
-        out: { type: "string" },
-        batch: { type: "string" },
-        threads: { type: "string" },
-        workers: { type: "string" },
-        "exif-orientation": { type: "boolean" },
-        "max-pixels": { type: "string" },
-        synsets: { type: "string" },
-        help: { type: "boolean", short: "h" },
-      },
-    });
-  } catch (error) {
-    throw new ConfigurationError(`${(error as Error).message}; see googlenet-eval score --help`, { cause: error });
-  }
+  const parsed = parseFlags("score", {
+    args: argv,
+    allowPositionals: true,
+    strict: true,
+    options: {
+      model: { type: "string", multiple: true },
+      labels: { type: "string" },
+      crops: { type: "string" },
+      engine: { type: "string" },
+      backend: { type: "string" },
+      preprocess: { type: "string" },
+      out: { type: "string" },
+      batch: { type: "string" },
+      threads: { type: "string" },
+      workers: { type: "string" },
+      "exif-orientation": { type: "boolean" },
+      "max-pixels": { type: "string" },
+      synsets: { type: "string" },
+      help: { type: "boolean", short: "h" },
+    },
+  });
   if (parsed.values.help) return undefined;
   if (parsed.positionals.length > 1) {
     throw new ConfigurationError(`expected one image folder, got ${parsed.positionals.length}: ${parsed.positionals.join(" ")}`);

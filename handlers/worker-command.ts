@@ -1,4 +1,3 @@
-import { parseArgs } from "node:util";
 import type { S3Client } from "@aws-sdk/client-s3";
 import { z } from "zod";
 import { ConfigurationError } from "../model/errors.js";
@@ -9,6 +8,7 @@ import { readUrl } from "../pipeline/s3-location.js";
 import { HEARTBEAT_SECONDS, VISIBILITY_TIMEOUT_SECONDS } from "../pipeline/queue-timing.js";
 import { taskProtectionFromEnvironment } from "../pipeline/task-protection.js";
 import { runWorker, type WorkerOptions } from "../pipeline/worker.js";
+import { parseFlags } from "./flags.js";
 
 /** Environment variables the worker reads when the matching flag is absent (the ECS task sets them). */
 export const WORKER_ENV = {
@@ -87,31 +87,26 @@ function nonEmpty(value: string | undefined): string | undefined {
 
 /** Flags first, then the environment; validated once, failing with the flag and variable names. */
 export function parseWorkerArgs(argv: string[], env: NodeJS.ProcessEnv = process.env): WorkerSettings | undefined {
-  let parsed;
-  try {
-    parsed = parseArgs({
-      args: argv,
-      strict: true,
-      allowPositionals: false,
-      options: {
-        queue: { type: "string" },
-        "until-empty": { type: "boolean" },
-        model: { type: "string" },
-        crops: { type: "string" },
-        "drop-out": { type: "string" },
-        synsets: { type: "string" },
-        engine: { type: "string" },
-        "visibility-timeout": { type: "string" },
-        heartbeat: { type: "string" },
-        wait: { type: "string" },
-        "model-cache": { type: "string" },
-        "finish-on-stop": { type: "boolean" },
-        help: { type: "boolean", short: "h" },
-      },
-    });
-  } catch (error) {
-    throw new ConfigurationError(`${(error as Error).message}; see googlenet-eval worker --help`, { cause: error });
-  }
+  const parsed = parseFlags("worker", {
+    args: argv,
+    strict: true,
+    allowPositionals: false,
+    options: {
+      queue: { type: "string" },
+      "until-empty": { type: "boolean" },
+      model: { type: "string" },
+      crops: { type: "string" },
+      "drop-out": { type: "string" },
+      synsets: { type: "string" },
+      engine: { type: "string" },
+      "visibility-timeout": { type: "string" },
+      heartbeat: { type: "string" },
+      wait: { type: "string" },
+      "model-cache": { type: "string" },
+      "finish-on-stop": { type: "boolean" },
+      help: { type: "boolean", short: "h" },
+    },
+  });
   const values = parsed.values;
   if (values.help) return undefined;
   const result = Settings.safeParse({
