@@ -1,5 +1,7 @@
 import { parseArgs, type ParseArgsConfig } from "node:util";
+import { z } from "zod";
 import { ConfigurationError } from "../model/errors.js";
+import { ENGINE_CHOICES } from "../model/load.js";
 
 /**
  * node:util parseArgs for a subcommand, its errors (unknown flag, missing value) turned into the
@@ -12,3 +14,20 @@ export function parseFlags<T extends ParseArgsConfig>(command: string, config: T
     throw new ConfigurationError(`${(error as Error).message}; see googlenet-eval ${command} --help`, { cause: error });
   }
 }
+
+/** A flag that takes one of `choices`; the message lists them. */
+export const choiceFlag = <T extends string>(flag: string, choices: readonly T[]) =>
+  z.string().refine((value): value is T => (choices as readonly string[]).includes(value), {
+    message: `${flag} must be one of: ${choices.join(", ")}`,
+  });
+
+/** An optional flag that takes a positive integer. */
+export const positiveIntFlag = (flag: string) =>
+  z
+    .string()
+    .regex(/^[1-9]\d*$/, `${flag} must be a positive integer`)
+    .transform(Number)
+    .optional();
+
+/** `--engine tfjs|onnxruntime|auto`, default auto. */
+export const engineFlag = (flag = "--engine") => choiceFlag(flag, ENGINE_CHOICES).default("auto");

@@ -1,10 +1,9 @@
 import { z } from "zod";
 import { ConfigurationError } from "../model/errors.js";
-import { ENGINE_CHOICES, type EngineChoice } from "../model/load.js";
 import type { CropCount } from "../model/predict.js";
 import { DEFAULT_BATCH_SIZE, planRun } from "../pipeline/plan.js";
 import { readSynsetsUrl, WORKER_ENV } from "./worker-command.js";
-import { parseFlags } from "./flags.js";
+import { engineFlag, parseFlags } from "./flags.js";
 
 const HELP = `usage: googlenet-eval plan --input DIR|s3://b/images/ --model FILE|s3://...onnx [--model ...]
                           --queue URL --out DIR|s3://b/runs/RUN [options]
@@ -43,13 +42,7 @@ const Args = z.object({
     .regex(/^[1-9]\d*$/, "--batch-size must be a positive integer")
     .default(String(DEFAULT_BATCH_SIZE))
     .transform(Number),
-  engine: z
-    .string()
-    .default("auto")
-    .refine((value) => (ENGINE_CHOICES as readonly string[]).includes(value), {
-      message: `--engine must be one of: ${ENGINE_CHOICES.join(", ")}`,
-    })
-    .transform((value) => value as EngineChoice),
+  engine: engineFlag(),
   runId: z.string().min(1).optional(),
   synsets: z.string({ required_error: `--synsets FILE (or ${WORKER_ENV.synsets}) is required` }).min(1),
 });

@@ -2,11 +2,11 @@ import { stat } from "node:fs/promises";
 import { dirname, join, resolve } from "node:path";
 import { z } from "zod";
 import { ConfigurationError } from "../model/errors.js";
-import { BACKEND_CHOICES, ENGINE_CHOICES } from "../model/load.js";
+import { BACKEND_CHOICES } from "../model/load.js";
 import { FLAVOURS } from "../model/preprocess.js";
 import { runScoreJob } from "../pipeline/score-job.js";
 import { isS3Url, openLocation, parseS3Url } from "../pipeline/storage.js";
-import { parseFlags } from "./flags.js";
+import { choiceFlag, engineFlag, parseFlags, positiveIntFlag } from "./flags.js";
 
 /** Environment variable naming a synset_words.txt when --synsets is not given. */
 export const SYNSETS_ENV = "GOOGLENET_EVAL_SYNSETS";
@@ -37,36 +37,24 @@ options:
                       beside the first --model, in <folder> or in its parent)
   -h, --help          show this help`;
 
-const positiveInt = (flag: string) =>
-  z
-    .string()
-    .regex(/^[1-9]\d*$/, `${flag} must be a positive integer`)
-    .transform(Number)
-    .optional();
-
-const choice = <T extends string>(flag: string, choices: readonly T[]) =>
-  z.string().refine((value): value is T => (choices as readonly string[]).includes(value), {
-    message: `${flag} must be one of: ${choices.join(", ")}`,
-  });
-
 const Args = z.object({
   folder: z.string({ required_error: "the image folder is required: googlenet-eval score <folder> --model FILE.onnx" }),
   model: z
     .array(z.string().min(1))
     .min(1, "--model FILE.onnx is required (repeat it for an ensemble)"),
   labels: z.string().min(1).optional(),
-  crops: choice("--crops", ["1", "10", "144"] as const)
+  crops: choiceFlag("--crops", ["1", "10", "144"] as const)
     .default("144")
     .transform((value) => Number(value) as 1 | 10 | 144),
-  engine: choice("--engine", ENGINE_CHOICES).default("auto"),
-  backend: choice("--backend", BACKEND_CHOICES).optional(),
-  preprocess: choice("--preprocess", FLAVOURS).optional(),
+  engine: engineFlag(),
+  backend: choiceFlag("--backend", BACKEND_CHOICES).optional(),
+  preprocess: choiceFlag("--preprocess", FLAVOURS).optional(),
   out: z.string().min(1).optional(),
-  batch: positiveInt("--batch"),
-  threads: positiveInt("--threads"),
-  workers: positiveInt("--workers"),
+  batch: positiveIntFlag("--batch"),
+  threads: positiveIntFlag("--threads"),
+  workers: positiveIntFlag("--workers"),
   "exif-orientation": z.boolean().default(false),
-  "max-pixels": positiveInt("--max-pixels"),
+  "max-pixels": positiveIntFlag("--max-pixels"),
   synsets: z.string().min(1).optional(),
 });
 type ScoreArgs = z.infer<typeof Args>;

@@ -1,14 +1,13 @@
 import type { S3Client } from "@aws-sdk/client-s3";
 import { z } from "zod";
 import { ConfigurationError } from "../model/errors.js";
-import { ENGINE_CHOICES, type EngineChoice } from "../model/load.js";
 import type { CropCount } from "../model/predict.js";
 import { parseSynsets, type Synsets } from "../model/synsets.js";
 import { readUrl } from "../pipeline/s3-location.js";
 import { HEARTBEAT_SECONDS, VISIBILITY_TIMEOUT_SECONDS } from "../pipeline/queue-timing.js";
 import { taskProtectionFromEnvironment } from "../pipeline/task-protection.js";
 import { runWorker, type WorkerOptions } from "../pipeline/worker.js";
-import { parseFlags } from "./flags.js";
+import { engineFlag, parseFlags } from "./flags.js";
 
 /** Environment variables the worker reads when the matching flag is absent (the ECS task sets them). */
 export const WORKER_ENV = {
@@ -59,13 +58,7 @@ const Settings = z
       .transform((value) => Number(value) as CropCount),
     dropOut: z.string().min(1).optional(),
     synsets: z.string({ required_error: `--synsets FILE (or ${WORKER_ENV.synsets}) is required for class names` }).min(1),
-    engine: z
-      .string()
-      .default("auto")
-      .refine((value) => (ENGINE_CHOICES as readonly string[]).includes(value), {
-        message: `--engine must be one of: ${ENGINE_CHOICES.join(", ")}`,
-      })
-      .transform((value) => value as EngineChoice),
+    engine: engineFlag(),
     visibilityTimeout: seconds(`--visibility-timeout / ${WORKER_ENV.visibilityTimeout}`),
     heartbeat: seconds("--heartbeat"),
     wait: seconds("--wait"),
