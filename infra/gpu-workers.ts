@@ -8,6 +8,7 @@ import * as logs from "aws-cdk-lib/aws-logs";
 import type * as s3 from "aws-cdk-lib/aws-s3";
 import { Construct } from "constructs";
 import { VISIBILITY_TIMEOUT_SECONDS } from "../pipeline/queue-timing.js";
+import type { DeploySettings } from "./deploy-settings.js";
 import { PREFIXES } from "./storage.js";
 import type { WorkQueue } from "./work-queue.js";
 
@@ -22,7 +23,12 @@ export interface WorkerEnvironment {
   readonly VISIBILITY_TIMEOUT_SECONDS: string;
 }
 
-export interface GpuWorkersProps {
+/**
+ * The deploy settings the workers use (instance types, Spot, maximum instances, the drop
+ * folder's model, crops and synsets keys), documented once in deploy-settings.ts.
+ */
+export interface GpuWorkersProps
+  extends Pick<DeploySettings, "instanceTypes" | "spot" | "maxInstances" | "defaultModelKey" | "defaultCrops" | "synsetsKey"> {
   /**
    * The VPC to run in.
    * @default a new VPC with public subnets only: instances get public IPs and no inbound rule,
@@ -45,18 +51,6 @@ export interface GpuWorkersProps {
   readonly workQueue: WorkQueue;
   /** The worker image; the stack passes ContainerImage.fromAsset(repo root). */
   readonly image: ecs.ContainerImage;
-  /** Instance types, in order of preference; each needs one NVIDIA GPU. */
-  readonly instanceTypes: readonly string[];
-  /** Spot instead of on-demand, with ECS Spot instance draining. */
-  readonly spot: boolean;
-  /** Most instances at once; one task (one GPU) per instance. */
-  readonly maxInstances: number;
-  /** Key of the drop folder's model in `bucket`. */
-  readonly defaultModelKey: string;
-  /** Crops per drop-folder image. */
-  readonly defaultCrops: 1 | 10 | 144;
-  /** Key of synset_words.txt in `bucket`. */
-  readonly synsetsKey: string;
   /**
    * Days the worker logs are kept.
    * @default logs.RetentionDays.ONE_MONTH
