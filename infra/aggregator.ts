@@ -26,7 +26,8 @@ export interface AggregatorProps {
    */
   readonly logRetention?: logs.RetentionDays;
   /**
-   * Function timeout; a 50,000-image run reads ~1,600 batch files and writes ~30 MB.
+   * Function timeout; the last trigger of a 50,000-image run reads ~1,600 batch files and
+   * writes ~30 MB of results plus the report.
    * @default Duration.minutes(10)
    */
   readonly timeout?: Duration;
@@ -35,8 +36,8 @@ export interface AggregatorProps {
 /**
  * Aggregation without a person: every batch result that lands under `runs/<RUN>/batches/`
  * invokes a Lambda that calls aggregateRun on the run. Until the last batch lands it only
- * reports what is missing; the invocation that sees every batch writes results.jsonl and
- * summary.json. aggregateRun writes deterministic bytes from the batch files, so concurrent or
+ * lists the run and reports what is missing; the invocation that sees every batch writes
+ * results.jsonl, summary.json and report.html. aggregateRun writes deterministic bytes from the batch files, so concurrent or
  * repeated invocations converge on the same files (no reserved concurrency needed, which new
  * accounts with a concurrency quota of 10 could not spare anyway).
  */
