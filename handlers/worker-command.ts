@@ -17,6 +17,18 @@ export const WORKER_ENV = {
   dropOut: "DROP_OUTPUT",
   synsets: "GOOGLENET_EVAL_SYNSETS",
   visibilityTimeout: "VISIBILITY_TIMEOUT_SECONDS",
+  /** s3://bucket/prefix/ whose drop events the worker honours; without it no drop event is. */
+  dropInput: "DROP_INPUT",
+  /** Seconds one batch may take before the worker hands it back and exits non-zero. */
+  deadline: "BATCH_DEADLINE_SECONDS",
+  /** "true": exit non-zero, with the reason, when the GPU backend or device does not load. */
+  requireGpu: "REQUIRE_GPU",
+  /** tfjs or onnxruntime for the drop folder (batches take their manifest's). */
+  engine: "ENGINE",
+  /** onnxruntime's device: cuda or cpu. */
+  device: "DEVICE",
+  /** File the receive loop rewrites on every turn; the container health check reads its age. */
+  healthFile: "HEALTH_FILE",
 } as const;
 
 const HELP = `usage: googlenet-eval worker --queue URL [--until-empty] [--model FILE|s3://... --crops N --drop-out s3://bucket/prefix]
