@@ -1,6 +1,7 @@
 import sharp from "sharp";
 
 import { ConfigurationError, ImageDecodeError } from "./errors.js";
+import { findTruncation, type ContainerFormat } from "./image-structure.js";
 
 /** Decoded pixels as stored in the file: 8-bit RGB, row-major, channels interleaved (HWC). */
 export interface DecodedImage {
@@ -25,7 +26,7 @@ export interface DecodeOptions {
 /** Default of `DecodeOptions.maxPixels` (../shared/PROTOCOL.md, "Decoding"). */
 export const DEFAULT_MAX_PIXELS = 100_000_000;
 
-type AcceptedFormat = "jpeg" | "png" | "webp";
+type AcceptedFormat = ContainerFormat;
 
 const FORMAT_NAMES: Record<AcceptedFormat, string> = { jpeg: "JPEG", png: "PNG", webp: "WebP" };
 const ACCEPTED = "JPEG, PNG, WebP";
@@ -60,19 +61,19 @@ function describeOther(bytes: Uint8Array): string {
   return `not an image (first bytes: ${head})`;
 }
 
-function reasonOf(error: unknown): string {
-  const message = error instanceof Error ? error.message : String(error);
-  return message.trim().replace(/\s+/g, " ");
-}
-
 /**
  * Decodes JPEG, PNG or WebP bytes (recognised by content, whatever the name says) to 8-bit RGB
  * exactly as ../shared/PROTOCOL.md "Decoding" fixes it: the embedded ICC profile is not
  * applied, grayscale is replicated to three channels, CMYK goes through sharp's default CMYK
  * to sRGB conversion, alpha is dropped, EXIF orientation only when asked.
  *
+ * Every failure's message is a fixed sentence per kind, built from facts read from the bytes
+ * (see image-structure.ts for why libvips's own text is never part of it: it is shared between
+ * concurrent decodes); libvips's text stays on the error's `cause`.
+ *
  * @throws ImageDecodeError naming `options.source` and the reason: empty, not an accepted
- *   format, undecodable or truncated data, or more pixels than `options.maxPixels`.
+ *   format, truncated data, an unreadable header, more pixels than `options.maxPixels`, or data
+ *   the decoder rejects.
  * @throws ConfigurationError when `options.maxPixels` is not a positive integer.
  */
 export async function decodeImage(bytes: Uint8Array, options: DecodeOptions): Promise<DecodedImage> {
@@ -89,6 +90,10 @@ export async function decodeImage(bytes: Uint8Array, options: DecodeOptions): Pr
     throw new ImageDecodeError(`${source}: ${describeOther(bytes)}; accepted formats: ${ACCEPTED}`);
   }
   const name = FORMAT_NAMES[format];
+  const truncation = findTruncation(bytes, format);
+  if (truncation !== undefined) {
+    throw new ImageDecodeError(`${source}: ${name} truncated: ${truncation}`);
+  }
 
   let width: number;
   let height: number;
@@ -101,7 +106,7 @@ export async function decodeImage(bytes: Uint8Array, options: DecodeOptions): Pr
     width = meta.width;
     height = meta.height;
   } catch (error) {
-    throw new ImageDecodeError(`${source}: cannot read the ${name} header: ${reasonOf(error)}`, { cause: error });
+    throw new ImageDecodeError(`${source}: cannot read the ${name} header`, { cause: error });
   }
   if (width * height > maxPixels) {
     throw new ImageDecodeError(
@@ -125,11 +130,7 @@ export async function decodeImage(bytes: Uint8Array, options: DecodeOptions): Pr
   try {
     decoded = await image.removeAlpha().toColourspace("srgb").raw({ depth: "uchar" }).toBuffer({ resolveWithObject: true });
   } catch (error) {
-    const reason = reasonOf(error);
-    const what = /premature end|truncated|unexpected end/i.test(reason)
-      ? `${name} truncated (premature end of data)`
-      : `cannot decode ${name}`;
-    throw new ImageDecodeError(`${source}: ${what}: ${reason}`, { cause: error });
+    throw new ImageDecodeError(`${source}: cannot decode ${name}: the decoder rejected the image data`, { cause: error });
   }
   const { data, info } = decoded;
   if (info.channels !== 3 || data.length !== info.width * info.height * 3) {
