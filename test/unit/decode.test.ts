@@ -280,7 +280,8 @@ describe("decodeImage failures", () => {
   it("fails on a whole PNG whose image data the decoder rejects", async () => {
     // Prepare: one flipped byte inside IDAT breaks its CRC and its deflate stream.
     const png = Buffer.from(await sharp(sample(TENCH)).png().toBuffer());
-    png[png.indexOf(Buffer.from("IDAT")) + 100] ^= 0xff;
+    const crcAt = png.indexOf(Buffer.from("IDAT")) + 100;
+    png[crcAt] = (png[crcAt] as number) ^ 0xff;
 
     // Act + Assess
     await expectDecodeError(png, options("crc.png"), /^crc\.png: cannot decode PNG: the decoder rejected the image data$/);
