@@ -56,3 +56,31 @@ export class StorageError extends GoogLeNetEvalError {
     this.name = "StorageError";
   }
 }
+
+/**
+ * A key or file that is not there (S3 answers 404, the file system ENOENT). When the key is an
+ * input image the plan listed, that image is bad (an error record); anything else is a fault.
+ */
+export class MissingObjectError extends StorageError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = "MissingObjectError";
+  }
+}
+
+/** A model that loaded but answers with values that are not probabilities (NaN, infinite). */
+export class ModelOutputError extends GoogLeNetEvalError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = "ModelOutputError";
+  }
+}
+
+/**
+ * Whether an error is the image's own fault, so that it becomes the image's error record: bytes
+ * that do not decode, or a listed key that no longer exists. Every other error (a denied or
+ * failed read, a timeout, a broken model) is a fault that fails the batch or the run.
+ */
+export function isImageFault(error: unknown): boolean {
+  return error instanceof ImageDecodeError || error instanceof MissingObjectError;
+}

@@ -6,7 +6,7 @@ import {
   type S3Client,
 } from "@aws-sdk/client-s3";
 import { Upload } from "@aws-sdk/lib-storage";
-import { StorageError } from "../model/errors.js";
+import { MissingObjectError, StorageError } from "../model/errors.js";
 import { defaultS3Client } from "./aws-clients.js";
 import { assertSafeKey, isS3Url, parseS3Url, type Location } from "./storage.js";
 
@@ -90,7 +90,7 @@ export class S3Location implements Location {
   async read(key: string): Promise<Buffer> {
     const bytes = await this.readIfExists(key);
     if (bytes === undefined) {
-      throw new StorageError(`cannot read s3://${this.bucket}/${this.objectKey(key)}: no such key`);
+      throw new MissingObjectError(`cannot read s3://${this.bucket}/${this.objectKey(key)}: no such key`);
     }
     return bytes;
   }
@@ -155,7 +155,7 @@ export async function readUrl(url: string, client?: S3Client): Promise<Buffer> {
       throw new StorageError(`"${url}" names a prefix, not a file; give s3://bucket/path/to/file`);
     }
     const bytes = await new S3Location(`s3://${bucket}`, client ?? defaultS3Client()).readIfExists(key);
-    if (bytes === undefined) throw new StorageError(`cannot read ${url}: no such key`);
+    if (bytes === undefined) throw new MissingObjectError(`cannot read ${url}: no such key`);
     return bytes;
   }
   try {

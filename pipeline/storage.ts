@@ -3,7 +3,7 @@ import { createReadStream } from "node:fs";
 import { mkdir, readFile, readdir, rename, stat, writeFile } from "node:fs/promises";
 import { dirname, join, relative, resolve, sep } from "node:path";
 import type { S3Client } from "@aws-sdk/client-s3";
-import { StorageError } from "../model/errors.js";
+import { MissingObjectError, StorageError } from "../model/errors.js";
 import { S3Location } from "./s3-location.js";
 
 /**
@@ -68,7 +68,8 @@ export class LocalLocation implements Location {
     try {
       return await readFile(this.pathOf(key));
     } catch (error) {
-      throw new StorageError(`cannot read ${this.pathOf(key)}: ${(error as Error).message}`, { cause: error });
+      const Kind = (error as NodeJS.ErrnoException).code === "ENOENT" ? MissingObjectError : StorageError;
+      throw new Kind(`cannot read ${this.pathOf(key)}: ${(error as Error).message}`, { cause: error });
     }
   }
 
