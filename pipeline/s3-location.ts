@@ -1,5 +1,6 @@
 import { readFile } from "node:fs/promises";
 import {
+  DeleteObjectsCommand,
   GetObjectCommand,
   HeadObjectCommand,
   ListObjectsV2Command,
@@ -15,6 +16,9 @@ import { assertSafeKey, isS3Url, parseS3Url, type Location } from "./storage.js"
  * limit of the test emulator keeps the same code path valid there and on AWS.
  */
 export const UPLOAD_PART_BYTES = 8 * 1024 * 1024;
+
+/** DeleteObjects takes at most 1000 keys per request. */
+const DELETE_PAGE_KEYS = 1000;
 
 function errorName(error: unknown): string | undefined {
   return (error as { name?: string } | undefined)?.name;
@@ -138,6 +142,31 @@ export class S3Location implements Location {
         cause: error,
       });
     }
+  }
+
+  async clear(): Promise<number> {
+    const keys: string[] = [];
+    for await (const key of this.list()) keys.push(key);
+    for (let start = 0; start < keys.length; start += DELETE_PAGE_KEYS) {
+      const page = keys.slice(start, start + DELETE_PAGE_KEYS).map((key) => ({ Key: this.objectKey(key) }));
+      let response;
+      try {
+        response = await this.client.send(
+          new DeleteObjectsCommand({ Bucket: this.bucket, Delete: { Objects: page, Quiet: true } }),
+        );
+      } catch (error) {
+        throw new StorageError(`cannot delete objects under ${this.url}: ${(error as Error).message}`, { cause: error });
+      }
+      // DeleteObjects answers 200 even when some keys failed; those are listed in Errors.
+      const failed = response.Errors ?? [];
+      if (failed.length > 0) {
+        const detail = failed.slice(0, 5).map((entry) => `${entry.Key ?? "?"} (${entry.Code ?? "?"}: ${entry.Message ?? ""})`);
+        throw new StorageError(
+          `cannot delete ${failed.length} objects under ${this.url}: ${detail.join(", ")}${failed.length > 5 ? ", ..." : ""}`,
+        );
+      }
+    }
+    return keys.length;
   }
 
   child(key: string): Location {

@@ -1,6 +1,6 @@
 import { createHash } from "node:crypto";
 import { createReadStream } from "node:fs";
-import { mkdir, readFile, readdir, rename, stat, writeFile } from "node:fs/promises";
+import { mkdir, readFile, readdir, rename, rm, stat, writeFile } from "node:fs/promises";
 import { dirname, join, relative, resolve, sep } from "node:path";
 import type { S3Client } from "@aws-sdk/client-s3";
 import { MissingObjectError, StorageError } from "../model/errors.js";
@@ -22,6 +22,11 @@ export interface Location {
   /** Writes a whole object, replacing any earlier one (atomically for local folders). */
   write(key: string, body: string | Uint8Array): Promise<void>;
   exists(key: string): Promise<boolean>;
+  /**
+   * Deletes every object below this location (`plan --replace`) and returns how many there
+   * were. Deleting an empty or absent location is not an error.
+   */
+  clear(): Promise<number>;
   /** A location for the sub-folder or sub-prefix `key`. */
   child(key: string): Location;
 }
@@ -98,6 +103,28 @@ export class LocalLocation implements Location {
     } catch {
       return false;
     }
+  }
+
+  async clear(): Promise<number> {
+    let count = 0;
+    for await (const _key of this.list()) count++;
+    // Empty the folder but keep it: it may be a mount point or carry permissions the user set.
+    let entries: string[];
+    try {
+      entries = await readdir(this.root);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === "ENOENT") return 0;
+      throw new StorageError(`cannot list folder ${this.root}: ${(error as Error).message}`, { cause: error });
+    }
+    for (const entry of entries) {
+      const path = join(this.root, entry);
+      try {
+        await rm(path, { recursive: true, force: true });
+      } catch (error) {
+        throw new StorageError(`cannot delete ${path}: ${(error as Error).message}`, { cause: error });
+      }
+    }
+    return count;
   }
 
   child(key: string): Location {
