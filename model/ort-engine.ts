@@ -3,13 +3,25 @@ import * as ort from "onnxruntime-node";
 import { CROP_SIDE } from "./crop-types.js";
 import type { Engine } from "./engine.js";
 import { NUM_CLASSES } from "./engine.js";
-import { ConfigurationError, ModelFormatError } from "./errors.js";
+import { BackendUnavailableError, ConfigurationError, ModelFormatError } from "./errors.js";
 import { rewriteSlowNodes } from "./onnx-optimize.js";
 import { rowsAreDistributions, softmaxRows } from "./predict.js";
 import type { Flavour } from "./preprocess.js";
 import { preprocessFor } from "./preprocess.js";
 
 const CROP_VALUES = 3 * CROP_SIDE * CROP_SIDE;
+
+/** Where onnxruntime runs the graph: its CPU provider, or its CUDA execution provider. */
+export type OrtDevice = "cpu" | "cuda";
+export const ORT_DEVICES: readonly OrtDevice[] = ["cpu", "cuda"];
+
+/**
+ * onnxruntime's execution providers for a device, in order of preference. With "cuda", nodes
+ * the CUDA provider has no kernel for still run on the CPU provider.
+ */
+export function executionProvidersFor(device: OrtDevice): ("cuda" | "cpu")[] {
+  return device === "cuda" ? ["cuda", "cpu"] : ["cpu"];
+}
 
 export interface OrtEngineOptions {
   /** The path or URL the bytes came from, for messages. */
@@ -35,6 +47,24 @@ export interface OrtEngineOptions {
    * Default: decided on the first batch, by whether every row is a probability distribution.
    */
   readonly softmaxed?: boolean;
+  /**
+   * Where the graph runs. "cuda" needs onnxruntime-node's CUDA add-on
+   * (libonnxruntime_providers_cuda.so, which this project's .npmrc keeps from being downloaded;
+   * the onnxruntime GPU image adds it) with CUDA 12 and cuDNN 9 libraries beside it.
+   * Default: "cpu".
+   */
+  readonly device?: OrtDevice;
+  /**
+   * With device "cuda": throw a BackendUnavailableError naming the model when the CUDA provider
+   * cannot start, instead of falling back to the CPU with a logged line (a GPU worker must never
+   * quietly run at CPU speed). Default: false.
+   */
+  readonly requireGpu?: boolean;
+  /**
+   * Where the line naming the providers in use goes (written when device "cuda" was asked for).
+   * Default: a line on stderr.
+   */
+  readonly log?: (line: string) => void;
 }
 
 function dimMatches(dim: number | string | undefined, expected: number): boolean {
@@ -44,10 +74,12 @@ function dimMatches(dim: number | string | undefined, expected: number): boolean
 
 /**
  * Any ImageNet classifier in ONNX with one float input [N,3,224,224] and 1000 outputs, run by
- * onnxruntime on the CPU. The flavour must be named because an ONNX graph does not record the
+ * onnxruntime on the CPU or, with `device: "cuda"`, its CUDA execution provider. The flavour must be named because an ONNX graph does not record the
  * normalisation it was trained with.
  *
  * @throws ModelFormatError when the bytes are not ONNX or the graph's input/output do not fit.
+ * @throws BackendUnavailableError when `device: "cuda"` and `requireGpu` are set and the CUDA
+ *   provider cannot start.
  */
 export async function createOrtEngine(modelBytes: Uint8Array, options: OrtEngineOptions): Promise<Engine> {
   const { source, flavour } = options;
@@ -55,22 +87,13 @@ export async function createOrtEngine(modelBytes: Uint8Array, options: OrtEngine
   if (!Number.isInteger(threads) || threads < 1) {
     throw new ConfigurationError(`threads must be a positive integer, got ${threads}`);
   }
-  let session: ort.InferenceSession;
-  try {
-    const graphBytes = options.rewriteSlowNodes === false ? modelBytes : rewriteSlowNodes(modelBytes, source).bytes;
-    session = await ort.InferenceSession.create(graphBytes, {
-      intraOpNumThreads: threads,
-      // The graph is a single chain; one batch at a time keeps the cores on its convolutions.
-      interOpNumThreads: 1,
-      executionMode: "sequential",
-      graphOptimizationLevel: "all",
-      // Passed through as session config entries (onnxruntime's "session.intra_op.allow_spinning").
-      extra: { session: { intra_op: { allow_spinning: options.allowSpinning === true ? "1" : "0" } } },
-    });
-  } catch (error) {
-    throw new ModelFormatError(`${source}: onnxruntime cannot load this model: ${(error as Error).message}`, {
-      cause: error,
-    });
+  const graphBytes = options.rewriteSlowNodes === false ? modelBytes : rewriteGraph(modelBytes, source);
+  const { session, device } = await createSession(graphBytes, threads, options);
+  // Only a GPU request is logged: the CPU path stays as quiet as it always was, and a GPU host's
+  // log says whether the batch ran on CUDA.
+  if (options.device === "cuda") {
+    const log = options.log ?? ((line: string) => process.stderr.write(`${line}\n`));
+    log(`googlenet-eval: onnxruntime execution providers ${executionProvidersFor(device).join(", ")} for ${source}`);
   }
 
   const input = session.inputMetadata[0];
@@ -132,7 +155,7 @@ export async function createOrtEngine(modelBytes: Uint8Array, options: OrtEngine
 
   return {
     engine: "onnxruntime",
-    backend: "cpu",
+    backend: device,
     flavour,
     inputLayout: "nchw",
     preprocess: preprocessFor(flavour),
@@ -165,4 +188,66 @@ export async function createOrtEngine(modelBytes: Uint8Array, options: OrtEngine
       await session.release();
     },
   };
+}
+
+function rewriteGraph(modelBytes: Uint8Array, source: string): Uint8Array {
+  try {
+    return rewriteSlowNodes(modelBytes, source).bytes;
+  } catch (error) {
+    throw new ModelFormatError(`${source}: onnxruntime cannot load this model: ${(error as Error).message}`, { cause: error });
+  }
+}
+
+function sessionOptions(threads: number, options: OrtEngineOptions, device: OrtDevice): ort.InferenceSession.SessionOptions {
+  return {
+    executionProviders: executionProvidersFor(device),
+    intraOpNumThreads: threads,
+    // The graph is a single chain; one batch at a time keeps the cores on its convolutions.
+    interOpNumThreads: 1,
+    executionMode: "sequential",
+    graphOptimizationLevel: "all",
+    // Passed through as session config entries (onnxruntime's "session.intra_op.allow_spinning").
+    extra: { session: { intra_op: { allow_spinning: options.allowSpinning === true ? "1" : "0" } } },
+  };
+}
+
+/**
+ * A session on the requested device. onnxruntime refuses the whole session, not just the
+ * provider, when the CUDA add-on or a CUDA library is missing ("Failed to load shared
+ * library"), so a CUDA failure is told apart from a bad model by retrying on the CPU.
+ */
+async function createSession(
+  graphBytes: Uint8Array,
+  threads: number,
+  options: OrtEngineOptions,
+): Promise<{ session: ort.InferenceSession; device: OrtDevice }> {
+  const { source } = options;
+  const device = options.device ?? "cpu";
+  if (!ORT_DEVICES.includes(device)) {
+    throw new ConfigurationError(`unknown onnxruntime device "${String(device)}"; use one of: ${ORT_DEVICES.join(", ")}`);
+  }
+  let cudaError: unknown;
+  if (device === "cuda") {
+    try {
+      return { session: await ort.InferenceSession.create(graphBytes, sessionOptions(threads, options, "cuda")), device };
+    } catch (error) {
+      cudaError = error;
+    }
+  }
+  let session: ort.InferenceSession;
+  try {
+    session = await ort.InferenceSession.create(graphBytes, sessionOptions(threads, options, "cpu"));
+  } catch (error) {
+    throw new ModelFormatError(`${source}: onnxruntime cannot load this model: ${(error as Error).message}`, { cause: error });
+  }
+  if (cudaError === undefined) return { session, device: "cpu" };
+  const reason =
+    `${source}: onnxruntime's CUDA execution provider could not start (${(cudaError as Error).message}); ` +
+    "it needs onnxruntime-node's CUDA add-on (libonnxruntime_providers_cuda.so), CUDA 12, cuDNN 9 and an NVIDIA GPU";
+  if (options.requireGpu === true) {
+    await session.release();
+    throw new BackendUnavailableError(`${reason}; the GPU is required, so the model is not run on the CPU`, { cause: cudaError });
+  }
+  (options.log ?? ((line: string) => process.stderr.write(`${line}\n`)))(`googlenet-eval: ${reason}; falling back to the CPU`);
+  return { session, device: "cpu" };
 }

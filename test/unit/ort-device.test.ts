@@ -1,0 +1,69 @@
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { describe, expect, it } from "vitest";
+import { BackendUnavailableError, ConfigurationError } from "../../model/errors.js";
+import { createOrtEngine, executionProvidersFor, type OrtDevice } from "../../model/ort-engine.js";
+import { CROP_VALUES } from "../../model/sampling.js";
+import { projectRoot } from "../../infra/project-root.js";
+
+/** The real BVLC GoogLeNet from ../shared; this machine has onnxruntime's CPU provider only. */
+const MODEL = join(projectRoot(), "..", "shared", "models", "bvlc-googlenet.onnx");
+const bytes = readFileSync(MODEL);
+
+describe("executionProvidersFor", () => {
+  it.each([
+    { device: "cpu" as OrtDevice, providers: ["cpu"] },
+    { device: "cuda" as OrtDevice, providers: ["cuda", "cpu"] },
+  ])("$device -> $providers", ({ device, providers }) => {
+    expect(executionProvidersFor(device)).toEqual(providers);
+  });
+});
+
+describe("createOrtEngine on a host without the CUDA add-on", () => {
+  it("runs on the CPU by default and logs nothing", async () => {
+    // Prepare
+    const lines: string[] = [];
+
+    // Act
+    const engine = await createOrtEngine(bytes, { source: MODEL, flavour: "bvlc", threads: 1, log: (l) => lines.push(l) });
+    const scores = await engine.classify(new Float32Array(CROP_VALUES), 1);
+    await engine.dispose();
+
+    // Assess
+    expect(engine.backend).toBe("cpu");
+    expect(scores).toHaveLength(1000);
+    expect(lines).toEqual([]);
+  });
+
+  it("refuses device cuda when the GPU is required, naming the model and what is missing", async () => {
+    // Act
+    const act = createOrtEngine(bytes, { source: MODEL, flavour: "bvlc", threads: 1, device: "cuda", requireGpu: true, log: () => undefined });
+
+    // Assess
+    await expect(act).rejects.toThrow(BackendUnavailableError);
+    await expect(act).rejects.toThrow(
+      new RegExp(`^${MODEL.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}: onnxruntime's CUDA execution provider could not start .*libonnxruntime_providers_cuda\\.so.*the GPU is required`),
+    );
+  });
+
+  it("falls back to the CPU with a logged line when the GPU is not required", async () => {
+    // Prepare
+    const lines: string[] = [];
+
+    // Act
+    const engine = await createOrtEngine(bytes, { source: MODEL, flavour: "bvlc", threads: 1, device: "cuda", log: (l) => lines.push(l) });
+    await engine.dispose();
+
+    // Assess
+    expect(engine.backend).toBe("cpu");
+    expect(lines).toHaveLength(2);
+    expect(lines[0]).toMatch(/CUDA execution provider could not start .*; falling back to the CPU$/);
+    expect(lines[1]).toBe(`googlenet-eval: onnxruntime execution providers cpu for ${MODEL}`);
+  });
+
+  it("rejects an unknown device with the valid choices", async () => {
+    const act = createOrtEngine(bytes, { source: MODEL, flavour: "bvlc", device: "gpu" as OrtDevice });
+    await expect(act).rejects.toThrow(ConfigurationError);
+    await expect(act).rejects.toThrow('unknown onnxruntime device "gpu"; use one of: cpu, cuda');
+  });
+});
