@@ -12,8 +12,12 @@ export const VISIBILITY_TIMEOUT_SECONDS = 600;
  */
 export const HEARTBEAT_SECONDS = 120;
 
-/** Receives after which a batch that keeps failing goes to the dead-letter queue. */
-export const MAX_RECEIVE_COUNT = 3;
+/**
+ * Receives after which a batch that keeps failing goes to the dead-letter queue. Five, not
+ * three: a Spot reclaim or scale-in hands a batch back without it having failed, and two of
+ * those in a row must not park a healthy batch.
+ */
+export const MAX_RECEIVE_COUNT = 5;
 
 /** Throws when a heartbeat could not keep a message invisible. */
 export function assertHeartbeatFits(heartbeatSeconds: number, visibilityTimeoutSeconds: number): void {
