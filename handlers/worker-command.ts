@@ -4,10 +4,11 @@ import { ConfigurationError } from "../model/errors.js";
 import type { CropCount } from "../model/predict.js";
 import { parseSynsets, type Synsets } from "../model/synsets.js";
 import { readUrl } from "../pipeline/s3-location.js";
-import { HEARTBEAT_SECONDS, VISIBILITY_TIMEOUT_SECONDS } from "../pipeline/queue-timing.js";
+import { DEFAULT_BATCH_DEADLINE_SECONDS, DEFAULT_STOP_TIMEOUT_SECONDS, HEARTBEAT_SECONDS } from "../pipeline/queue-timing.js";
 import { taskProtectionFromEnvironment } from "../pipeline/task-protection.js";
 import { runWorker, type WorkerOptions } from "../pipeline/worker.js";
-import { engineFlag, parseFlags } from "./flags.js";
+import { BACKEND_CHOICES } from "../model/load.js";
+import { choiceFlag, engineFlag, parseFlags, positiveIntFlag } from "./flags.js";
 
 /** Environment variables the worker reads when the matching flag is absent (the ECS task sets them). */
 export const WORKER_ENV = {
@@ -29,28 +30,49 @@ export const WORKER_ENV = {
   device: "DEVICE",
   /** File the receive loop rewrites on every turn; the container health check reads its age. */
   healthFile: "HEALTH_FILE",
+  /** Seconds between SIGTERM and SIGKILL (the task's stopTimeout), for finishing the batch in hand. */
+  stopTimeout: "STOP_TIMEOUT_SECONDS",
+  /** Crops per engine call. */
+  cropsPerCall: "CROPS_PER_CALL",
+  /** onnxruntime threads. */
+  threads: "THREADS",
+  /** tfjs backend: auto, tensorflow, wasm or cpu. */
+  backend: "TFJS_BACKEND",
 } as const;
 
-const HELP = `usage: googlenet-eval worker --queue URL [--until-empty] [--model FILE|s3://... --crops N --drop-out s3://bucket/prefix]
+const HELP = `usage: googlenet-eval worker --queue URL [options]
 
 Takes messages from an SQS queue, one at a time: batches planned by \`googlenet-eval plan\`
-(results to <out>/batches/<batch>.jsonl) and S3 event notifications of the drop folder (one
-<drop-out>/<key>.json per new image). Logs one JSON line per batch. SIGTERM stops it: the batch
-in hand is handed back to the queue (or finished with --finish-on-stop), then it exits 0.
+(results to <out>/batches/) and S3 event notifications of the drop folder (one
+<drop-out>/<key>.json per new image). Logs one JSON line per event.
+Failures: a bad image is an error record; a storage fault or a broken model fails the message,
+which comes back after a delay that doubles with each receive (then the dead-letter queue); a
+malformed message, or an event outside --drop-input, goes to the dead-letter queue at once; a
+message not done within --deadline is handed back and the worker exits 1. SIGTERM: the message
+in hand is finished if it fits in --stop-timeout, handed back otherwise; then exit 0.
 
-options:
-  --queue URL                 queue URL (default: $${WORKER_ENV.queue})
+options (each flag falls back to the environment variable named):
+  --queue URL                 queue URL ($${WORKER_ENV.queue})
   --until-empty               exit once no message is visible, delayed or in flight
-  --model FILE|s3://...       drop-folder model (default: $${WORKER_ENV.model})
-  --crops N                   drop-folder crops: 1, 10 or 144 (default: $${WORKER_ENV.crops}, else 144)
-  --drop-out DIR|s3://...     drop-folder output prefix (default: $${WORKER_ENV.dropOut})
-  --synsets FILE|s3://...     synset_words.txt (default: $${WORKER_ENV.synsets}; required)
-  --engine NAME               drop-folder engine: tfjs, onnxruntime or auto (default auto; batches use their manifest's)
-  --visibility-timeout S      seconds a held message stays hidden (default: $${WORKER_ENV.visibilityTimeout}, else ${VISIBILITY_TIMEOUT_SECONDS})
-  --heartbeat S               seconds between visibility extensions (default: the smaller of ${HEARTBEAT_SECONDS} and a fifth of the timeout)
+  --drop-input s3://B/P/      the prefix whose S3 events are honoured ($${WORKER_ENV.dropInput}); without it none are
+  --model FILE|s3://...       drop-folder model ($${WORKER_ENV.model})
+  --crops N                   drop-folder crops: 1, 10 or 144 ($${WORKER_ENV.crops}, else 144)
+  --drop-out DIR|s3://...     drop-folder output prefix ($${WORKER_ENV.dropOut})
+  --synsets FILE|s3://...     synset_words.txt ($${WORKER_ENV.synsets}; required)
+  --engine NAME               drop-folder engine: tfjs, onnxruntime or auto ($${WORKER_ENV.engine}, else auto; batches use their manifest's)
+  --backend NAME              tfjs backend: auto, tensorflow, wasm or cpu ($${WORKER_ENV.backend}, else auto)
+  --threads N                 onnxruntime threads ($${WORKER_ENV.threads}, else all cores)
+  --crops-per-call N          crops per engine call ($${WORKER_ENV.cropsPerCall}, else the scorer's 16)
+  --require-gpu               exit 1 with the reason unless the GPU backend loads ($${WORKER_ENV.requireGpu}=true)
+  --deadline S                seconds one message may take ($${WORKER_ENV.deadline}, else ${DEFAULT_BATCH_DEADLINE_SECONDS})
+  --visibility-timeout S      seconds a held message stays hidden ($${WORKER_ENV.visibilityTimeout}, else the queue's own)
+  --heartbeat S               seconds between visibility extensions, 1 to the timeout minus 1 (else the smaller of ${HEARTBEAT_SECONDS} and a fifth of the timeout)
+  --stop-timeout S            seconds between SIGTERM and SIGKILL ($${WORKER_ENV.stopTimeout}, else ${DEFAULT_STOP_TIMEOUT_SECONDS})
+  --on-stop MODE              fit, finish or abandon the message in hand on SIGTERM (default fit)
+  --finish-on-stop            same as --on-stop finish
+  --health-file PATH          rewritten on every turn of the loop, for a health check ($${WORKER_ENV.healthFile})
   --wait S                    long-poll seconds, 0..20 (default 20)
   --model-cache N             models kept loaded (default 2)
-  --finish-on-stop            on SIGTERM finish the current batch instead of handing it back
   -h, --help                  show this help`;
 
 const seconds = (name: string) =>
@@ -59,6 +81,9 @@ const seconds = (name: string) =>
     .regex(/^\d+$/, `${name} must be a whole number of seconds`)
     .transform(Number)
     .optional();
+
+const TRUE_WORDS = ["1", "true", "yes"];
+const FALSE_WORDS = ["", "0", "false", "no"];
 
 const Settings = z
   .object({
@@ -69,20 +94,39 @@ const Settings = z
       .default("144")
       .transform((value) => Number(value) as CropCount),
     dropOut: z.string().min(1).optional(),
+    dropInput: z.string().regex(/^s3:\/\/[^/]+/, `--drop-input / ${WORKER_ENV.dropInput} must be s3://bucket/prefix/`).optional(),
     synsets: z.string({ required_error: `--synsets FILE (or ${WORKER_ENV.synsets}) is required for class names` }).min(1),
-    engine: engineFlag(),
+    engine: engineFlag(`--engine / ${WORKER_ENV.engine}`),
+    backend: choiceFlag(`--backend / ${WORKER_ENV.backend}`, BACKEND_CHOICES).optional(),
+    threads: positiveIntFlag(`--threads / ${WORKER_ENV.threads}`),
+    cropsPerCall: positiveIntFlag(`--crops-per-call / ${WORKER_ENV.cropsPerCall}`),
+    requireGpu: z
+      .string()
+      .refine((value) => [...TRUE_WORDS, ...FALSE_WORDS].includes(value.toLowerCase()), `${WORKER_ENV.requireGpu} must be true or false`)
+      .transform((value) => TRUE_WORDS.includes(value.toLowerCase()))
+      .default("false"),
+    deadline: seconds(`--deadline / ${WORKER_ENV.deadline}`),
     visibilityTimeout: seconds(`--visibility-timeout / ${WORKER_ENV.visibilityTimeout}`),
     heartbeat: seconds("--heartbeat"),
+    stopTimeout: seconds(`--stop-timeout / ${WORKER_ENV.stopTimeout}`),
+    onStop: z.enum(["fit", "finish", "abandon"], { message: "--on-stop must be one of: fit, finish, abandon" }).default("fit"),
+    healthFile: z.string().min(1).optional(),
     wait: seconds("--wait"),
-    modelCache: z.string().regex(/^[1-9]\d*$/, "--model-cache must be a positive integer").transform(Number).optional(),
+    modelCache: positiveIntFlag("--model-cache"),
     untilEmpty: z.boolean().default(false),
-    finishOnStop: z.boolean().default(false),
   })
   .refine((settings) => (settings.model === undefined) === (settings.dropOut === undefined), {
     message:
       `the drop folder needs both --model (${WORKER_ENV.model}) and --drop-out (${WORKER_ENV.dropOut}); ` +
       "give both, or neither for a batch-only worker",
-  });
+  })
+  .refine((settings) => settings.dropInput === undefined || settings.model !== undefined, {
+    message: `--drop-input (${WORKER_ENV.dropInput}) needs --model and --drop-out for the results`,
+  })
+  .refine((settings) => settings.heartbeat === undefined || settings.heartbeat >= 1, {
+    message: "--heartbeat must be from 1 to the visibility timeout minus 1 seconds",
+  })
+  .refine((settings) => settings.wait === undefined || settings.wait <= 20, { message: "--wait must be from 0 to 20 seconds" });
 
 export type WorkerSettings = z.infer<typeof Settings>;
 
@@ -102,31 +146,49 @@ export function parseWorkerArgs(argv: string[], env: NodeJS.ProcessEnv = process
       model: { type: "string" },
       crops: { type: "string" },
       "drop-out": { type: "string" },
+      "drop-input": { type: "string" },
       synsets: { type: "string" },
       engine: { type: "string" },
+      backend: { type: "string" },
+      threads: { type: "string" },
+      "crops-per-call": { type: "string" },
+      "require-gpu": { type: "boolean" },
+      deadline: { type: "string" },
       "visibility-timeout": { type: "string" },
       heartbeat: { type: "string" },
+      "stop-timeout": { type: "string" },
+      "on-stop": { type: "string" },
+      "finish-on-stop": { type: "boolean" },
+      "health-file": { type: "string" },
       wait: { type: "string" },
       "model-cache": { type: "string" },
-      "finish-on-stop": { type: "boolean" },
       help: { type: "boolean", short: "h" },
     },
   });
   const values = parsed.values;
   if (values.help) return undefined;
+  const fromEnv = (name: keyof typeof WORKER_ENV): string | undefined => nonEmpty(env[WORKER_ENV[name]]);
   const result = Settings.safeParse({
-    queue: values.queue ?? nonEmpty(env[WORKER_ENV.queue]),
-    model: values.model ?? nonEmpty(env[WORKER_ENV.model]),
-    crops: values.crops ?? nonEmpty(env[WORKER_ENV.crops]),
-    dropOut: values["drop-out"] ?? nonEmpty(env[WORKER_ENV.dropOut]),
-    synsets: values.synsets ?? nonEmpty(env[WORKER_ENV.synsets]),
-    engine: values.engine,
-    visibilityTimeout: values["visibility-timeout"] ?? nonEmpty(env[WORKER_ENV.visibilityTimeout]),
+    queue: values.queue ?? fromEnv("queue"),
+    model: values.model ?? fromEnv("model"),
+    crops: values.crops ?? fromEnv("crops"),
+    dropOut: values["drop-out"] ?? fromEnv("dropOut"),
+    dropInput: values["drop-input"] ?? fromEnv("dropInput"),
+    synsets: values.synsets ?? fromEnv("synsets"),
+    engine: values.engine ?? fromEnv("engine"),
+    backend: values.backend ?? fromEnv("backend"),
+    threads: values.threads ?? fromEnv("threads"),
+    cropsPerCall: values["crops-per-call"] ?? fromEnv("cropsPerCall"),
+    requireGpu: values["require-gpu"] ? "true" : fromEnv("requireGpu"),
+    deadline: values.deadline ?? fromEnv("deadline"),
+    visibilityTimeout: values["visibility-timeout"] ?? fromEnv("visibilityTimeout"),
     heartbeat: values.heartbeat,
+    stopTimeout: values["stop-timeout"] ?? fromEnv("stopTimeout"),
+    onStop: values["finish-on-stop"] ? "finish" : values["on-stop"],
+    healthFile: values["health-file"] ?? fromEnv("healthFile"),
     wait: values.wait,
     modelCache: values["model-cache"],
     untilEmpty: values["until-empty"],
-    finishOnStop: values["finish-on-stop"],
   });
   if (!result.success) throw new ConfigurationError(result.error.issues.map((issue) => issue.message).join("; "));
   return result.data;
@@ -139,23 +201,40 @@ export async function readSynsetsUrl(url: string, s3?: S3Client): Promise<Synset
 
 /** The worker options for parsed settings (clients and signal are added by the caller). */
 export function workerOptionsFrom(settings: WorkerSettings, synsets: Synsets): WorkerOptions {
-  const visibilityTimeoutSeconds = settings.visibilityTimeout ?? VISIBILITY_TIMEOUT_SECONDS;
-  const heartbeatSeconds =
-    settings.heartbeat ?? Math.max(1, Math.min(HEARTBEAT_SECONDS, Math.floor(visibilityTimeoutSeconds / 5)));
+  const optional = <K extends string, V>(key: K, value: V | undefined): Partial<Record<K, V>> =>
+    (value === undefined ? {} : { [key]: value }) as Partial<Record<K, V>>;
   return {
     queueUrl: settings.queue,
     classNames: synsets.names,
-    visibilityTimeoutSeconds,
-    heartbeatSeconds,
     untilEmpty: settings.untilEmpty,
-    onStop: settings.finishOnStop ? "finish" : "abandon",
-    engine: settings.engine,
-    ...(settings.wait !== undefined ? { waitTimeSeconds: settings.wait } : {}),
-    ...(settings.modelCache !== undefined ? { modelCacheSize: settings.modelCache } : {}),
+    onStop: settings.onStop,
+    engineSettings: { ...optional("threads", settings.threads), ...optional("backend", settings.backend) },
+    ...optional("visibilityTimeoutSeconds", settings.visibilityTimeout),
+    ...optional("heartbeatSeconds", settings.heartbeat),
+    ...optional("deadlineSeconds", settings.deadline),
+    ...optional("stopTimeoutSeconds", settings.stopTimeout),
+    ...optional("waitTimeSeconds", settings.wait),
+    ...optional("modelCacheSize", settings.modelCache),
+    ...optional("cropsPerCall", settings.cropsPerCall),
+    ...optional("healthFile", settings.healthFile),
+    ...optional("dropInput", settings.dropInput),
     ...(settings.model !== undefined && settings.dropOut !== undefined
-      ? { drop: { model: settings.model, crops: settings.crops, out: settings.dropOut } }
+      ? { drop: { model: settings.model, engine: settings.engine, crops: settings.crops, out: settings.dropOut } }
       : {}),
   };
+}
+
+/**
+ * With --require-gpu, the GPU must be there before any message is taken: a worker that fell
+ * back to a CPU backend would run at GPU prices and CPU speed.
+ */
+async function checkGpu(settings: WorkerSettings): Promise<void> {
+  if (!settings.requireGpu) return;
+  if (settings.engine === "onnxruntime") {
+    throw new ConfigurationError("--require-gpu runs the tfjs engine on the GPU; onnxruntime here runs on the CPU");
+  }
+  const { requireGpuBackend } = await import("../model/backend.js");
+  await requireGpuBackend();
 }
 
 /** `googlenet-eval worker ...`: runs until SIGTERM/SIGINT (or an empty queue with --until-empty). */
@@ -165,6 +244,7 @@ export async function workerCommand(argv: string[]): Promise<number> {
     process.stdout.write(`${HELP}\n`);
     return 0;
   }
+  await checkGpu(settings);
   const synsets = await readSynsetsUrl(settings.synsets);
   const controller = new AbortController();
   const stop = (signal: NodeJS.Signals): void => {

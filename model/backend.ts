@@ -162,3 +162,19 @@ export async function selectBackend(
     `tfjs backend "${preference}" is not available here (${reasons.join("; ")}); available: ${["auto", ...available].join(", ")}`,
   );
 }
+
+/**
+ * Makes tfjs run on native TensorFlow with the GPU, or throws naming why not. For a worker that
+ * must never run on a CPU backend at GPU prices (`--require-gpu`): "auto" would quietly fall
+ * back to tfjs-node, wasm or onnxruntime on the CPU.
+ *
+ * @throws BackendUnavailableError with the reason the GPU backend did not load.
+ */
+export async function requireGpuBackend(options: SelectBackendOptions = {}): Promise<BackendSelection> {
+  const gpu = attempts.tensorflow[0] as { label: string; run: Attempt };
+  const failure = await gpu.run();
+  if (failure !== undefined) {
+    throw new BackendUnavailableError(`a GPU is required, but ${gpu.label} is not available: ${failure}`);
+  }
+  return selectBackend("tensorflow", options);
+}

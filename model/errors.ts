@@ -84,3 +84,11 @@ export class ModelOutputError extends GoogLeNetEvalError {
 export function isImageFault(error: unknown): boolean {
   return error instanceof ImageDecodeError || error instanceof MissingObjectError;
 }
+
+/** A queued batch that did not finish within its deadline; the worker hands it back and exits. */
+export class DeadlineExceededError extends GoogLeNetEvalError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = "DeadlineExceededError";
+  }
+}

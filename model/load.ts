@@ -54,9 +54,11 @@ export function nativeTensorflowLoads(): Promise<boolean> {
   nativeTensorflow ??= (async () => {
     const { selectBackend } = await import("./backend.js");
     try {
-      await selectBackend("tensorflow", { log: () => undefined });
+      await selectBackend("tensorflow");
       return true;
-    } catch {
+    } catch (error) {
+      // Said once, loudly: on a GPU host this is the difference between GPU and CPU speed.
+      process.stderr.write(`googlenet-eval: engine auto: native TensorFlow does not load, so onnxruntime runs on the CPU (${(error as Error).message})\n`);
       return false;
     }
   })();

@@ -1,5 +1,6 @@
 import { S3Client, type S3ClientConfig } from "@aws-sdk/client-s3";
 import { SQSClient, type SQSClientConfig } from "@aws-sdk/client-sqs";
+import { ConfigurationError } from "../model/errors.js";
 
 /** The AWS clients pipeline/ talks to; every function that uses one takes it as a parameter. */
 export interface AwsClients {
@@ -19,6 +20,25 @@ function regionOf(env: Environment): string | undefined {
 }
 
 /**
+ * Connection and request timeouts for every client, so a stalled connection or request fails
+ * (and the SDK retries it) instead of holding a batch for ever. The SDK's own default is no
+ * timeout at all. Requests must outlast SQS's 20 s long poll; GOOGLENET_EVAL_REQUEST_TIMEOUT_SECONDS
+ * changes the request and idle-socket limits (tests use it to see a stall fail quickly).
+ */
+export const CONNECTION_TIMEOUT_MS = 5_000;
+export const DEFAULT_REQUEST_TIMEOUT_SECONDS = 60;
+
+function requestHandler(env: Environment): { connectionTimeout: number; requestTimeout: number; socketTimeout: number; throwOnRequestTimeout: true } {
+  const raw = nonEmpty(env.GOOGLENET_EVAL_REQUEST_TIMEOUT_SECONDS);
+  const seconds = raw === undefined ? DEFAULT_REQUEST_TIMEOUT_SECONDS : Number(raw);
+  if (!Number.isFinite(seconds) || seconds <= 0) {
+    throw new ConfigurationError(`GOOGLENET_EVAL_REQUEST_TIMEOUT_SECONDS must be a positive number of seconds, got "${raw}"`);
+  }
+  // throwOnRequestTimeout: without it the SDK only logs a warning when requestTimeout passes.
+  return { connectionTimeout: CONNECTION_TIMEOUT_MS, requestTimeout: seconds * 1000, socketTimeout: seconds * 1000, throwOnRequestTimeout: true };
+}
+
+/**
  * An S3 client from the environment. When AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL names a custom
  * endpoint (MinIO, LocalStack, the test emulator), requests use path-style addressing, because
  * virtual-hosted names like `bucket.localhost` do not resolve on most hosts.
@@ -27,6 +47,7 @@ export function createS3Client(env: Environment = process.env, overrides: S3Clie
   const endpoint = nonEmpty(env.AWS_ENDPOINT_URL_S3) ?? nonEmpty(env.AWS_ENDPOINT_URL);
   const region = regionOf(env);
   return new S3Client({
+    requestHandler: requestHandler(env),
     ...(region === undefined ? {} : { region }),
     ...(endpoint === undefined ? {} : { endpoint, forcePathStyle: true }),
     ...overrides,
@@ -42,6 +63,7 @@ export function createSqsClient(env: Environment = process.env, overrides: SQSCl
   const endpoint = nonEmpty(env.AWS_ENDPOINT_URL_SQS) ?? nonEmpty(env.AWS_ENDPOINT_URL);
   const region = regionOf(env);
   return new SQSClient({
+    requestHandler: requestHandler(env),
     ...(region === undefined ? {} : { region }),
     ...(endpoint === undefined ? {} : { endpoint }),
     ...overrides,

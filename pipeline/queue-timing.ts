@@ -19,6 +19,32 @@ export const HEARTBEAT_SECONDS = 120;
  */
 export const MAX_RECEIVE_COUNT = 5;
 
+/**
+ * Seconds one batch may take before the worker hands it back and exits non-zero. A 32-image,
+ * 144-crop batch is at most 4,608 crops: about 60 s on this project's 2-core CPU measurement
+ * (77 crops/s), so 900 s leaves room for a slow GPU, a cold model load and a slow network,
+ * while a batch stuck on a stalled read frees its GPU instance within 15 minutes.
+ */
+export const DEFAULT_BATCH_DEADLINE_SECONDS = 900;
+
+/**
+ * Longest delay before a failed batch comes back: the delay starts at the visibility timeout
+ * and doubles with each receive, up to this (SQS allows 12 hours).
+ */
+export const FAILURE_BACKOFF_CAP_SECONDS = 3600;
+
+/**
+ * Seconds between SIGTERM and SIGKILL the worker plans for: ECS's default stopTimeout. The
+ * stack sets its own (STOP_TIMEOUT_SECONDS); the batch in hand is finished only when it fits.
+ */
+export const DEFAULT_STOP_TIMEOUT_SECONDS = 30;
+
+/** Delay before a batch that failed on its `receiveCount`-th receive is offered again. */
+export function failureBackoffSeconds(visibilityTimeoutSeconds: number, receiveCount: number): number {
+  const doublings = Math.max(0, Math.min(30, receiveCount - 1));
+  return Math.min(Math.max(FAILURE_BACKOFF_CAP_SECONDS, visibilityTimeoutSeconds), visibilityTimeoutSeconds * 2 ** doublings);
+}
+
 /** Throws when a heartbeat could not keep a message invisible. */
 export function assertHeartbeatFits(heartbeatSeconds: number, visibilityTimeoutSeconds: number): void {
   if (!(heartbeatSeconds > 0 && heartbeatSeconds < visibilityTimeoutSeconds)) {

@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { ConfigurationError } from "../../model/errors.js";
 import { parseWorkerArgs, workerOptionsFrom } from "../../handlers/worker-command.js";
+import { resolveWorkerTiming } from "../../pipeline/worker.js";
 import type { Synsets } from "../../model/synsets.js";
 
 const QUEUE = "https://sqs.eu-west-1.amazonaws.com/123456789012/batches";
@@ -14,25 +15,40 @@ describe("parseWorkerArgs", () => {
       DEFAULT_MODEL: "s3://models/bvlc-googlenet.onnx",
       DEFAULT_CROPS: "10",
       DROP_OUTPUT: "s3://photos/results",
+      DROP_INPUT: "s3://photos/drop/",
       GOOGLENET_EVAL_SYNSETS: "s3://models/synset_words.txt",
       VISIBILITY_TIMEOUT_SECONDS: "900",
+      BATCH_DEADLINE_SECONDS: "1200",
+      STOP_TIMEOUT_SECONDS: "120",
+      REQUIRE_GPU: "true",
+      ENGINE: "tfjs",
+      TFJS_BACKEND: "tensorflow",
+      THREADS: "4",
+      CROPS_PER_CALL: "64",
+      HEALTH_FILE: "/tmp/worker-health.json",
     };
     // Act
     const settings = parseWorkerArgs([], env);
     const options = workerOptionsFrom(settings!, SYNSETS);
     // Assess
-    expect(options).toMatchObject({
+    expect(settings?.requireGpu).toBe(true);
+    expect(options).toEqual({
       queueUrl: QUEUE,
-      visibilityTimeoutSeconds: 900,
-      heartbeatSeconds: 120,
-      onStop: "abandon",
-      untilEmpty: false,
-      drop: { model: "s3://models/bvlc-googlenet.onnx", crops: 10, out: "s3://photos/results" },
       classNames: ["first"],
+      untilEmpty: false,
+      onStop: "fit",
+      engineSettings: { threads: 4, backend: "tensorflow" },
+      visibilityTimeoutSeconds: 900,
+      deadlineSeconds: 1200,
+      stopTimeoutSeconds: 120,
+      cropsPerCall: 64,
+      healthFile: "/tmp/worker-health.json",
+      dropInput: "s3://photos/drop/",
+      drop: { model: "s3://models/bvlc-googlenet.onnx", engine: "tfjs", crops: 10, out: "s3://photos/results" },
     });
   });
 
-  it("lets flags override the environment and derives a heartbeat that fits a short timeout", () => {
+  it("lets flags override the environment, and leaves timing the flags do not give to the queue", () => {
     // Act
     const settings = parseWorkerArgs(
       ["--queue", QUEUE, "--synsets", "s.txt", "--visibility-timeout", "6", "--until-empty", "--finish-on-stop"],
@@ -40,8 +56,11 @@ describe("parseWorkerArgs", () => {
     );
     const options = workerOptionsFrom(settings!, SYNSETS);
     // Assess
-    expect(options).toMatchObject({ queueUrl: QUEUE, visibilityTimeoutSeconds: 6, heartbeatSeconds: 1, untilEmpty: true, onStop: "finish" });
+    expect(options).toMatchObject({ queueUrl: QUEUE, visibilityTimeoutSeconds: 6, untilEmpty: true, onStop: "finish" });
+    expect(options.heartbeatSeconds).toBeUndefined();
+    expect(options.deadlineSeconds).toBeUndefined();
     expect(options.drop).toBeUndefined();
+    expect(settings?.requireGpu).toBe(false);
   });
 
   it.each([
@@ -49,11 +68,36 @@ describe("parseWorkerArgs", () => {
     ["no synsets", ["--queue", QUEUE], {}, /GOOGLENET_EVAL_SYNSETS/],
     ["a bad crop count", ["--queue", QUEUE, "--synsets", "s", "--crops", "12"], {}, /DEFAULT_CROPS must be one of: 1, 10, 144/],
     ["a model without a drop output", ["--queue", QUEUE, "--synsets", "s"], { DEFAULT_MODEL: "m.onnx" }, /needs both --model \(DEFAULT_MODEL\) and --drop-out \(DROP_OUTPUT\)/],
+    ["a drop input without a model", ["--queue", QUEUE, "--synsets", "s", "--drop-input", "s3://b/drop/"], {}, /--drop-input \(DROP_INPUT\) needs --model/],
+    ["a drop input that is not S3", ["--queue", QUEUE, "--synsets", "s", "--drop-input", "/tmp/drop"], {}, /--drop-input \/ DROP_INPUT must be s3:\/\/bucket\/prefix\//],
     ["an unknown engine", ["--queue", QUEUE, "--synsets", "s", "--engine", "tfj"], {}, /tfjs, onnxruntime, auto/],
+    ["an unknown backend", ["--queue", QUEUE, "--synsets", "s"], { TFJS_BACKEND: "gpu" }, /--backend \/ TFJS_BACKEND must be one of: auto, tensorflow, wasm, cpu/],
+    ["REQUIRE_GPU that is not a boolean", ["--queue", QUEUE, "--synsets", "s"], { REQUIRE_GPU: "maybe" }, /REQUIRE_GPU must be true or false/],
+    ["a heartbeat of 0", ["--queue", QUEUE, "--synsets", "s", "--heartbeat", "0"], {}, /--heartbeat must be from 1 to the visibility timeout minus 1 seconds/],
+    ["an unknown stop mode", ["--queue", QUEUE, "--synsets", "s", "--on-stop", "later"], {}, /--on-stop must be one of: fit, finish, abandon/],
+    ["a long poll over 20 s", ["--queue", QUEUE, "--synsets", "s", "--wait", "21"], {}, /--wait must be from 0 to 20 seconds/],
     ["an unknown flag", ["--queue", QUEUE, "--nope"], {}, /--nope/],
   ])("refuses %s, naming the flag or variable", (_name, argv, env, pattern) => {
     // Act / Assess
     expect(() => parseWorkerArgs(argv, env)).toThrow(ConfigurationError);
     expect(() => parseWorkerArgs(argv, env)).toThrow(pattern);
+  });
+});
+
+describe("resolveWorkerTiming", () => {
+  it("takes the queue's visibility timeout and fits the heartbeat to it", () => {
+    // Act
+    const production = resolveWorkerTiming({ queueUrl: QUEUE, classNames: [] }, 600);
+    const short = resolveWorkerTiming({ queueUrl: QUEUE, classNames: [] }, 15);
+    // Assess: the smaller of 120 s and a fifth of the timeout, at least 1 s.
+    expect(production).toEqual({ waitTimeSeconds: 20, visibilityTimeoutSeconds: 600, heartbeatSeconds: 120, deadlineSeconds: 900, stopTimeoutSeconds: 30 });
+    expect(short).toMatchObject({ visibilityTimeoutSeconds: 15, heartbeatSeconds: 3 });
+  });
+
+  it("refuses a heartbeat that could not keep a message hidden, as a settings error with the valid range", () => {
+    // Act / Assess
+    const act = () => resolveWorkerTiming({ queueUrl: QUEUE, classNames: [], heartbeatSeconds: 15 }, 15);
+    expect(act).toThrow(ConfigurationError);
+    expect(act).toThrow(/give a heartbeat from 1 to 14 seconds/);
   });
 });
