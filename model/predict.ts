@@ -1,7 +1,7 @@
 import type { Scheme } from "./crop-types.js";
 import { SCHEMES } from "./crop-types.js";
 import type { CropCount } from "./crops.js";
-import { ConfigurationError } from "./errors.js";
+import { ConfigurationError, ModelOutputError } from "./errors.js";
 
 export type { CropCount };
 
@@ -166,13 +166,20 @@ export function topKEntries(
  * How many classes rank ahead of `label` under the top-k rule (higher probability, or equal
  * probability and a lower index): 0 means top-1, under 5 means top-5. Counting beats sorting
  * when only the label's place matters, as for the 144 per-position verdicts of every image.
+ *
+ * @throws ModelOutputError when any probability is NaN: every comparison with NaN is false, so
+ *   a NaN label would rank 0 (a top-1 hit) and a NaN rival would never rank ahead of it.
  */
 export function labelRank(probabilities: ArrayLike<number>, label: number): number {
   const own = probabilities[label] as number;
   let ahead = 0;
   for (let index = 0; index < probabilities.length; index++) {
     const probability = probabilities[index] as number;
+    if (Number.isNaN(probability)) {
+      throw new ModelOutputError(`probability of class ${index} is NaN; cannot rank label ${label} among the classes`);
+    }
     if (probability > own || (probability === own && index < label)) ahead++;
   }
+  if (own === undefined) throw new RangeError(`label ${label} is outside ${probabilities.length} classes`);
   return ahead;
 }

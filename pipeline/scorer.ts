@@ -5,7 +5,7 @@ import type { DecodedImage } from "../model/decode.js";
 import { decodeImage } from "../model/decode.js";
 import type { Engine, InputLayout, ModelInfo } from "../model/engine.js";
 import { NUM_CLASSES } from "../model/engine.js";
-import { ConfigurationError } from "../model/errors.js";
+import { ConfigurationError, MissingObjectError, ModelOutputError, StorageError, isImageFault } from "../model/errors.js";
 import { ensembleMean, labelRank, schemeMeans, schemesForCount, topKEntries } from "../model/predict.js";
 import type { Preprocess } from "../model/preprocess.js";
 import { CROP_VALUES, sampleCrops, uniqueCropWindows } from "../model/sampling.js";
@@ -99,6 +99,81 @@ function messageOf(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
 }
 
+/**
+ * The HTTP status and error code behind a storage failure (the AWS SDK puts them on the error
+ * it throws, which storage wraps as `cause`), e.g. "HTTP 403 AccessDenied"; undefined when
+ * there is none, as for a local file.
+ */
+export function httpStatusOf(error: unknown): string | undefined {
+  for (let at: unknown = error, depth = 0; at !== undefined && at !== null && depth < 8; depth++) {
+    const status = (at as { $metadata?: { httpStatusCode?: unknown } }).$metadata?.httpStatusCode;
+    if (typeof status === "number") {
+      const code = (at as { Code?: unknown }).Code ?? (at as { name?: unknown }).name;
+      const named = typeof code === "string" && code !== "" && code !== "Error" && code !== String(status);
+      return named ? `HTTP ${status} ${code}` : `HTTP ${status}`;
+    }
+    at = (at as { cause?: unknown }).cause;
+  }
+  return undefined;
+}
+
+/**
+ * A read that failed for any reason but the key being gone: a storage fault (denied, throttled,
+ * timed out, reset), never the image's own fault, so it fails the run or batch instead of
+ * becoming a record. The original error stays on `cause`.
+ */
+function readFault(key: string, error: unknown): StorageError {
+  const message = messageOf(error);
+  const status = httpStatusOf(error);
+  const detail = status !== undefined && !message.includes(status) ? `${message} (${status})` : message;
+  return new StorageError(`cannot read image ${key}: ${detail}`, { cause: error });
+}
+
+/**
+ * Reads and decodes one input. Only the image's own faults (bytes that do not decode, a listed
+ * key that is gone) become its error record; a failed read is a StorageError naming the key,
+ * and anything else from the decoder is rethrown as it is.
+ */
+async function prepareImage(input: ImageInput, options: ScorerOptions): Promise<Prepared> {
+  let bytes: Uint8Array;
+  try {
+    bytes = await input.read();
+  } catch (error) {
+    // A fixed sentence, not the storage's text (which names a local absolute path), so the
+    // record is the same on every machine.
+    if (error instanceof MissingObjectError) return { key: input.key, error: `${input.key}: not found (listed, but gone when read)` };
+    if (isImageFault(error)) return { key: input.key, error: messageOf(error) };
+    throw readFault(input.key, error);
+  }
+  try {
+    const image = await decodeImage(bytes, {
+      source: input.key,
+      applyExifOrientation: options.applyExifOrientation,
+      ...(options.maxPixels !== undefined ? { maxPixels: options.maxPixels } : {}),
+    });
+    return { key: input.key, label: input.label, image };
+  } catch (error) {
+    if (isImageFault(error)) return { key: input.key, error: messageOf(error) };
+    throw error;
+  }
+}
+
+/**
+ * One pass over an engine call's output: a value that is not finite (NaN, infinite) means the
+ * model is broken, not the image, so the run stops before anything of this batch is recorded.
+ */
+function assertFinite(out: Float32Array, info: ModelInfo, batch: readonly Segment[]): void {
+  for (let i = 0; i < out.length; i++) {
+    if (Number.isFinite(out[i])) continue;
+    const crop = Math.floor(i / NUM_CLASSES);
+    const segment = batch.find(({ from, to, at }) => crop >= at && crop < at + to - from);
+    throw new ModelOutputError(
+      `model ${info.file} (sha256 ${info.sha256}) gave ${String(out[i])} for class ${i % NUM_CLASSES} ` +
+        `on a crop of ${segment?.pending.key ?? "an image"}; a model's outputs must be finite probabilities`,
+    );
+  }
+}
+
 function validate(options: ScorerOptions): void {
   if (options.models.length === 0) throw new ConfigurationError("scoring needs at least one model (--model FILE.onnx)");
   if (options.classNames.length !== NUM_CLASSES) {
@@ -114,9 +189,12 @@ function validate(options: ScorerOptions): void {
 
 /**
  * Scores images with one model or an ensemble and yields exactly one record per input, in
- * input order. A read or decode failure becomes `{ key, error }`; engine failures are not
- * per-image (a broken model fails every image alike), so they end the run and what was
- * already yielded stands for a resume.
+ * input order. Only an image's own fault becomes `{ key, error }`: bytes that do not decode
+ * (ImageDecodeError), a listed key that is gone (MissingObjectError), a size the crop plan
+ * refuses. Everything else rejects out of the generator and ends the run, and what was already
+ * yielded stands for a resume: a failed read (a StorageError naming the key, the original on
+ * `cause`), an engine failure, or outputs that are not finite (ModelOutputError naming the
+ * model file; nothing from that engine call is yielded).
  *
  * Crops of consecutive images are packed into engine calls of `batchCrops`; each image is
  * sampled once per distinct preprocess/layout among the models, straight into the batch, and
@@ -154,20 +232,6 @@ export async function* scoreImages(
     }
     group.models.push(i);
   });
-
-  const prepare = async (input: ImageInput): Promise<Prepared> => {
-    try {
-      const bytes = await input.read();
-      const image = await decodeImage(bytes, {
-        source: input.key,
-        applyExifOrientation: options.applyExifOrientation,
-        ...(options.maxPixels !== undefined ? { maxPixels: options.maxPixels } : {}),
-      });
-      return { key: input.key, label: input.label, image };
-    } catch (error) {
-      return { key: input.key, error: messageOf(error) };
-    }
-  };
 
   const finalize = (pending: Pending): ResultRecord => {
     const perModel = pending.probabilities.map((values) =>
@@ -241,8 +305,9 @@ export async function* scoreImages(
   const classifyBatch = async (batch: Segment[], count: number, buffer: 0 | 1): Promise<void> => {
     for (const group of groups.values()) {
       for (const m of group.models) {
-        const engine = (models[m] as ScorerOptions["models"][number]).engine;
+        const { engine, info } = models[m] as ScorerOptions["models"][number];
         const out = await engine.classify(group.buffers[buffer].subarray(0, count * CROP_VALUES), count);
+        assertFinite(out, info, batch);
         for (const { pending, from, to, at } of batch) {
           const rows = out.subarray(at * NUM_CLASSES, (at + to - from) * NUM_CLASSES);
           (pending.probabilities[m] as Float32Array).set(rows, from * NUM_CLASSES);
@@ -306,7 +371,12 @@ export async function* scoreImages(
     while (!exhausted && ahead.length < lookAhead) {
       const next = await source.next();
       if (next.done) exhausted = true;
-      else ahead.push(prepare(next.value));
+      else {
+        const prepared = prepareImage(next.value, options);
+        // A fault may reject it before its turn; it is rethrown when awaited in order.
+        prepared.catch(() => undefined);
+        ahead.push(prepared);
+      }
     }
   };
 
