@@ -8,6 +8,7 @@ import { DEFAULT_BATCH_DEADLINE_SECONDS, DEFAULT_STOP_TIMEOUT_SECONDS, HEARTBEAT
 import { taskProtectionFromEnvironment } from "../pipeline/task-protection.js";
 import { runWorker, type WorkerOptions } from "../pipeline/worker.js";
 import { BACKEND_CHOICES } from "../model/load.js";
+import { ORT_DEVICES } from "../model/ort-engine.js";
 import { choiceFlag, engineFlag, parseFlags, positiveIntFlag } from "./flags.js";
 
 /** Environment variables the worker reads when the matching flag is absent (the ECS task sets them). */
@@ -62,8 +63,10 @@ options (each flag falls back to the environment variable named):
   --engine NAME               drop-folder engine: tfjs, onnxruntime or auto ($${WORKER_ENV.engine}, else auto; batches use their manifest's)
   --backend NAME              tfjs backend: auto, tensorflow, wasm or cpu ($${WORKER_ENV.backend}, else auto)
   --threads N                 onnxruntime threads ($${WORKER_ENV.threads}, else all cores)
+  --device NAME               onnxruntime device: cpu or cuda ($${WORKER_ENV.device}, else cpu)
   --crops-per-call N          crops per engine call ($${WORKER_ENV.cropsPerCall}, else the scorer's 16)
-  --require-gpu               exit 1 with the reason unless the GPU backend loads ($${WORKER_ENV.requireGpu}=true)
+  --require-gpu               exit 1 with the reason unless the GPU loads: tfjs on native TensorFlow's GPU, or
+                              onnxruntime with --device cuda ($${WORKER_ENV.requireGpu}=true)
   --deadline S                seconds one message may take ($${WORKER_ENV.deadline}, else ${DEFAULT_BATCH_DEADLINE_SECONDS})
   --visibility-timeout S      seconds a held message stays hidden ($${WORKER_ENV.visibilityTimeout}, else the queue's own)
   --heartbeat S               seconds between visibility extensions, 1 to the timeout minus 1 (else the smaller of ${HEARTBEAT_SECONDS} and a fifth of the timeout)
@@ -99,6 +102,7 @@ const Settings = z
     engine: engineFlag(`--engine / ${WORKER_ENV.engine}`),
     backend: choiceFlag(`--backend / ${WORKER_ENV.backend}`, BACKEND_CHOICES).optional(),
     threads: positiveIntFlag(`--threads / ${WORKER_ENV.threads}`),
+    device: choiceFlag(`--device / ${WORKER_ENV.device}`, ORT_DEVICES).optional(),
     cropsPerCall: positiveIntFlag(`--crops-per-call / ${WORKER_ENV.cropsPerCall}`),
     requireGpu: z
       .string()
@@ -151,6 +155,7 @@ export function parseWorkerArgs(argv: string[], env: NodeJS.ProcessEnv = process
       engine: { type: "string" },
       backend: { type: "string" },
       threads: { type: "string" },
+      device: { type: "string" },
       "crops-per-call": { type: "string" },
       "require-gpu": { type: "boolean" },
       deadline: { type: "string" },
@@ -178,6 +183,7 @@ export function parseWorkerArgs(argv: string[], env: NodeJS.ProcessEnv = process
     engine: values.engine ?? fromEnv("engine"),
     backend: values.backend ?? fromEnv("backend"),
     threads: values.threads ?? fromEnv("threads"),
+    device: values.device ?? fromEnv("device"),
     cropsPerCall: values["crops-per-call"] ?? fromEnv("cropsPerCall"),
     requireGpu: values["require-gpu"] ? "true" : fromEnv("requireGpu"),
     deadline: values.deadline ?? fromEnv("deadline"),
@@ -208,7 +214,12 @@ export function workerOptionsFrom(settings: WorkerSettings, synsets: Synsets): W
     classNames: synsets.names,
     untilEmpty: settings.untilEmpty,
     onStop: settings.onStop,
-    engineSettings: { ...optional("threads", settings.threads), ...optional("backend", settings.backend) },
+    engineSettings: {
+      ...optional("threads", settings.threads),
+      ...optional("backend", settings.backend),
+      ...optional("device", settings.device),
+      ...(settings.requireGpu ? { requireGpu: true } : {}),
+    },
     ...optional("visibilityTimeoutSeconds", settings.visibilityTimeout),
     ...optional("heartbeatSeconds", settings.heartbeat),
     ...optional("deadlineSeconds", settings.deadline),
@@ -225,13 +236,15 @@ export function workerOptionsFrom(settings: WorkerSettings, synsets: Synsets): W
 }
 
 /**
- * With --require-gpu, the GPU must be there before any message is taken: a worker that fell
- * back to a CPU backend would run at GPU prices and CPU speed.
+ * With --require-gpu and tfjs, the GPU must be there before any message is taken: a worker that
+ * fell back to a CPU backend would run at GPU prices and CPU speed. (onnxruntime's CUDA provider
+ * can only be tried with a model: its first load fails and the worker exits the same way.)
  */
 async function checkGpu(settings: WorkerSettings): Promise<void> {
   if (!settings.requireGpu) return;
-  if (settings.engine === "onnxruntime") {
-    throw new ConfigurationError("--require-gpu runs the tfjs engine on the GPU; onnxruntime here runs on the CPU");
+  if (settings.engine === "onnxruntime" || settings.device === "cuda") {
+    if (settings.device !== "cuda") throw new ConfigurationError("--require-gpu with --engine onnxruntime needs --device cuda");
+    return;
   }
   const { requireGpuBackend } = await import("../model/backend.js");
   await requireGpuBackend();

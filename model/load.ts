@@ -5,7 +5,7 @@ import type { BackendPreference } from "./backend.js";
 import type { Engine, EngineName, ModelInfo } from "./engine.js";
 import { ENGINE_NAMES } from "./engine.js";
 import { ConfigurationError, ModelFormatError } from "./errors.js";
-import { createOrtEngine } from "./ort-engine.js";
+import { createOrtEngine, type OrtDevice } from "./ort-engine.js";
 import type { Flavour } from "./preprocess.js";
 import { FLAVOURS } from "./preprocess.js";
 
@@ -34,6 +34,13 @@ export interface LoadEngineOptions {
   readonly preprocess?: Flavour;
   /** onnxruntime intra-op threads. Default: the machine's cores. */
   readonly threads?: number;
+  /** Where onnxruntime runs the graph. Default: "cpu". */
+  readonly device?: OrtDevice;
+  /**
+   * Refuse to run anywhere but a GPU: tfjs must load native TensorFlow on the GPU, onnxruntime
+   * must start its CUDA provider (`device: "cuda"`). Default: false.
+   */
+  readonly requireGpu?: boolean;
   /**
    * Worker threads for the tfjs engine on the wasm or cpu backend, each running its own copy of
    * the network (those backends use one core each in Node). 1 runs the engine in this thread.
@@ -104,7 +111,9 @@ export async function loadEngine(
     // tfjs builds GoogLeNet itself, so it can only take graphs it recognises; for those, the
     // native TensorFlow backend is the fastest thing here, and otherwise onnxruntime beats
     // tfjs's wasm/cpu backends on the CPU.
-    const wantsTfjs = backend !== "auto" || (await nativeTensorflowLoads());
+    // A CUDA device names onnxruntime's GPU path; a GPU required without it names tfjs's.
+    const wantsTfjs =
+      options.device !== "cuda" && (backend !== "auto" || options.requireGpu === true || (await nativeTensorflowLoads()));
     engineName = recognised !== undefined && wantsTfjs ? "tfjs" : "onnxruntime";
   } else {
     engineName = options.engine;
@@ -121,7 +130,11 @@ export async function loadEngine(
     if (!Number.isInteger(workers) || workers < 1) {
       throw new ConfigurationError(`tfjs workers must be a positive integer (default: the number of cores), got ${String(workers)}`);
     }
-    const native = backend === "tensorflow" || (backend === "auto" && (await nativeTensorflowLoads()));
+    if (options.requireGpu === true) {
+      // Before anything is built: tfjs-node on the CPU or wasm would otherwise run at GPU prices.
+      await (await import("./backend.js")).requireGpuBackend();
+    }
+    const native = options.requireGpu === true || backend === "tensorflow" || (backend === "auto" && (await nativeTensorflowLoads()));
     const engine =
       native || workers === 1
         ? await (await import("./tfjs-engine.js")).createTfjsEngine(modelBytes, { source, backend })
@@ -137,11 +150,16 @@ export async function loadEngine(
         (description.unrecognisedReason ? ` (not recognised because: ${description.unrecognisedReason})` : ""),
     );
   }
+  if (options.requireGpu === true && options.device !== "cuda") {
+    throw new ConfigurationError(`a GPU is required for ${source}, but onnxruntime was asked to run on the CPU; use device cuda`);
+  }
   const engine = await createOrtEngine(modelBytes, {
     source,
     flavour,
     softmaxed: description.softmaxed,
     ...(options.threads !== undefined ? { threads: options.threads } : {}),
+    ...(options.device !== undefined ? { device: options.device } : {}),
+    ...(options.requireGpu !== undefined ? { requireGpu: options.requireGpu } : {}),
   });
   return { engine, info: { file: source, sha256, flavour } };
 }

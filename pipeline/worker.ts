@@ -6,7 +6,7 @@ import {
   type Message,
   type SQSClient,
 } from "@aws-sdk/client-sqs";
-import { ConfigurationError, DeadlineExceededError, StorageError } from "../model/errors.js";
+import { BackendUnavailableError, ConfigurationError, DeadlineExceededError, StorageError } from "../model/errors.js";
 import { loadEngine, type EngineChoice, type LoadEngineOptions } from "../model/load.js";
 import { defaultS3Client, defaultSqsClient } from "./aws-clients.js";
 import { ManifestCache, runBatchJob, type JobContext } from "./batch-job.js";
@@ -36,7 +36,7 @@ export interface WorkerOptions {
   /** Loads models. Default: read the file (path or s3://) and model/load.ts's loadEngine with `engineSettings`. */
   readonly loadModel?: LoadModel;
   /** Threads, tfjs backend and onnxruntime device for the default `loadModel`. Default: loadEngine's. */
-  readonly engineSettings?: Pick<LoadEngineOptions, "threads" | "backend" | "tfjsWorkers">;
+  readonly engineSettings?: Pick<LoadEngineOptions, "threads" | "backend" | "tfjsWorkers" | "device" | "requireGpu">;
   /** Default: clients built from the environment. */
   readonly clients?: { readonly s3?: S3Client; readonly sqs?: SQSClient };
   /** Long-poll wait per receive. Default: 20 (the SQS maximum). */
@@ -316,9 +316,10 @@ class WorkerLoop {
       log({ event: "abandoned", messageId, ...batch });
       return;
     }
-    if (error instanceof DeadlineExceededError) {
+    if (error instanceof DeadlineExceededError || error instanceof BackendUnavailableError) {
+      // Not the message's fault but this worker's: another worker (ECS starts a new task) takes it now.
       await held.setVisibility(0).catch(() => undefined);
-      log({ event: "deadline-exceeded", messageId, ...batch, deadlineSeconds: timing.deadlineSeconds });
+      log({ event: error instanceof DeadlineExceededError ? "deadline-exceeded" : "gpu-unavailable", messageId, ...batch, error: messageOf(error) });
       throw error;
     }
     this.stats.failedMessages++;
