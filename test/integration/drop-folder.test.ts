@@ -58,6 +58,8 @@ describe("drop folder: S3 event messages to <drop-out>/<key>.json", () => {
       ]),
       // S3 delivers at least once: the same event again.
       s3EventBody("photos", [{ key: PLAIN_KEY, size: plainPhoto.length }]),
+      // Outside the watched prefix: never read, moved to the dead-letter queue with the reason.
+      s3EventBody("photos", [{ key: "models/bvlc-googlenet.onnx", size: 1000 }]),
     ];
     for (const body of bodies) await emulator.sqs.send(new SendMessageCommand({ QueueUrl: queue.queueUrl, MessageBody: body }));
     // Act: settings from the environment, as the ECS task definition passes them.
@@ -68,7 +70,7 @@ describe("drop folder: S3 event messages to <drop-out>/<key>.json", () => {
       DEFAULT_CROPS: "1",
       DROP_OUTPUT: "s3://photos/results",
       GOOGLENET_EVAL_SYNSETS: SYNSETS,
-      VISIBILITY_TIMEOUT_SECONDS: "30",
+      DROP_INPUT: "s3://photos/drop/",
     });
     const exit = await worker.exited;
     // Assess
@@ -91,7 +93,12 @@ describe("drop folder: S3 event messages to <drop-out>/<key>.json", () => {
     expect(worker.events.find((e) => e.event === "drop-skipped")).toMatchObject({ key: TEXT_KEY, reason: expect.stringMatching(/not an image/) });
     expect(worker.events.filter((e) => e.event === "s3-test-event")).toHaveLength(1);
     expect(emulator.server.inspectQueue(queue.queueName)?.messages).toMatchObject({ ready: [], inflight: [] });
-    expect(emulator.server.inspectQueue(queue.dlqName)?.messages.ready).toEqual([]);
+    const dead = emulator.server.inspectQueue(queue.dlqName)?.messages.ready ?? [];
+    expect(dead.map((message) => message.body)).toEqual([bodies[4]]);
+    expect(worker.events.find((e) => e.event === "poison")).toMatchObject({
+      reason: "event for s3://photos/models/bvlc-googlenet.onnx, outside the watched drop input s3://photos/drop/",
+      action: "moved to the dead-letter queue",
+    });
     console.log(worker.lines.join("\n"));
 
     // The same prediction as scoring the same bytes here with orientation applied.
