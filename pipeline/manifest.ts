@@ -1,3 +1,4 @@
+import { createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -14,15 +15,30 @@ import type { Location } from "./storage.js";
  */
 
 export const MANIFEST_KEY = "manifest.json";
-export const MANIFEST_FORMAT = "googlenet-eval/manifest@1";
+/**
+ * @2 added the decoding settings (`applyExifOrientation`, `maxPixels`, each model's
+ * `preprocess`); an @1 manifest lacks them, so workers cannot score it the way it was planned.
+ */
+export const MANIFEST_FORMAT = "googlenet-eval/manifest@2";
+const PREVIOUS_MANIFEST_FORMATS = ["googlenet-eval/manifest@1"];
 export const BATCH_MESSAGE_TYPE = "googlenet-eval/batch@1";
-
+/** Where workers write batch results, relative to the run's `out`. */
+export const BATCHES_FOLDER = "batches";
+/** Hex digits of the manifest digest in a batch file's name: 64 bits, plenty to tell runs apart. */
+const DIGEST_IN_KEY = 16;
 
 export interface ManifestModel {
   /** Where workers load the model from (s3:// URL or absolute path), as summary.json reports it. */
   readonly url: string;
   readonly sha256: string;
+  /** The input convention the worker's engine uses: the recognised one, or `preprocess`. */
   readonly flavour: Flavour;
+  /**
+   * `--preprocess` as given to plan, to pass to model/load.ts's `loadEngine` as `preprocess`
+   * (it lets onnxruntime run a graph the architecture reader does not recognise); null when
+   * the graph's recognised flavour is used.
+   */
+  readonly preprocess: Flavour | null;
 }
 
 export interface ManifestBatch {
@@ -45,6 +61,10 @@ export interface Manifest {
   readonly models: readonly ManifestModel[];
   readonly crops: CropCount;
   readonly engine: EngineChoice;
+  /** Rotate images by their EXIF orientation before cropping (false for validation runs, as ImageNet). */
+  readonly applyExifOrientation: boolean;
+  /** Images with more pixels are failed records (decode.ts's `maxPixels`; default there 100 million). */
+  readonly maxPixels: number;
   /** The label file or source the labels came from, or null for an unlabelled run. */
   readonly labels: string | null;
   readonly images: number;
@@ -57,7 +77,18 @@ export interface BatchMessage {
   readonly out: string;
   readonly runId: string;
   readonly batchId: string;
+  /** sha256 of the manifest this message was planned from: the worker checks it and keys its output by it. */
+  readonly manifestDigest: string;
 }
+
+/** A manifest and its digest ({@link digestOfManifest}), which names the run's batch files. */
+export interface ManifestWithDigest {
+  readonly manifest: Manifest;
+  readonly manifestDigest: string;
+}
+
+const flavourSchema = z.enum(["bvlc", "torchvision"]);
+const digestSchema = z.string().regex(/^[0-9a-f]{64}$/, "must be 64 lowercase hex digits (a sha256)");
 
 const manifestSchema = z.object({
   format: z.literal(MANIFEST_FORMAT),
@@ -67,10 +98,14 @@ const manifestSchema = z.object({
   input: z.string().min(1),
   out: z.string().min(1),
   models: z
-    .array(z.object({ url: z.string().min(1), sha256: z.string().regex(/^[0-9a-f]{64}$/), flavour: z.enum(["bvlc", "torchvision"]) }))
+    .array(
+      z.object({ url: z.string().min(1), sha256: digestSchema, flavour: flavourSchema, preprocess: flavourSchema.nullable() }),
+    )
     .min(1),
   crops: z.union([z.literal(1), z.literal(10), z.literal(144)]),
   engine: z.enum(["tfjs", "onnxruntime", "auto"]),
+  applyExifOrientation: z.boolean(),
+  maxPixels: z.number().int().positive(),
   labels: z.string().nullable(),
   images: z.number().int().nonnegative(),
   batches: z.array(
@@ -89,6 +124,7 @@ const batchMessageSchema = z.object({
   out: z.string().min(1),
   runId: z.string().min(1),
   batchId: z.string().regex(/^[A-Za-z0-9_-]+$/),
+  manifestDigest: digestSchema,
 });
 
 function issues(error: z.ZodError): string {
@@ -103,6 +139,14 @@ export function parseManifest(text: string, where: string): Manifest {
   } catch (error) {
     throw new StorageError(`${where} is not JSON: ${(error as Error).message}`, { cause: error });
   }
+  const format = (json as { format?: unknown } | null)?.format;
+  if (typeof format === "string" && PREVIOUS_MANIFEST_FORMATS.includes(format)) {
+    throw new StorageError(
+      `${where} is a ${format} manifest, planned by an older googlenet-eval; this version reads only ${MANIFEST_FORMAT}, ` +
+        `which also records the decoding settings (EXIF orientation, pixel limit, preprocess). ` +
+        `Plan the run again with this version (plan --replace on the same --out, or a new --out)`,
+    );
+  }
   const parsed = manifestSchema.safeParse(json);
   if (!parsed.success) throw new StorageError(`${where} is not a googlenet-eval manifest: ${issues(parsed.error)}`);
   const ids = new Set<string>();
@@ -113,12 +157,43 @@ export function parseManifest(text: string, where: string): Manifest {
   return parsed.data as Manifest;
 }
 
-/** Reads `<out>/manifest.json`; a missing manifest is a StorageError naming where it looked. */
-export async function readManifest(out: Location): Promise<Manifest> {
+/** JSON with object keys sorted at every level and no whitespace: one text per value. */
+function canonicalJson(value: unknown): string {
+  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(",")}]`;
+  if (value !== null && typeof value === "object") {
+    const entries = Object.entries(value as Record<string, unknown>)
+      .filter(([, v]) => v !== undefined)
+      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+    return `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${canonicalJson(v)}`).join(",")}}`;
+  }
+  return JSON.stringify(value);
+}
+
+/**
+ * The run's identity: sha256 (hex) of the manifest's canonical JSON (keys sorted, no
+ * whitespace). Taken over the content rather than the file's bytes, so plan (which holds the
+ * object it writes) and a worker (which holds what it parsed) compute it alike, whatever the
+ * key order or indentation of the stored file.
+ */
+export function digestOfManifest(manifest: Manifest): string {
+  return createHash("sha256").update(canonicalJson(manifest)).digest("hex");
+}
+
+/**
+ * Reads `<out>/manifest.json` and the digest of its bytes; a missing manifest is a StorageError
+ * naming where it looked.
+ */
+export async function readManifestWithDigest(out: Location): Promise<ManifestWithDigest> {
   const where = `${out.url}/${MANIFEST_KEY}`;
   const bytes = await out.readIfExists(MANIFEST_KEY);
   if (bytes === undefined) throw new StorageError(`no manifest at ${where}; run \`googlenet-eval plan --out ${out.url}\` first`);
-  return parseManifest(bytes.toString("utf8"), where);
+  const manifest = parseManifest(bytes.toString("utf8"), where);
+  return { manifest, manifestDigest: digestOfManifest(manifest) };
+}
+
+/** Reads `<out>/manifest.json` without its digest (see {@link readManifestWithDigest}). */
+export async function readManifest(out: Location): Promise<Manifest> {
+  return (await readManifestWithDigest(out)).manifest;
 }
 
 /** The manifest as stored: stable key order, two-space indent, final newline. */
@@ -127,11 +202,25 @@ export function serializeManifest(manifest: Manifest): string {
 }
 
 /**
- * A batch's result key, derived only from its id, so a redelivered batch overwrites its own
- * earlier output instead of adding a second copy.
+ * A batch's result key, tied to its run: `batches/<batchId>.<first 16 hex of the manifest
+ * digest>.jsonl`. A redelivered batch overwrites its own earlier output instead of adding a
+ * second copy, and a file left by another run under the same `out` (another manifest, so
+ * another digest) can never be taken for this run's.
+ */
+export function batchResultKeyFor(manifestDigest: string, batchId: string): string {
+  if (!/^[0-9a-f]{64}$/.test(manifestDigest)) {
+    throw new StorageError(`manifest digest "${manifestDigest}" is not a sha256 (64 lowercase hex digits)`);
+  }
+  return `${BATCHES_FOLDER}/${batchId}.${manifestDigest.slice(0, DIGEST_IN_KEY)}.jsonl`;
+}
+
+/**
+ * The manifest@1 result key, with no run identity in it.
+ * @deprecated Use {@link batchResultKeyFor}; `aggregate` ignores files under this name. Kept only
+ * until pipeline/worker.ts switches.
  */
 export function batchResultKey(batchId: string): string {
-  return `batches/${batchId}.jsonl`;
+  return `${BATCHES_FOLDER}/${batchId}.jsonl`;
 }
 
 /** Batch ids that sort in run order: b00000, b00001, ... (wider only past 100,000 batches). */
@@ -140,13 +229,14 @@ export function batchId(index: number, count: number): string {
   return `b${String(index).padStart(width, "0")}`;
 }
 
-export function batchMessage(manifest: Manifest, batch: ManifestBatch): BatchMessage {
-  return { type: BATCH_MESSAGE_TYPE, out: manifest.out, runId: manifest.runId, batchId: batch.id };
+export function batchMessage(manifest: Manifest, batch: ManifestBatch, manifestDigest: string): BatchMessage {
+  return { type: BATCH_MESSAGE_TYPE, out: manifest.out, runId: manifest.runId, batchId: batch.id, manifestDigest };
 }
 
 /**
  * Reads a parsed message body as a batch message: undefined when it is not one (no or another
- * `type`), a StorageError when it says it is one but is malformed.
+ * `type`), a StorageError when it says it is one but is malformed (including one without
+ * `manifestDigest`: plan and workers ship together, so such a message comes from no current plan).
  */
 export function parseBatchMessage(body: unknown): BatchMessage | undefined {
   if (typeof body !== "object" || body === null || (body as { type?: unknown }).type !== BATCH_MESSAGE_TYPE) {

@@ -1,13 +1,14 @@
 import { randomBytes } from "node:crypto";
-import { isAbsolute, resolve } from "node:path";
+import { isAbsolute, relative, resolve, sep } from "node:path";
 import type { S3Client } from "@aws-sdk/client-s3";
 import { SendMessageBatchCommand, type SQSClient } from "@aws-sdk/client-sqs";
 import { describeOnnxModel } from "../model/architecture.js";
+import { DEFAULT_MAX_PIXELS } from "../model/decode.js";
 import { ConfigurationError, ModelFormatError, StorageError } from "../model/errors.js";
 import type { EngineChoice } from "../model/load.js";
 import type { CropCount } from "../model/predict.js";
 import { CROP_COUNTS } from "../model/predict.js";
-import type { Flavour } from "../model/preprocess.js";
+import { FLAVOURS, type Flavour } from "../model/preprocess.js";
 import type { Synsets } from "../model/synsets.js";
 import { defaultSqsClient } from "./aws-clients.js";
 import { describeProblems, labelFromPath, parseLabels } from "./labels.js";
@@ -15,6 +16,7 @@ import {
   batchId,
   batchMessage,
   codeVersion,
+  digestOfManifest,
   MANIFEST_FORMAT,
   MANIFEST_KEY,
   serializeManifest,
@@ -23,8 +25,8 @@ import {
   type ManifestModel,
 } from "./manifest.js";
 import { isImageKey } from "./s3-events.js";
-import { readUrl } from "./s3-location.js";
-import { isS3Url, openLocation, sha256OfBytes } from "./storage.js";
+import { readUrl, S3Location } from "./s3-location.js";
+import { isS3Url, LocalLocation, openLocation, sha256OfBytes, type Location } from "./storage.js";
 
 /** Images per batch (one queue message) when `--batch-size` is not given. */
 export const DEFAULT_BATCH_SIZE = 32;
@@ -32,14 +34,24 @@ export const DEFAULT_BATCH_SIZE = 32;
 /** SQS takes at most 10 entries per SendMessageBatch. */
 const SEND_BATCH_ENTRIES = 10;
 const SEND_ATTEMPTS = 3;
+/** Keys of a non-empty `--out` named in the refusal; the count covers the rest. */
+const KEYS_SHOWN = 5;
 
-/** Reads a model's flavour (and checks it loads) from its bytes. */
-export type DescribeModel = (bytes: Uint8Array, url: string, engine: EngineChoice) => Promise<{ flavour: Flavour }>;
+/**
+ * Reads a model's flavour (and checks that a worker can load it) from its bytes. `preprocess`
+ * is `--preprocess`, when given.
+ */
+export type DescribeModel = (
+  bytes: Uint8Array,
+  url: string,
+  engine: EngineChoice,
+  preprocess?: Flavour,
+) => Promise<{ flavour: Flavour }>;
 
 export interface PlanOptions {
   /** Folder or s3:// prefix holding the images (keys ending .jpg .jpeg .png .webp, any case). */
   readonly input: string;
-  /** Folder or s3:// prefix for the run: manifest.json, batches/, results.jsonl, summary.json. */
+  /** Folder or s3:// prefix for the run: manifest.json, batches/, results.jsonl, summary.json. Must be empty unless `replace`. */
   readonly out: string;
   readonly queueUrl: string;
   /** Model files (paths or s3:// URLs); more than one makes an ensemble. */
@@ -54,6 +66,17 @@ export interface PlanOptions {
   readonly batchSize?: number;
   /** Engine the workers use. Default: "auto". */
   readonly engine?: EngineChoice;
+  /** Rotate images by their EXIF orientation. Default: false (ImageNet validation convention). */
+  readonly applyExifOrientation?: boolean;
+  /** Images with more pixels become failed records. Default: model/decode.ts's DEFAULT_MAX_PIXELS (100 million). */
+  readonly maxPixels?: number;
+  /**
+   * Input convention for every model, as `score --preprocess`: lets onnxruntime run graphs the
+   * architecture reader does not recognise. Default: none (every model must be recognised).
+   */
+  readonly preprocess?: Flavour;
+  /** Delete everything under `out` before writing the manifest. Default: false (a non-empty `out` is refused). */
+  readonly replace?: boolean;
   /** Run id. Default: UTC time plus a random suffix, e.g. 20260101T120000Z-1a2b3c. */
   readonly runId?: string;
   /** Default: clients built from the environment. */
@@ -66,24 +89,48 @@ export interface PlanOptions {
 
 export interface PlanResult {
   readonly runId: string;
+  /** The run's identity (pipeline/manifest.ts's digestOfManifest), carried by every message. */
+  readonly manifestDigest: string;
   readonly images: number;
   readonly labelled: number;
   readonly batches: number;
   readonly manifestUrl: string;
+  /** Objects deleted from `out` by `replace` (0 when it was empty or `replace` was off). */
+  readonly replaced: number;
   /** Label file lines that were skipped (their images count as unlabelled), when any. */
   readonly labelWarnings?: string;
 }
 
-/** A model's flavour from its ONNX graph, without building an engine; refuses graphs it cannot place. */
-export const describeModelFlavour: DescribeModel = async (bytes, url) => {
+/**
+ * A model's flavour from its ONNX graph, without building an engine. Without `preprocess` it
+ * refuses graphs it cannot place; with it, it takes the flavour from the flag, as loadEngine
+ * does, refusing a recognised graph of the other flavour and tfjs for an unrecognised one
+ * (tfjs builds GoogLeNet itself), so no worker fails on every batch of a run planned here.
+ */
+export const describeModelFlavour: DescribeModel = async (bytes, url, engine, preprocess) => {
   const description = describeOnnxModel(bytes, url);
-  if (description.flavour === undefined) {
+  const recognised = description.flavour;
+  if (preprocess === undefined) {
+    if (recognised !== undefined) return { flavour: recognised };
     throw new ModelFormatError(
-      `${url}: not a GoogLeNet this tool recognises, so workers would not know its input convention ` +
-        `(flavours: bvlc, torchvision)`,
+      `${url}: not a GoogLeNet this tool recognises, so workers would not know its input convention; ` +
+        `pass --preprocess ${FLAVOURS.join(" or --preprocess ")} (engine onnxruntime or auto)` +
+        (description.unrecognisedReason ? ` (not recognised because: ${description.unrecognisedReason})` : ""),
     );
   }
-  return { flavour: description.flavour };
+  if (recognised !== undefined && recognised !== preprocess) {
+    throw new ConfigurationError(
+      `${url} is recognised as a ${recognised} GoogLeNet, but --preprocess ${preprocess} was given; ` +
+        `drop --preprocess, or pass --preprocess ${recognised}`,
+    );
+  }
+  if (recognised === undefined && engine === "tfjs") {
+    throw new ModelFormatError(
+      `${url}: the tfjs engine builds GoogLeNet from the graph and does not recognise this one; ` +
+        `plan with --engine onnxruntime (or auto) to run it with --preprocess ${preprocess}`,
+    );
+  }
+  return { flavour: preprocess };
 };
 
 /** Local paths become absolute, so workers started elsewhere on the host resolve them alike. */
@@ -96,12 +143,19 @@ function defaultRunId(now: Date): string {
   return `${stamp}-${randomBytes(3).toString("hex")}`;
 }
 
-/**
- * Plans a distributed run: lists the input, attaches labels, cuts the images into batches,
- * writes `<out>/manifest.json` and sends one queue message per batch. Refuses an `out` that
- * already holds a manifest, because stale batch files there would mix into the new run.
- */
-export async function planRun(options: PlanOptions): Promise<PlanResult> {
+interface Settings {
+  readonly batchSize: number;
+  readonly crops: CropCount;
+  readonly engine: EngineChoice;
+  readonly runId: string;
+  readonly createdAt: string;
+  readonly applyExifOrientation: boolean;
+  readonly maxPixels: number;
+  readonly preprocess: Flavour | undefined;
+}
+
+/** Checks the options once, before anything is read, deleted or sent. */
+function settingsOf(options: PlanOptions): Settings {
   const batchSize = options.batchSize ?? DEFAULT_BATCH_SIZE;
   if (!Number.isInteger(batchSize) || batchSize < 1) {
     throw new ConfigurationError(`batch size must be a positive integer, got ${batchSize}`);
@@ -110,90 +164,176 @@ export async function planRun(options: PlanOptions): Promise<PlanResult> {
   if (!CROP_COUNTS.includes(crops)) {
     throw new ConfigurationError(`unknown crop count ${String(crops)}; use one of: ${CROP_COUNTS.join(", ")}`);
   }
+  const maxPixels = options.maxPixels ?? DEFAULT_MAX_PIXELS;
+  if (!Number.isInteger(maxPixels) || maxPixels < 1) {
+    throw new ConfigurationError(`max pixels must be a positive integer (default ${DEFAULT_MAX_PIXELS}), got ${maxPixels}`);
+  }
+  if (options.preprocess !== undefined && !FLAVOURS.includes(options.preprocess)) {
+    throw new ConfigurationError(`unknown preprocess "${String(options.preprocess)}"; use one of: ${FLAVOURS.join(", ")}`);
+  }
   if (options.models.length === 0) throw new ConfigurationError("plan needs at least one --model");
-  const engine = options.engine ?? "auto";
   const now = (options.now ?? (() => new Date()))();
   const runId = options.runId ?? defaultRunId(now);
   if (!/^[A-Za-z0-9_.-]+$/.test(runId)) {
     throw new ConfigurationError(`run id "${runId}" may hold only letters, digits, ".", "_" and "-"`);
   }
-  const s3 = options.clients?.s3;
-  const sqs = options.clients?.sqs ?? defaultSqsClient();
-  const inputUrl = absolute(options.input);
-  const outUrl = absolute(options.out);
-  const out = openLocation(outUrl, { s3 });
-  if (await out.exists(MANIFEST_KEY)) {
-    throw new ConfigurationError(`${out.url}/${MANIFEST_KEY} already exists; give each run its own --out`);
-  }
+  return {
+    batchSize,
+    crops,
+    engine: options.engine ?? "auto",
+    runId,
+    createdAt: now.toISOString(),
+    applyExifOrientation: options.applyExifOrientation ?? false,
+    maxPixels,
+    preprocess: options.preprocess,
+  };
+}
 
+/** Whether `url` is `folder` itself or lies below it (both absolute paths, or both s3:// URLs). */
+function isWithin(url: string, folder: string): boolean {
+  if (isS3Url(url) !== isS3Url(folder)) return false;
+  if (isS3Url(folder)) {
+    const base = folder.replace(/\/+$/, "");
+    const target = url.replace(/\/+$/, "");
+    return target === base || target.startsWith(`${base}/`);
+  }
+  const rel = relative(resolve(folder), resolve(url));
+  return rel === "" || (!rel.startsWith(`..${sep}`) && rel !== ".." && !isAbsolute(rel));
+}
+
+/**
+ * Refuses an `out` that holds anything, unless `replace`: batch files left there by an earlier
+ * run (even one whose manifest was deleted) would otherwise sit beside the new run's. With
+ * `replace`, refuses to empty a bucket's root, the folder we run in (or one above it), or a
+ * folder holding what this plan reads.
+ */
+async function checkOut(out: Location, replace: boolean, reads: readonly string[]): Promise<void> {
+  const found: string[] = [];
+  for await (const key of out.list()) found.push(key);
+  if (found.length === 0) return;
+  if (!replace) {
+    const shown = found.slice(0, KEYS_SHOWN).join(", ");
+    throw new ConfigurationError(
+      `--out ${out.url} is not empty: it holds ${found.length} object${found.length === 1 ? "" : "s"} ` +
+        `(${shown}${found.length > KEYS_SHOWN ? ", ..." : ""}), and files of another run there could be taken for this one's. ` +
+        `Give the run its own empty --out, or pass --replace to delete everything under ${out.url} first. Nothing was sent`,
+    );
+  }
+  if (out instanceof S3Location && out.prefix === "") {
+    throw new ConfigurationError(`--replace would empty the whole bucket ${out.url}; give --out a prefix, e.g. ${out.url}/runs/RUN`);
+  }
+  if (out instanceof LocalLocation && isWithin(process.cwd(), out.url)) {
+    throw new ConfigurationError(`--replace would empty ${resolve(out.url)}, which holds the current directory; give --out a folder of its own`);
+  }
+  const endangered = reads.filter((url) => isWithin(url, out.url));
+  if (endangered.length > 0) {
+    throw new ConfigurationError(
+      `--replace would delete ${endangered.join(", ")}, which this plan reads from ${out.url}; give --out a folder of its own`,
+    );
+  }
+}
+
+async function listImages(inputUrl: string, s3: S3Client | undefined): Promise<string[]> {
   const keys: string[] = [];
   for await (const key of openLocation(inputUrl, { s3 }).list()) if (isImageKey(key)) keys.push(key);
-  if (keys.length === 0) {
-    throw new ConfigurationError(`no images (.jpg .jpeg .png .webp) under ${inputUrl}`);
-  }
+  if (keys.length === 0) throw new ConfigurationError(`no images (.jpg .jpeg .png .webp) under ${inputUrl}`);
+  return keys;
+}
 
-  let lookup: (key: string) => number | null;
-  let labelsSource: string | null;
-  let labelWarnings: string | undefined;
-  if (options.labels !== undefined) {
-    const source = absolute(options.labels);
-    const table = parseLabels((await readUrl(source, s3)).toString("utf8"), { source, synsets: options.synsets });
-    lookup = (key) => table.lookup(key);
-    labelWarnings = describeProblems(table);
-    labelsSource = source;
-  } else {
-    lookup = (key) => labelFromPath(key, options.synsets);
-    labelsSource = "wnid-in-key";
-  }
-  const labels = keys.map(lookup);
+interface Labelled {
+  readonly labels: (number | null)[];
+  readonly source: string | null;
+  readonly warnings?: string;
+}
 
+async function labelKeys(keys: readonly string[], options: PlanOptions, s3: S3Client | undefined): Promise<Labelled> {
+  if (options.labels === undefined) {
+    return { labels: keys.map((key) => labelFromPath(key, options.synsets)), source: "wnid-in-key" };
+  }
+  const source = absolute(options.labels);
+  const table = parseLabels((await readUrl(source, s3)).toString("utf8"), { source, synsets: options.synsets });
+  const warnings = describeProblems(table);
+  return { labels: keys.map((key) => table.lookup(key)), source, ...(warnings !== undefined ? { warnings } : {}) };
+}
+
+async function describeModels(options: PlanOptions, settings: Settings, s3: S3Client | undefined): Promise<ManifestModel[]> {
+  const describe = options.describeModel ?? describeModelFlavour;
   const models: ManifestModel[] = [];
   for (const given of options.models) {
     const url = absolute(given);
     const bytes = await readUrl(url, s3);
-    const { flavour } = await (options.describeModel ?? describeModelFlavour)(bytes, url, engine);
-    models.push({ url, sha256: sha256OfBytes(bytes), flavour });
+    const { flavour } = await describe(bytes, url, settings.engine, settings.preprocess);
+    models.push({ url, sha256: sha256OfBytes(bytes), flavour, preprocess: settings.preprocess ?? null });
   }
+  return models;
+}
 
+function cutBatches(keys: readonly string[], labels: readonly (number | null)[], batchSize: number): ManifestBatch[] {
   const count = Math.ceil(keys.length / batchSize);
-  const batches: ManifestBatch[] = [];
-  for (let i = 0; i < count; i++) {
-    batches.push({
-      id: batchId(i, count),
-      keys: keys.slice(i * batchSize, (i + 1) * batchSize),
-      labels: labels.slice(i * batchSize, (i + 1) * batchSize),
-    });
-  }
+  return Array.from({ length: count }, (_, i) => ({
+    id: batchId(i, count),
+    keys: keys.slice(i * batchSize, (i + 1) * batchSize),
+    labels: labels.slice(i * batchSize, (i + 1) * batchSize),
+  }));
+}
+
+/**
+ * Plans a distributed run: lists the input, attaches labels, cuts the images into batches,
+ * writes `<out>/manifest.json` and sends one queue message per batch, each carrying the
+ * manifest's digest. Refuses an `out` that holds anything unless `replace`, which empties it
+ * only after everything else has been read and checked, so a bad model or label file never
+ * costs the old run's files.
+ */
+export async function planRun(options: PlanOptions): Promise<PlanResult> {
+  const settings = settingsOf(options);
+  const s3 = options.clients?.s3;
+  const sqs = options.clients?.sqs ?? defaultSqsClient();
+  const inputUrl = absolute(options.input);
+  const out = openLocation(absolute(options.out), { s3 });
+  const replace = options.replace ?? false;
+  const reads = [inputUrl, ...options.models.map(absolute), ...(options.labels !== undefined ? [absolute(options.labels)] : [])];
+  await checkOut(out, replace, reads);
+
+  const keys = await listImages(inputUrl, s3);
+  const labelled = await labelKeys(keys, options, s3);
+  const models = await describeModels(options, settings, s3);
+  const batches = cutBatches(keys, labelled.labels, settings.batchSize);
   const manifest: Manifest = {
     format: MANIFEST_FORMAT,
-    runId,
-    createdAt: now.toISOString(),
+    runId: settings.runId,
+    createdAt: settings.createdAt,
     codeVersion: codeVersion(),
     input: inputUrl,
     out: out.url,
     models,
-    crops,
-    engine,
-    labels: labelsSource,
+    crops: settings.crops,
+    engine: settings.engine,
+    applyExifOrientation: settings.applyExifOrientation,
+    maxPixels: settings.maxPixels,
+    labels: labelled.source,
     images: keys.length,
     batches,
   };
+  const replaced = replace ? await out.clear() : 0;
   // The manifest goes first: a worker that gets a message must find it.
   await out.write(MANIFEST_KEY, serializeManifest(manifest));
   await sendBatches(sqs, options.queueUrl, manifest);
   return {
-    runId,
+    runId: settings.runId,
+    manifestDigest: digestOfManifest(manifest),
     images: keys.length,
-    labelled: labels.filter((label) => label !== null).length,
+    labelled: labelled.labels.filter((label) => label !== null).length,
     batches: batches.length,
     manifestUrl: `${out.url}/${MANIFEST_KEY}`,
-    ...(labelWarnings !== undefined ? { labelWarnings } : {}),
+    replaced,
+    ...(labelled.warnings !== undefined ? { labelWarnings: labelled.warnings } : {}),
   };
 }
 
 /**
  * Sends one message per batch (all of them, or only `only`), ten to a request, retrying
- * entries SQS reports as failed.
+ * entries SQS reports as failed. Each carries the manifest's digest, computed here from
+ * `manifest` (the manifest as written or as read back: the digest is of its content).
  */
 export async function sendBatches(
   sqs: SQSClient,
@@ -202,6 +342,7 @@ export async function sendBatches(
   only?: readonly string[],
 ): Promise<void> {
   const wanted = only === undefined ? manifest.batches : manifest.batches.filter((batch) => only.includes(batch.id));
+  const manifestDigest = digestOfManifest(manifest);
   for (let start = 0; start < wanted.length; start += SEND_BATCH_ENTRIES) {
     let pending = wanted.slice(start, start + SEND_BATCH_ENTRIES);
     for (let attempt = 1; pending.length > 0; attempt++) {
@@ -210,7 +351,7 @@ export async function sendBatches(
         response = await sqs.send(
           new SendMessageBatchCommand({
             QueueUrl: queueUrl,
-            Entries: pending.map((batch) => ({ Id: batch.id, MessageBody: JSON.stringify(batchMessage(manifest, batch)) })),
+            Entries: pending.map((batch) => ({ Id: batch.id, MessageBody: JSON.stringify(batchMessage(manifest, batch, manifestDigest)) })),
           }),
         );
       } catch (error) {

@@ -34,9 +34,11 @@ function manifest(out: string): Manifest {
     codeVersion: "0.1.0",
     input: "/data/images",
     out,
-    models: [{ url: "/models/bvlc-googlenet.onnx", sha256: "f".repeat(64), flavour: "bvlc" }],
+    models: [{ url: "/models/bvlc-googlenet.onnx", sha256: "f".repeat(64), flavour: "bvlc", preprocess: null }],
     crops: 10,
     engine: "onnxruntime",
+    applyExifOrientation: false,
+    maxPixels: 100_000_000,
     labels: "/data/val.txt",
     images: 5,
     batches: BATCHES.map((batch) => ({
