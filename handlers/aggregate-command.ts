@@ -1,5 +1,5 @@
 import { ConfigurationError } from "../model/errors.js";
-import { aggregateRun } from "../pipeline/aggregate.js";
+import { aggregateRun, STATUS_FILE, type AggregateResult } from "../pipeline/aggregate.js";
 import { openLocation } from "../pipeline/storage.js";
 import { formatTable3 } from "../pipeline/summary.js";
 import { readSynsetsUrl, WORKER_ENV } from "./worker-command.js";
@@ -8,10 +8,13 @@ import { parseFlags } from "./flags.js";
 
 const HELP = `usage: googlenet-eval aggregate --out DIR|s3://b/runs/RUN [--synsets FILE|s3://...]
 
-Reads <out>/manifest.json and every <out>/batches/<batch>.jsonl. When all batches are there it
-writes <out>/results.jsonl (manifest order) and <out>/summary.json (with per-class accuracy) and
-prints the Table 3 rows; otherwise it lists the missing batches, writes only
-<out>/aggregate-status.json, and exits 3. Running it again writes the same bytes.
+Reads <out>/manifest.json and the run's batch files, <out>/batches/<batch>.<digest>.jsonl, where
+<digest> starts the manifest's digest; other files under batches/ (an earlier run's) are ignored
+and listed. When all batches are there it writes <out>/results.jsonl (manifest order),
+<out>/summary.json (with per-class accuracy) and report.html and prints the Table 3 rows;
+otherwise it lists the missing batches (still queued or running, or in the dead-letter queue),
+writes only <out>/aggregate-status.json (never over one that says complete), and exits 3.
+Running it again writes the same bytes.
 
 options:
   --out DIR|s3://...       the run's folder, as given to plan (required)
@@ -21,6 +24,38 @@ options:
 
 /** Exit code when batches are missing: distinct from errors (1) and usage (2) for scripts that wait. */
 export const EXIT_INCOMPLETE = 3;
+/** Ignored keys printed on stderr; aggregate-status.json lists them all. */
+const IGNORED_SHOWN = 20;
+
+function shortList(keys: readonly string[], limit: number): string {
+  return keys.length <= limit ? keys.join(", ") : `${keys.slice(0, limit).join(", ")}, ... (${keys.length - limit} more)`;
+}
+
+/** Files of another run under batches/: they never enter the results, but the user should know. */
+function reportIgnored(result: AggregateResult, out: string): void {
+  const count = result.ignoredBatchFiles.length;
+  if (count === 0) return;
+  process.stderr.write(
+    `run ${result.runId}: ignored ${count} batch file${count === 1 ? "" : "s"} of another run ` +
+      `(not named by this manifest's digest ${result.manifestDigest.slice(0, 16)}): ` +
+      `${shortList(result.ignoredBatchFiles, IGNORED_SHOWN)}; all listed in ${out.replace(/\/+$/, "")}/${STATUS_FILE}\n`,
+  );
+}
+
+function reportIncomplete(result: AggregateResult): void {
+  const done = result.batches - result.missingBatches.length;
+  const kept = result.keptComplete
+    ? ` ${STATUS_FILE} already says this run is complete, so it, results.jsonl and summary.json were left ` +
+      `as an earlier aggregate wrote them; were batch files deleted?`
+    : " No summary written.";
+  process.stderr.write(
+    `run ${result.runId}: incomplete, ${done} of ${result.batches} batches done; ` +
+      `missing: ${shortList(result.missingBatches, 50)}.${kept} ` +
+      `A missing batch is still queued or being scored, or, after failing on every delivery, in the ` +
+      `dead-letter queue: check its ApproximateNumberOfMessages and send them back with ` +
+      `\`aws sqs start-message-move-task --source-arn <DLQ ARN>\`, then aggregate again.\n`,
+  );
+}
 
 /** `googlenet-eval aggregate --out ...`. */
 export async function aggregateCommand(argv: string[], env: NodeJS.ProcessEnv = process.env): Promise<number> {
@@ -39,11 +74,9 @@ export async function aggregateCommand(argv: string[], env: NodeJS.ProcessEnv = 
   const synsetsUrl = parsed.values.synsets ?? (env[WORKER_ENV.synsets] || undefined);
   const classNames = synsetsUrl === undefined ? undefined : (await readSynsetsUrl(synsetsUrl)).names;
   const result = await aggregateRun(openLocation(out), classNames === undefined ? {} : { classNames });
+  reportIgnored(result, out);
   if (!result.complete) {
-    process.stderr.write(
-      `run ${result.runId}: ${result.batches - result.missingBatches.length} of ${result.batches} batches done; ` +
-        `missing: ${result.missingBatches.join(", ")}. No summary written.\n`,
-    );
+    reportIncomplete(result);
     return EXIT_INCOMPLETE;
   }
   const summary = result.summary;

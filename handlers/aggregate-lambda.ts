@@ -26,11 +26,19 @@ export interface RunOutcome {
   readonly complete: boolean;
   readonly batches?: number;
   readonly missingBatches?: number;
+  /** Files under batches/ of another run, ignored (present only when there are some). */
+  readonly ignoredBatchFiles?: number;
+  /** A complete status was left in place although batches are now missing. */
+  readonly keptComplete?: boolean;
   readonly images?: number;
   readonly error?: string;
 }
 
-/** A batch result's key: runs/<RUN>/batches/<batch>.jsonl, RUN possibly nested. */
+/**
+ * A batch result's key: runs/<RUN>/batches/<batch>.<digest>.jsonl, RUN possibly nested. Any
+ * .jsonl directly under batches/ triggers the run; aggregateRun itself tells this run's files
+ * from others'.
+ */
 const BATCH_KEY = /^(runs\/.+)\/batches\/[^/]+\.jsonl$/;
 
 /**
@@ -64,6 +72,9 @@ export interface AggregateHandlerDeps {
   readonly log?: (line: string) => void;
 }
 
+/** Ignored keys in one log line; aggregate-status.json lists them all. */
+const IGNORED_LOGGED = 20;
+
 /**
  * Builds the handler. Every run of the event is tried; if any failed, the invocation throws
  * after the others are done, so Lambda's asynchronous retries run it again (harmless for the
@@ -80,15 +91,24 @@ export function createAggregateHandler(deps: AggregateHandlerDeps = {}): (event:
     for (const run of runs) {
       try {
         const result = await aggregate(open(run));
+        const ignoredCount = result.ignoredBatchFiles.length;
         const outcome: RunOutcome = {
           run,
           complete: result.complete,
           batches: result.batches,
           missingBatches: result.missingBatches.length,
+          ...(ignoredCount > 0 ? { ignoredBatchFiles: ignoredCount } : {}),
+          ...(result.keptComplete ? { keptComplete: true } : {}),
           ...(result.summary ? { images: result.summary.images } : {}),
         };
         outcomes.push(outcome);
-        log(JSON.stringify({ event: result.complete ? "aggregated" : "waiting", ...outcome }));
+        if (ignoredCount > 0) {
+          log(JSON.stringify({ event: "ignored-batch-files", run, count: ignoredCount, keys: result.ignoredBatchFiles.slice(0, IGNORED_LOGGED) }));
+        }
+        // "kept-complete": batches went missing after the run was complete (deleted files); the
+        // complete status and results stay, and the line says so.
+        const event = result.complete ? "aggregated" : result.keptComplete ? "kept-complete" : "waiting";
+        log(JSON.stringify({ event, ...outcome }));
       } catch (error) {
         const outcome: RunOutcome = { run, complete: false, error: (error as Error).message };
         outcomes.push(outcome);

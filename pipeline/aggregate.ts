@@ -2,7 +2,7 @@ import type { Scheme } from "../model/crop-types.js";
 import type { ModelInfo } from "../model/engine.js";
 import { StorageError } from "../model/errors.js";
 import { schemesForCount } from "../model/predict.js";
-import { batchResultKey, readManifest, type Manifest } from "./manifest.js";
+import { BATCHES_FOLDER, batchResultKeyFor, readManifestWithDigest, type Manifest } from "./manifest.js";
 import { isFailed, type ResultRecord, type Summary } from "./records.js";
 import { RESULTS_FILE, SUMMARY_FILE } from "./results.js";
 import type { Location } from "./storage.js";
@@ -41,10 +41,31 @@ export interface AggregateOptions {
 export interface AggregateResult {
   readonly complete: boolean;
   readonly runId: string;
+  /** The manifest's digest; this run's batch files are named by it. */
+  readonly manifestDigest: string;
   readonly batches: number;
-  /** Batch ids with no result file yet, in manifest order. */
+  /** Batch ids with no result file of this run yet, in manifest order. */
   readonly missingBatches: string[];
+  /** Keys under `batches/` that are not this run's (another digest, old-style names), sorted; never read. */
+  readonly ignoredBatchFiles: string[];
+  /**
+   * True when batches are missing but aggregate-status.json already says this run is complete:
+   * the status and the final files were left as they are rather than downgraded.
+   */
+  readonly keptComplete: boolean;
   readonly summary?: RunSummary;
+}
+
+/** aggregate-status.json. Holds nothing that differs between invocations, so concurrent writers agree. */
+export interface AggregateStatus {
+  readonly runId: string;
+  readonly manifestDigest: string;
+  readonly complete: boolean;
+  readonly batches: number;
+  readonly finishedBatches: number;
+  readonly missingBatches: readonly string[];
+  readonly ignoredBatchFileCount: number;
+  readonly ignoredBatchFiles: readonly string[];
 }
 
 function parseBatch(text: string, where: string, keys: readonly string[]): ResultRecord[] {
@@ -101,39 +122,75 @@ function modelInfos(manifest: Manifest): ModelInfo[] {
   return manifest.models.map((model) => ({ file: model.url, sha256: model.sha256, flavour: model.flavour }));
 }
 
-/**
- * Turns a run's batch files into its final results. When any batch is missing it says which
- * and writes only `aggregate-status.json` (never summary.json); when all are there it writes
- * `results.jsonl` in manifest order and `summary.json`. Output depends only on the manifest and
- * the batch files, so running it twice, or twice at once, writes the same bytes.
- */
-export async function aggregateRun(out: Location, options: AggregateOptions = {}): Promise<AggregateResult> {
-  const manifest = await readManifest(out);
-  const write = options.write ?? true;
-  const missingBatches: string[] = [];
-  // One listing says what is missing; batch files are read only once all are there, so the
-  // trigger that fires for every batch of a 50,000-image run does not re-read the finished ones.
-  const listed = new Set<string>();
-  for await (const key of out.list()) listed.add(key);
-  for (const batch of manifest.batches) if (!listed.has(batchResultKey(batch.id))) missingBatches.push(batch.id);
-  const status = {
-    runId: manifest.runId,
-    complete: missingBatches.length === 0,
-    batches: manifest.batches.length,
-    finishedBatches: manifest.batches.length - missingBatches.length,
-    missingBatches,
-  };
-  if (missingBatches.length > 0) {
-    if (write) await out.write(STATUS_FILE, `${JSON.stringify(status, null, 2)}\n`);
-    return { complete: false, runId: manifest.runId, batches: manifest.batches.length, missingBatches };
-  }
+/** What one listing of the run folder says. */
+interface Stock {
+  readonly missingBatches: string[];
+  readonly ignoredBatchFiles: string[];
+}
 
-  const bodies = await Promise.all(
-    manifest.batches.map(async (batch) => (await out.read(batchResultKey(batch.id))).toString("utf8")),
-  );
+/**
+ * Lists the run folder once: which of the manifest's batches have a file of this run, and which
+ * files under batches/ belong to no batch of it. One listing per call, because the trigger fires
+ * for every batch of a 50,000-image run and must not re-read the finished ones each time.
+ */
+async function takeStock(out: Location, manifest: Manifest, manifestDigest: string): Promise<Stock> {
+  const expected = new Set(manifest.batches.map((batch) => batchResultKeyFor(manifestDigest, batch.id)));
+  const present = new Set<string>();
+  const ignoredBatchFiles: string[] = [];
+  for await (const key of out.list()) {
+    if (!key.startsWith(`${BATCHES_FOLDER}/`)) continue;
+    if (expected.has(key)) present.add(key);
+    // A local folder's in-flight write (LocalLocation writes `<key>.<pid>.<ms>.tmp`, then renames)
+    // is not a file of any run.
+    else if (!key.endsWith(".tmp")) ignoredBatchFiles.push(key);
+  }
+  const missingBatches = manifest.batches
+    .filter((batch) => !present.has(batchResultKeyFor(manifestDigest, batch.id)))
+    .map((batch) => batch.id);
+  return { missingBatches, ignoredBatchFiles };
+}
+
+function statusOf(manifest: Manifest, manifestDigest: string, stock: Stock): AggregateStatus {
+  return {
+    runId: manifest.runId,
+    manifestDigest,
+    complete: stock.missingBatches.length === 0,
+    batches: manifest.batches.length,
+    finishedBatches: manifest.batches.length - stock.missingBatches.length,
+    missingBatches: stock.missingBatches,
+    ignoredBatchFileCount: stock.ignoredBatchFiles.length,
+    ignoredBatchFiles: stock.ignoredBatchFiles,
+  };
+}
+
+const serializeStatus = (status: AggregateStatus): string => `${JSON.stringify(status, null, 2)}\n`;
+
+/** Whether aggregate-status.json already records this very run (same digest) as complete. */
+async function storedComplete(out: Location, manifestDigest: string): Promise<boolean> {
+  const bytes = await out.readIfExists(STATUS_FILE);
+  if (bytes === undefined) return false;
+  try {
+    const stored = JSON.parse(bytes.toString("utf8")) as Partial<AggregateStatus>;
+    return stored.complete === true && stored.manifestDigest === manifestDigest;
+  } catch {
+    // An unreadable status holds nothing worth keeping.
+    return false;
+  }
+}
+
+/** Reads every batch file of the run (all present) and writes the final files and the status. */
+async function finish(
+  out: Location,
+  manifest: Manifest,
+  manifestDigest: string,
+  stock: Stock,
+  options: AggregateOptions,
+): Promise<RunSummary> {
+  const keyOf = (id: string): string => batchResultKeyFor(manifestDigest, id);
+  const bodies = await Promise.all(manifest.batches.map(async (batch) => (await out.read(keyOf(batch.id))).toString("utf8")));
   const records: ResultRecord[] = [];
   manifest.batches.forEach((batch, i) => {
-    records.push(...parseBatch(bodies[i] as string, `${out.url}/${batchResultKey(batch.id)}`, batch.keys));
+    records.push(...parseBatch(bodies[i] as string, `${out.url}/${keyOf(batch.id)}`, batch.keys));
   });
   const schemes = schemesForCount(manifest.crops);
   const scheme = schemes[schemes.length - 1] as Scheme;
@@ -143,11 +200,50 @@ export async function aggregateRun(out: Location, options: AggregateOptions = {}
     perClassScheme: scheme,
     perClass: perClass(records, scheme, options.classNames),
   };
-  if (write) {
+  if (options.write ?? true) {
     await out.write(RESULTS_FILE, records.map((record) => `${JSON.stringify(record)}\n`).join(""));
     await out.write(SUMMARY_FILE, `${JSON.stringify(summary, null, 2)}\n`);
     await writeReport(out, summary, records, options.classNames ? { classNames: options.classNames } : {});
-    await out.write(STATUS_FILE, `${JSON.stringify(status, null, 2)}\n`);
+    // Last, so a status that says complete always has the final files beside it.
+    await out.write(STATUS_FILE, serializeStatus(statusOf(manifest, manifestDigest, stock)));
   }
-  return { complete: true, runId: manifest.runId, batches: manifest.batches.length, missingBatches, summary };
+  return summary;
+}
+
+/**
+ * Turns a run's batch files into its final results. Only files named by this manifest's digest
+ * count; any other file under batches/ is ignored and listed. When a batch is missing it says
+ * which and writes only `aggregate-status.json` (never summary.json), unless that status already
+ * says the run is complete, which is never downgraded. When all are there it writes
+ * `results.jsonl` in manifest order, `summary.json`, `report.html` and the status. Output depends
+ * only on the manifest and the listed files, so running it twice, or twice at once, writes the
+ * same bytes.
+ */
+export async function aggregateRun(out: Location, options: AggregateOptions = {}): Promise<AggregateResult> {
+  const { manifest, manifestDigest } = await readManifestWithDigest(out);
+  const write = options.write ?? true;
+  const result = (stock: Stock, keptComplete = false): AggregateResult => ({
+    complete: stock.missingBatches.length === 0,
+    runId: manifest.runId,
+    manifestDigest,
+    batches: manifest.batches.length,
+    missingBatches: stock.missingBatches,
+    ignoredBatchFiles: stock.ignoredBatchFiles,
+    keptComplete,
+  });
+  let stock = await takeStock(out, manifest, manifestDigest);
+  if (stock.missingBatches.length > 0) {
+    if (!write) return result(stock);
+    const keep = await storedComplete(out, manifestDigest);
+    if (!keep) await out.write(STATUS_FILE, serializeStatus(statusOf(manifest, manifestDigest, stock)));
+    // The last batch may have landed after our listing, and its own invocation may have written
+    // "complete" before our write replaced it. Listing once more after writing makes the last
+    // status written complete: that invocation finished only because the batch was listable,
+    // so this listing sees it too. Also, a kept complete status is reported as such only when
+    // batches really are gone, not because our first listing was early.
+    stock = await takeStock(out, manifest, manifestDigest);
+    if (stock.missingBatches.length > 0) return result(stock, keep);
+  }
+  const summary = await finish(out, manifest, manifestDigest, stock, options);
+  return { ...result(stock), summary };
 }

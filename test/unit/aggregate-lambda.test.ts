@@ -1,9 +1,9 @@
-import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { mkdtemp, readFile, rm, unlink } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { createAggregateHandler, runsFromEvent, type S3EventLike } from "../../handlers/aggregate-lambda.js";
-import { MANIFEST_FORMAT, MANIFEST_KEY, batchResultKey, serializeManifest, type Manifest } from "../../pipeline/manifest.js";
+import { MANIFEST_FORMAT, MANIFEST_KEY, batchResultKeyFor, digestOfManifest, serializeManifest, type Manifest } from "../../pipeline/manifest.js";
 import type { ResultRecord, TopEntry } from "../../pipeline/records.js";
 import { LocalLocation, parseS3Url } from "../../pipeline/storage.js";
 
@@ -50,10 +50,10 @@ function manifest(out: string): Manifest {
 const jsonl = (records: ResultRecord[]): string => records.map((r) => `${JSON.stringify(r)}\n`).join("");
 
 describe("runsFromEvent", () => {
-  it("derives each run folder once, decodes keys and ignores non-batch keys", () => {
+  it("derives each run folder once, from any batch file name, decodes keys and ignores non-batch keys", () => {
     // Prepare
     const event = s3Event("eval-bucket", [
-      "runs/run 1/batches/b00000.jsonl",
+      "runs/run 1/batches/b00000.0123456789abcdef.jsonl",
       "runs/run 1/batches/b00001.jsonl",
       "runs/2026/café/batches/b00000.jsonl",
       "runs/run 1/results.jsonl",
@@ -86,6 +86,7 @@ describe("the aggregate Lambda handler over a real run folder", () => {
   let out: LocalLocation;
   let logged: string[];
   let handler: ReturnType<typeof createAggregateHandler>;
+  let keyOf: (batch: string) => string;
 
   beforeEach(async () => {
     root = await mkdtemp(join(tmpdir(), "aggregate-lambda-"));
@@ -93,6 +94,8 @@ describe("the aggregate Lambda handler over a real run folder", () => {
     const open = (url: string): LocalLocation => new LocalLocation(join(root, parseS3Url(url).key));
     out = open("s3://eval-bucket/runs/run 1");
     await out.write(MANIFEST_KEY, serializeManifest(manifest("s3://eval-bucket/runs/run 1")));
+    const digest = digestOfManifest(manifest("s3://eval-bucket/runs/run 1"));
+    keyOf = (batch) => batchResultKeyFor(digest, batch);
     logged = [];
     handler = createAggregateHandler({ open, log: (line) => logged.push(line) });
   });
@@ -103,22 +106,22 @@ describe("the aggregate Lambda handler over a real run folder", () => {
 
   it("waits while a batch is missing, then writes the summary once all are in, the same bytes every time", async () => {
     // Prepare
-    await out.write(batchResultKey("b00000"), jsonl(BATCHES[0]?.records ?? []));
+    await out.write(keyOf("b00000"), jsonl(BATCHES[0]?.records ?? []));
 
     // Act: the first batch lands
-    const first = await handler(s3Event("eval-bucket", ["runs/run 1/batches/b00000.jsonl"]));
+    const first = await handler(s3Event("eval-bucket", [`runs/run 1/${keyOf("b00000")}`]));
 
     // Assess
     expect(first).toEqual([{ run: "s3://eval-bucket/runs/run 1", complete: false, batches: 2, missingBatches: 1 }]);
     expect(await out.exists("summary.json")).toBe(false);
 
     // Act: the last batch lands, its event is delivered twice, and our own results.jsonl fires too
-    await out.write(batchResultKey("b00001"), jsonl(BATCHES[1]?.records ?? []));
+    await out.write(keyOf("b00001"), jsonl(BATCHES[1]?.records ?? []));
     const last = await handler(
-      s3Event("eval-bucket", ["runs/run 1/batches/b00001.jsonl", "runs/run 1/batches/b00001.jsonl", "runs/run 1/results.jsonl"]),
+      s3Event("eval-bucket", [`runs/run 1/${keyOf("b00001")}`, `runs/run 1/${keyOf("b00001")}`, "runs/run 1/results.jsonl"]),
     );
     const summaryBytes = await readFile(join(root, "runs", "run 1", "summary.json"));
-    const again = await handler(s3Event("eval-bucket", ["runs/run 1/batches/b00000.jsonl"]));
+    const again = await handler(s3Event("eval-bucket", [`runs/run 1/${keyOf("b00000")}`]));
 
     // Assess
     expect(last).toEqual([{ run: "s3://eval-bucket/runs/run 1", complete: true, batches: 2, missingBatches: 0, images: 3 }]);
@@ -126,6 +129,30 @@ describe("the aggregate Lambda handler over a real run folder", () => {
     expect(again[0]?.complete).toBe(true);
     expect(await readFile(join(root, "runs", "run 1", "summary.json"))).toEqual(summaryBytes);
     expect(logged.map((l) => JSON.parse(l).event)).toEqual(["waiting", "ignored", "aggregated", "aggregated"]);
+  });
+
+  it("logs and counts batch files of another run, and keeps a complete status when batches go missing", async () => {
+    // Prepare: a complete run, plus a stale file of an earlier run under the same prefix.
+    for (const batch of BATCHES) await out.write(keyOf(batch.id), jsonl(batch.records));
+    await out.write("batches/b00000.00000000deadbeef.jsonl", jsonl([scored("zzz.jpg", 1, [1, 2, 3, 4, 5])]));
+    const run = "s3://eval-bucket/runs/run 1";
+
+    // Act
+    const done = await handler(s3Event("eval-bucket", ["runs/run 1/batches/b00000.00000000deadbeef.jsonl"]));
+    const statusBytes = await readFile(join(root, "runs", "run 1", "aggregate-status.json"));
+    await unlink(join(root, "runs", "run 1", ...keyOf("b00001").split("/")));
+    const later = await handler(s3Event("eval-bucket", [`runs/run 1/${keyOf("b00000")}`]));
+
+    // Assess
+    expect(done).toEqual([{ run, complete: true, batches: 2, missingBatches: 0, ignoredBatchFiles: 1, images: 3 }]);
+    expect(later).toEqual([{ run, complete: false, batches: 2, missingBatches: 1, ignoredBatchFiles: 1, keptComplete: true }]);
+    expect(await readFile(join(root, "runs", "run 1", "aggregate-status.json"))).toEqual(statusBytes);
+    expect(logged.map((l) => JSON.parse(l))).toEqual([
+      { event: "ignored-batch-files", run, count: 1, keys: ["batches/b00000.00000000deadbeef.jsonl"] },
+      { event: "aggregated", ...done[0] },
+      { event: "ignored-batch-files", run, count: 1, keys: ["batches/b00000.00000000deadbeef.jsonl"] },
+      { event: "kept-complete", ...later[0] },
+    ]);
   });
 
   it("throws after logging when a run cannot be aggregated, so Lambda retries the event", async () => {
