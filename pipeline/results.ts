@@ -33,6 +33,12 @@ export function parseResultsText(text: string): ResumeState {
   return { lines, dropped };
 }
 
+/** What results.jsonl in `location` holds, read without changing anything (empty when there is none). */
+export async function readResumeState(location: LocalLocation): Promise<ResumeState> {
+  const existing = await location.readIfExists(RESULTS_FILE);
+  return parseResultsText(existing?.toString("utf8") ?? "");
+}
+
 /**
  * results.jsonl in a LOCAL out folder, written so a killed run loses at most the image it was
  * writing: one line is appended per image as it finishes, and opening the folder again resumes
@@ -56,13 +62,15 @@ export class ResultsWriter {
    * Opens (creating) the out folder and reads any results.jsonl there. The file is rewritten
    * with only its good lines before appending, so a half line from a kill cannot glue itself
    * to the next record.
+   *
+   * @param previous what `readResumeState` found, when the caller read it first (to check the
+   *   run before changing any file); default: read here.
    */
-  static async open(folder: string | LocalLocation): Promise<ResultsWriter> {
+  static async open(folder: string | LocalLocation, previous?: ResumeState): Promise<ResultsWriter> {
     const location = typeof folder === "string" ? new LocalLocation(folder) : folder;
+    previous ??= await readResumeState(location);
     await mkdir(dirname(location.pathOf(RESULTS_FILE)), { recursive: true });
-    const existing = await location.readIfExists(RESULTS_FILE);
-    const previous = parseResultsText(existing?.toString("utf8") ?? "");
-    if (existing !== undefined) {
+    if (previous.lines.size > 0 || previous.dropped > 0) {
       await location.write(RESULTS_FILE, [...previous.lines.values()].map((line) => `${line}\n`).join(""));
     }
     let handle: FileHandle;

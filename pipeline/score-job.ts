@@ -5,7 +5,8 @@ import { join } from "node:path";
 import type { Scheme } from "../model/crop-types.js";
 import type { CropCount } from "../model/crops.js";
 import type { Engine, ModelInfo } from "../model/engine.js";
-import { ConfigurationError, StorageError } from "../model/errors.js";
+import { DEFAULT_MAX_PIXELS } from "../model/decode.js";
+import { ConfigurationError, LabelFileError, MissingObjectError, StorageError } from "../model/errors.js";
 import type { BackendPreference } from "../model/backend.js";
 import type { EngineChoice } from "../model/load.js";
 import { loadEngine } from "../model/load.js";
@@ -13,19 +14,22 @@ import { schemesForCount } from "../model/predict.js";
 import type { Flavour } from "../model/preprocess.js";
 import type { Synsets } from "../model/synsets.js";
 import { parseSynsets } from "../model/synsets.js";
-import { describeProblems, labelFromPath, readLabels } from "./labels.js";
+import { describeProblems, labelFromPath, parseLabels } from "./labels.js";
 import type { LabelTable } from "./labels.js";
 import { createProgress } from "./progress.js";
 import type { ResultRecord, Summary } from "./records.js";
 import { isFailed } from "./records.js";
 import { REPORT_FILE, writeReport } from "./report.js";
-import { RESULTS_FILE, ResultsWriter, SUMMARY_FILE } from "./results.js";
+import type { ResumeState } from "./results.js";
+import { RESULTS_FILE, ResultsWriter, SUMMARY_FILE, readResumeState } from "./results.js";
 import { RUN_FACTS_FILE, readRunFacts, withRunFacts, writeRunFacts } from "./run-facts.js";
+import type { RunHeader } from "./run-header.js";
+import { RUN_HEADER_FILE, assertSameRun, formatRunHeader, readRunHeader } from "./run-header.js";
 import { readUrl } from "./s3-location.js";
 import type { ImageInput } from "./scorer.js";
 import { scoreImages } from "./scorer.js";
 import type { Location } from "./storage.js";
-import { LocalLocation, isS3Url, openLocation } from "./storage.js";
+import { LocalLocation, isS3Url, openLocation, sha256OfBytes } from "./storage.js";
 import { formatTable3, summarize } from "./summary.js";
 
 /**
@@ -96,12 +100,93 @@ function isImageKey(key: string): boolean {
   return IMAGE_EXTENSIONS.some((extension) => lower.endsWith(extension));
 }
 
+/** A model file as read, before any engine loads it. */
+interface ModelFile {
+  readonly file: string;
+  readonly bytes: Buffer;
+  readonly sha256: string;
+}
+
+/** What a run reads before it scores anything, and the header of settings it is made under. */
+interface RunInputs {
+  readonly synsets: Synsets;
+  readonly labelOf: (key: string) => number | null;
+  /** Image keys in listing order. */
+  readonly keys: readonly string[];
+  readonly modelFiles: readonly ModelFile[];
+  readonly header: RunHeader;
+}
+
+/** A readable file's bytes from a path or s3:// URL, with the setting's name in the error. */
+async function readSetting(url: string, what: string): Promise<Buffer> {
+  try {
+    return await readUrl(url);
+  } catch (error) {
+    throw new ConfigurationError(`cannot read ${what} ${url}: ${(error as Error).message}`, { cause: error });
+  }
+}
+
+async function readLabelFile(path: string, synsets: Synsets): Promise<{ table: LabelTable; sha256: string }> {
+  let bytes: Buffer;
+  try {
+    bytes = await readUrl(path);
+  } catch (error) {
+    throw new LabelFileError(`cannot read label file ${path}: ${(error as Error).message}`, { cause: error });
+  }
+  return { table: parseLabels(bytes.toString("utf8"), { synsets, source: path }), sha256: sha256OfBytes(bytes) };
+}
+
+async function listImages(input: Location): Promise<string[]> {
+  const keys: string[] = [];
+  for await (const key of input.list()) if (isImageKey(key)) keys.push(key);
+  if (keys.length === 0) {
+    throw new ConfigurationError(
+      `no images under ${input.url} (looked for ${IMAGE_EXTENSIONS.join(", ")}, any case, in all sub-folders)`,
+    );
+  }
+  return keys;
+}
+
+async function gatherInputs(options: ScoreJobOptions, crops: CropCount, stderr: NodeJS.WritableStream): Promise<RunInputs> {
+  const synsetsBytes = await readSetting(options.synsets, "synsets file");
+  const synsets: Synsets = parseSynsets(synsetsBytes.toString("utf8"), options.synsets);
+  let labels: { table: LabelTable; sha256: string } | undefined;
+  if (options.labels !== undefined) {
+    labels = await readLabelFile(options.labels, synsets);
+    const problems = describeProblems(labels.table);
+    if (problems) stderr.write(`warning: ${problems}\n`);
+  }
+  const keys = await listImages(options.input);
+  const modelFiles: ModelFile[] = [];
+  for (const file of options.models) {
+    const bytes = await readSetting(file, "model");
+    modelFiles.push({ file, bytes, sha256: sha256OfBytes(bytes) });
+  }
+  const table = labels?.table;
+  return {
+    synsets,
+    labelOf: (key) => (table ? table.lookup(key) : labelFromPath(key, synsets)),
+    keys,
+    modelFiles,
+    header: {
+      version: 1,
+      models: modelFiles.map(({ file, sha256 }) => ({ file, sha256 })),
+      crops,
+      exifOrientation: options.applyExifOrientation ?? false,
+      maxPixels: options.maxPixels ?? DEFAULT_MAX_PIXELS,
+      preprocess: options.preprocess ?? null,
+      labels: options.labels !== undefined && labels ? { file: options.labels, sha256: labels.sha256 } : null,
+      synsetsSha256: sha256OfBytes(synsetsBytes),
+    },
+  };
+}
+
 /**
- * Refuses to resume into an out folder written with other models or crops: mixing them would
- * average apples into oranges without a trace in summary.json.
+ * Checks a run from before run headers against what its files still tell: the models in
+ * summary.json (written only at the end) and the schemes and model count of its records.
  */
-async function checkResumable(writer: ResultsWriter, out: string, infos: readonly ModelInfo[], crops: CropCount): Promise<void> {
-  const previousSummary = await writer.location.readIfExists(SUMMARY_FILE);
+async function checkHeaderlessRun(location: Location, previous: ResumeState, header: RunHeader, out: string): Promise<void> {
+  const previousSummary = await location.readIfExists(SUMMARY_FILE);
   if (previousSummary !== undefined) {
     let earlier: Partial<Summary>;
     try {
@@ -110,38 +195,64 @@ async function checkResumable(writer: ResultsWriter, out: string, infos: readonl
       throw new StorageError(`${out}/${SUMMARY_FILE} is not valid JSON; remove it or use another --out`, { cause: error });
     }
     const before = (earlier.models ?? []).map((model) => model.sha256).join(",");
-    const now = infos.map((info) => info.sha256).join(",");
+    const now = header.models.map((model) => model.sha256).join(",");
     if (before !== now) {
       throw new ConfigurationError(
         `${out} holds results of other models (sha256 ${before || "none"}); this run uses ${now}. Use another --out`,
       );
     }
   }
-  const expected = schemesForCount(crops).join(",");
-  for (const line of writer.previous.lines.values()) {
+  const expected = schemesForCount(header.crops).join(",");
+  const models = header.models.length;
+  for (const line of previous.lines.values()) {
     const record = JSON.parse(line) as ResultRecord;
     if (isFailed(record)) continue;
     const found = (Object.keys(record.top5) as Scheme[]).join(",");
-    if (found !== expected || (infos.length > 1) !== (record.models !== undefined)) {
+    if (found !== expected || (models > 1) !== (record.models !== undefined)) {
       throw new ConfigurationError(
         `${out}/results.jsonl holds results for schemes ${found} with ${record.models?.length ?? 1} model(s); ` +
-          `this run computes ${expected} with ${infos.length}. Use the same --crops and --model, or another --out`,
+          `this run computes ${expected} with ${models}. Use the same --crops and --model, or another --out`,
       );
     }
     break;
   }
 }
 
-async function loadModels(options: ScoreJobOptions): Promise<{ engine: Engine; info: ModelInfo }[]> {
+/**
+ * Refuses to resume into an out folder whose results were made under other settings (models,
+ * crops, EXIF, pixel limit, preprocess, labels, synsets): appending would mix them without a
+ * trace. Reads only, so a refusal changes no file. Returns whether the header must be written.
+ */
+async function checkResumable(
+  location: Location,
+  previous: ResumeState,
+  header: RunHeader,
+  out: string,
+  stderr: NodeJS.WritableStream,
+): Promise<boolean> {
+  // No result to mix with: whatever header is there (a run that failed before its first
+  // result) is replaced.
+  if (previous.lines.size === 0) return true;
+  const before = await readRunHeader(location, out);
+  if (before !== undefined) {
+    assertSameRun(before, header, out);
+    return false;
+  }
+  stderr.write(
+    `warning: ${out} has results but no ${RUN_HEADER_FILE} (written by versions before run headers); ` +
+      `resuming after checking its models and crops only\n`,
+  );
+  await checkHeaderlessRun(location, previous, header, out);
+  return true;
+}
+
+async function loadModels(
+  files: readonly ModelFile[],
+  options: ScoreJobOptions,
+): Promise<{ engine: Engine; info: ModelInfo }[]> {
   const loaded: { engine: Engine; info: ModelInfo }[] = [];
   try {
-    for (const file of options.models) {
-      let bytes: Buffer;
-      try {
-        bytes = await readUrl(file);
-      } catch (error) {
-        throw new ConfigurationError(`cannot read model ${file}: ${(error as Error).message}`, { cause: error });
-      }
+    for (const { file, bytes } of files) {
       loaded.push(
         await loadEngine(bytes, {
           source: file,
@@ -158,15 +269,6 @@ async function loadModels(options: ScoreJobOptions): Promise<{ engine: Engine; i
     throw error;
   }
   return loaded;
-}
-
-/** A readable file's text from a path or s3:// URL, with the setting's name in the error. */
-async function readText(url: string, what: string): Promise<string> {
-  try {
-    return (await readUrl(url)).toString("utf8");
-  } catch (error) {
-    throw new ConfigurationError(`cannot read ${what} ${url}: ${(error as Error).message}`, { cause: error });
-  }
 }
 
 /** Where results are written while the run goes: the out folder itself, or a staging folder for S3. */
@@ -188,7 +290,7 @@ async function openDestination(options: ScoreJobOptions): Promise<Destination> {
   const stagingDir = options.stagingDir ?? join(tmpdir(), "googlenet-eval-staging", name);
   await rm(stagingDir, { recursive: true, force: true });
   const local = new LocalLocation(stagingDir);
-  for (const file of [RESULTS_FILE, SUMMARY_FILE, RUN_FACTS_FILE]) {
+  for (const file of [RESULTS_FILE, SUMMARY_FILE, RUN_FACTS_FILE, RUN_HEADER_FILE]) {
     const bytes = await remote.readIfExists(file);
     if (bytes !== undefined) await local.write(file, bytes);
   }
@@ -203,113 +305,156 @@ async function upload(destination: Destination, files: readonly string[]): Promi
   }
 }
 
+/** Everything one scoring pass needs beyond the options. */
+interface ScoringPass {
+  readonly options: ScoreJobOptions;
+  readonly crops: CropCount;
+  readonly inputs: RunInputs;
+  readonly models: { engine: Engine; info: ModelInfo }[];
+  readonly writer: ResultsWriter;
+  readonly destination: Destination;
+  readonly stderr: NodeJS.WriteStream;
+}
+
+/**
+ * A storage fault while scoring stops the run; what is in results.jsonl stands, and for an S3
+ * out it is uploaded now, so the resume starts from it rather than from the last checkpoint.
+ */
+async function stopOnFault(pass: ScoringPass, error: StorageError, done: number): Promise<StorageError> {
+  try {
+    await upload(pass.destination, [RESULTS_FILE]);
+  } catch (uploadError) {
+    pass.stderr.write(`warning: could not upload the partial results: ${(uploadError as Error).message}\n`);
+  }
+  return new StorageError(
+    `scoring stopped: ${error.message}. No record was written for that image; the ${done} image(s) done are kept in ` +
+      `${pass.options.out}: run the same command again to resume`,
+    { cause: error },
+  );
+}
+
+/** Scores the images not yet in results.jsonl, appending each record as it comes. */
+async function scorePending(pass: ScoringPass): Promise<{ processed: number; scored: number }> {
+  const { options, inputs, writer, destination } = pass;
+  const todo = inputs.keys.filter((key) => !writer.isDone(key));
+  const resumed = inputs.keys.length - todo.length;
+  if (resumed > 0) pass.stderr.write(`resuming: ${resumed} of ${inputs.keys.length} images already in ${options.out}\n`);
+  const images: ImageInput[] = todo.map((key) => ({ key, label: inputs.labelOf(key), read: () => options.input.read(key) }));
+  const progress =
+    options.progress === false ? undefined : createProgress({ total: todo.length, stream: pass.stderr });
+  const checkpointMs = (options.checkpointSeconds ?? 300) * 1000;
+  let lastCheckpoint = Date.now();
+  let processed = 0;
+  let scored = 0;
+  try {
+    const records = scoreImages(images, {
+      models: pass.models,
+      crops: pass.crops,
+      classNames: inputs.synsets.names,
+      applyExifOrientation: options.applyExifOrientation ?? false,
+      ...(options.maxPixels !== undefined ? { maxPixels: options.maxPixels } : {}),
+      ...(options.batchCrops !== undefined ? { batchCrops: options.batchCrops } : {}),
+    });
+    for await (const record of records) {
+      await writer.append(record);
+      processed++;
+      if (!isFailed(record)) scored++;
+      progress?.tick(isFailed(record));
+      if (destination.remote && Date.now() - lastCheckpoint >= checkpointMs) {
+        // The appended file is what a resume reads; order is restored at the end.
+        await upload(destination, [RESULTS_FILE]);
+        lastCheckpoint = Date.now();
+      }
+    }
+  } catch (error) {
+    progress?.stop();
+    if (error instanceof StorageError && !(error instanceof MissingObjectError)) {
+      throw await stopOnFault(pass, error, resumed + processed);
+    }
+    throw error;
+  } finally {
+    progress?.stop();
+  }
+  return { processed, scored };
+}
+
+/** summary.json, run.json and report.html from the records, uploaded for an S3 out, and the Table 3 block printed. */
+async function finishRun(
+  pass: ScoringPass,
+  done: { processed: number; scored: number; startedAt: Date },
+  stdout: NodeJS.WritableStream,
+): Promise<ScoreJobResult> {
+  const { writer, destination, inputs, options } = pass;
+  const keys = inputs.keys;
+  const infos = pass.models.map(({ info }) => info);
+  const wallSeconds = (Date.now() - done.startedAt.getTime()) / 1000;
+  const summary = summarize(writer.records(keys), infos, pass.crops);
+  await writer.finish(keys, summary);
+  // A re-run that scored nothing keeps the facts of the run that did the work.
+  const facts =
+    done.processed > 0
+      ? {
+          engine: [...new Set(pass.models.map(({ engine }) => engine.engine))].join(", "),
+          backend: [...new Set(pass.models.map(({ engine }) => engine.backend))].join(", "),
+          startedAt: done.startedAt.toISOString(),
+          wallSeconds,
+          cropsPerSecond: (done.scored * pass.crops * infos.length) / Math.max(wallSeconds, 1e-9),
+          images: done.processed,
+          models: infos.map((info) => ({ file: info.file, sha256: info.sha256, flavour: info.flavour })),
+        }
+      : await readRunFacts(destination.local);
+  if (done.processed > 0 && facts) await writeRunFacts(destination.local, facts);
+  const reportPath = await writeReport(destination.local, withRunFacts(summary, facts), writer.records(keys), {
+    classNames: inputs.synsets.names,
+  });
+  await upload(destination, [RESULTS_FILE, SUMMARY_FILE, RUN_FACTS_FILE, REPORT_FILE]);
+  const table = formatTable3(summary);
+  const shownReport = destination.remote ? `${options.out.replace(/\/+$/, "")}/${REPORT_FILE}` : reportPath;
+  stdout.write(`${table}\nreport: ${shownReport}\n`);
+  return { summary, table, processed: done.processed, resumed: keys.length - done.processed };
+}
+
 /**
  * Scores every image under `input` into the out folder (local or S3): lists images, attaches
- * labels, skips keys an earlier run already wrote, scores the rest (appending as it goes), then
+ * labels, checks that results already there were made under the same settings (run-header.json),
+ * skips keys an earlier run already wrote, scores the rest (appending as it goes), then
  * rewrites results.jsonl in listing order, writes summary.json, run.json and report.html, and
  * prints the Table 3 block and the report's path.
+ *
+ * @throws ConfigurationError before any file is changed when the out folder holds a run made
+ *   under other settings, naming each differing setting with both values.
+ * @throws StorageError when an image cannot be read for any reason but being gone (denied,
+ *   throttled, timed out): the run stops, keeping its results for a resume.
+ * @throws ModelOutputError when a model's outputs are not finite; nothing from it is recorded.
  */
 export async function runScoreJob(options: ScoreJobOptions): Promise<ScoreJobResult> {
   const stdout = options.stdout ?? process.stdout;
   const stderr = options.stderr ?? process.stderr;
   const crops = options.crops ?? 144;
   if (options.models.length === 0) throw new ConfigurationError("score needs at least one --model FILE.onnx");
-
-  const synsets: Synsets = parseSynsets(await readText(options.synsets, "synsets file"), options.synsets);
-  let labels: LabelTable | undefined;
-  if (options.labels !== undefined) {
-    labels = await readLabels(options.labels, { synsets });
-    const problems = describeProblems(labels);
-    if (problems) stderr.write(`warning: ${problems}\n`);
-  }
-
-  const keys: string[] = [];
-  for await (const key of options.input.list()) if (isImageKey(key)) keys.push(key);
-  if (keys.length === 0) {
-    throw new ConfigurationError(
-      `no images under ${options.input.url} (looked for ${IMAGE_EXTENSIONS.join(", ")}, any case, in all sub-folders)`,
-    );
-  }
-  const labelOf = (key: string): number | null => (labels ? labels.lookup(key) : labelFromPath(key, synsets));
+  const inputs = await gatherInputs(options, crops, stderr);
 
   const destination = await openDestination(options);
-  const writer = await ResultsWriter.open(destination.local);
+  const previous = await readResumeState(destination.local);
+  const writeHeader = await checkResumable(destination.local, previous, inputs.header, options.out, stderr);
   const startedAt = new Date();
-  let processed = 0;
-  let scoredNow = 0;
-  let infos: ModelInfo[] = [];
-  let engineName = "";
-  let backendName = "";
+  const models = await loadModels(inputs.modelFiles, options);
+  let writer: ResultsWriter | undefined;
   try {
-    const models = await loadModels(options);
-    infos = models.map(({ info }) => info);
-    engineName = [...new Set(models.map(({ engine }) => engine.engine))].join(", ");
-    backendName = [...new Set(models.map(({ engine }) => engine.backend))].join(", ");
-    try {
-      await checkResumable(writer, options.out, infos, crops);
-      const todo = keys.filter((key) => !writer.isDone(key));
-      const resumed = keys.length - todo.length;
-      if (resumed > 0) stderr.write(`resuming: ${resumed} of ${keys.length} images already in ${options.out}\n`);
-      const inputs: ImageInput[] = todo.map((key) => ({
-        key,
-        label: labelOf(key),
-        read: () => options.input.read(key),
-      }));
-      const progress = options.progress === false ? undefined : createProgress({ total: todo.length, stream: stderr });
-      const checkpointMs = (options.checkpointSeconds ?? 300) * 1000;
-      let lastCheckpoint = Date.now();
-      try {
-        const records = scoreImages(inputs, {
-          models,
-          crops,
-          classNames: synsets.names,
-          applyExifOrientation: options.applyExifOrientation ?? false,
-          ...(options.maxPixels !== undefined ? { maxPixels: options.maxPixels } : {}),
-          ...(options.batchCrops !== undefined ? { batchCrops: options.batchCrops } : {}),
-        });
-        for await (const record of records) {
-          await writer.append(record);
-          processed++;
-          if (!isFailed(record)) scoredNow++;
-          progress?.tick(isFailed(record));
-          if (destination.remote && Date.now() - lastCheckpoint >= checkpointMs) {
-            // The appended file is what a resume reads; order is restored at the end.
-            await upload(destination, [RESULTS_FILE]);
-            lastCheckpoint = Date.now();
-          }
-        }
-      } finally {
-        progress?.stop();
-      }
-    } finally {
-      await Promise.all(models.map(({ engine }) => engine.dispose()));
+    writer = await ResultsWriter.open(destination.local, previous);
+    if (writeHeader) {
+      await destination.local.write(RUN_HEADER_FILE, formatRunHeader(inputs.header));
+      // Up at once, so a resume from the bucket is checked even before the first checkpoint.
+      await upload(destination, [RUN_HEADER_FILE]);
     }
-    const wallSeconds = (Date.now() - startedAt.getTime()) / 1000;
-    const summary = summarize(writer.records(keys), infos, crops);
-    await writer.finish(keys, summary);
-    // A re-run that scored nothing keeps the facts of the run that did the work.
-    const facts =
-      processed > 0
-        ? {
-            engine: engineName,
-            backend: backendName,
-            startedAt: startedAt.toISOString(),
-            wallSeconds,
-            cropsPerSecond: (scoredNow * crops * infos.length) / Math.max(wallSeconds, 1e-9),
-            images: processed,
-            models: infos.map((info) => ({ file: info.file, sha256: info.sha256, flavour: info.flavour })),
-          }
-        : await readRunFacts(destination.local);
-    if (processed > 0 && facts) await writeRunFacts(destination.local, facts);
-    const reportPath = await writeReport(destination.local, withRunFacts(summary, facts), writer.records(keys), {
-      classNames: synsets.names,
-    });
-    await upload(destination, [RESULTS_FILE, SUMMARY_FILE, RUN_FACTS_FILE, REPORT_FILE]);
-    const table = formatTable3(summary);
-    const shownReport = destination.remote ? `${options.out.replace(/\/+$/, "")}/${REPORT_FILE}` : reportPath;
-    stdout.write(`${table}\nreport: ${shownReport}\n`);
-    return { summary, table, processed, resumed: keys.length - processed };
+    const pass: ScoringPass = { options, crops, inputs, models, writer, destination, stderr };
+    const done = await scorePending(pass);
+    // The engines' memory is not needed for the summary and the report.
+    await Promise.all(models.map(({ engine }) => engine.dispose()));
+    return await finishRun(pass, { ...done, startedAt }, stdout);
   } finally {
-    await writer.close();
+    // dispose() is safe to call twice.
+    await Promise.all(models.map(({ engine }) => engine.dispose()));
+    await writer?.close();
   }
 }

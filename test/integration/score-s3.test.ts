@@ -112,7 +112,7 @@ describe("score with S3 in and out", () => {
     const run = new S3Location("s3://data/runs/first", emulator.s3);
     const listed: string[] = [];
     for await (const key of run.list()) listed.push(key);
-    expect(listed).toEqual(["report.html", "results.jsonl", "run.json", "summary.json"]);
+    expect(listed).toEqual(["report.html", "results.jsonl", "run-header.json", "run.json", "summary.json"]);
 
     const records = parseResults((await run.read("results.jsonl")).toString("utf8"));
     expect(records.map((record) => record.key)).toEqual(["photos/broken.jpg", ...PHOTOS.map(([file]) => `photos/${file}`)]);

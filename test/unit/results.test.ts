@@ -3,7 +3,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import type { ResultRecord, Summary } from "../../pipeline/records.js";
-import { parseResultsText, RESULTS_FILE, ResultsWriter, SUMMARY_FILE } from "../../pipeline/results.js";
+import { parseResultsText, readResumeState, RESULTS_FILE, ResultsWriter, SUMMARY_FILE } from "../../pipeline/results.js";
+import { LocalLocation } from "../../pipeline/storage.js";
 
 function record(key: string): ResultRecord {
   return { key, label: 1, width: 10, height: 20, top5: { "1": [[1, 0.9, "goldfish"]] } };
@@ -74,6 +75,36 @@ describe("ResultsWriter", () => {
     expect(writer.isDone("b.jpg")).toBe(true); // a failure is final: decoding is deterministic
     expect(writer.isDone("c.jpg")).toBe(false);
     expect((await lines()).map((line) => JSON.parse(line).key)).toEqual(["a.jpg", "b.jpg", "c.jpg"]);
+  });
+
+  it("reads a previous run without changing its file, then opens on what it read", async () => {
+    // Prepare: one complete line and half of another, as SIGKILL leaves them
+    const text = `${JSON.stringify(record("a.jpg"))}\n${JSON.stringify(record("b.jpg")).slice(0, 20)}`;
+    await writeFile(join(dir, RESULTS_FILE), text);
+    const location = new LocalLocation(dir);
+
+    // Act
+    const state = await readResumeState(location);
+    const untouched = await readFile(join(dir, RESULTS_FILE), "utf8");
+    const writer = await ResultsWriter.open(location, state);
+    await writer.append(record("b.jpg"));
+    await writer.close();
+
+    // Assess
+    expect(untouched).toBe(text);
+    expect([...state.lines.keys()]).toEqual(["a.jpg"]);
+    expect(state.dropped).toBe(1);
+    expect(writer.previous).toBe(state);
+    expect((await lines()).map((line) => JSON.parse(line).key)).toEqual(["a.jpg", "b.jpg"]);
+  });
+
+  it("reads no previous run from a folder that does not exist, and creates nothing", async () => {
+    // Act
+    const state = await readResumeState(new LocalLocation(join(dir, "absent")));
+
+    // Assess
+    expect(state).toEqual({ lines: new Map(), dropped: 0 });
+    await expect(readFile(join(dir, "absent", RESULTS_FILE))).rejects.toThrow(/ENOENT/);
   });
 
   it("leaves out keys no longer in the input when it finishes", async () => {

@@ -1,0 +1,118 @@
+import { basename } from "node:path";
+import { z } from "zod";
+import { ConfigurationError, StorageError } from "../model/errors.js";
+import type { Location } from "./storage.js";
+
+/**
+ * run-header.json, written beside results.jsonl before the first result: every setting that
+ * changes what a record says, so a resumed run can refuse to append records made under other
+ * settings. Engine, backend, threads and batch size change only float rounding, not results,
+ * so they are not in it.
+ */
+export const RUN_HEADER_FILE = "run-header.json";
+
+const FileDigest = z.object({ file: z.string(), sha256: z.string().regex(/^[0-9a-f]{64}$/) });
+
+const RunHeaderSchema = z.object({
+  version: z.literal(1),
+  /** In --model order: the order of per-model results and of the ensemble. */
+  models: z.array(FileDigest).min(1),
+  crops: z.union([z.literal(1), z.literal(10), z.literal(144)]),
+  exifOrientation: z.boolean(),
+  maxPixels: z.number().int().positive(),
+  /** The --preprocess override, or null when each model's convention is recognised from its graph. */
+  preprocess: z.enum(["bvlc", "torchvision"]).nullable(),
+  /** The label file, or null when labels come from WNIDs in file and folder names. */
+  labels: FileDigest.nullable(),
+  /** synset_words.txt: class names in the records, and WNID labels. */
+  synsetsSha256: z.string().regex(/^[0-9a-f]{64}$/),
+});
+
+export type RunHeader = z.infer<typeof RunHeaderSchema>;
+
+/** One setting that differs between the run in an out folder and this run. */
+export interface HeaderDifference {
+  /** The field's path, e.g. `models[0].sha256`. */
+  readonly field: string;
+  readonly before: string;
+  readonly now: string;
+}
+
+function describeDigest(digest: { file: string; sha256: string } | null, none: string): string {
+  return digest === null ? none : `${digest.sha256} (${basename(digest.file)})`;
+}
+
+/**
+ * The settings that differ, in header order. Files are compared by content (sha256), not by
+ * path: the same model moved or copied to S3 is the same model.
+ */
+export function headerDifferences(before: RunHeader, now: RunHeader): HeaderDifference[] {
+  const differences: HeaderDifference[] = [];
+  const add = (field: string, a: string, b: string): void => {
+    if (a !== b) differences.push({ field, before: a, now: b });
+  };
+  if (before.models.length !== now.models.length) {
+    const list = (header: RunHeader): string =>
+      `${header.models.length} (${header.models.map((model) => basename(model.file)).join(", ")})`;
+    add("models", list(before), list(now));
+  } else {
+    before.models.forEach((model, i) => {
+      const other = now.models[i] as RunHeader["models"][number];
+      if (model.sha256 !== other.sha256) add(`models[${i}].sha256`, describeDigest(model, ""), describeDigest(other, ""));
+    });
+  }
+  add("crops", String(before.crops), String(now.crops));
+  add("exifOrientation", String(before.exifOrientation), String(now.exifOrientation));
+  add("maxPixels", String(before.maxPixels), String(now.maxPixels));
+  add("preprocess", before.preprocess ?? "none", now.preprocess ?? "none");
+  const noLabels = "none (labels from file names)";
+  if ((before.labels?.sha256 ?? null) !== (now.labels?.sha256 ?? null)) {
+    add("labels.sha256", describeDigest(before.labels, noLabels), describeDigest(now.labels, noLabels));
+  }
+  add("synsetsSha256", before.synsetsSha256, now.synsetsSha256);
+  return differences;
+}
+
+/**
+ * Refuses a resume whose settings differ from the run already in `out`, naming each differing
+ * field with its value there and here.
+ *
+ * @throws ConfigurationError when any field differs.
+ */
+export function assertSameRun(before: RunHeader, now: RunHeader, out: string): void {
+  const differences = headerDifferences(before, now);
+  if (differences.length === 0) return;
+  const there = differences.map((d) => `${d.field} ${d.before}`).join(", ");
+  const here = differences.map((d) => `${d.field} ${d.now}`).join(", ");
+  throw new ConfigurationError(
+    `--out ${out} already holds a run with ${there}; this run has ${here}: use another --out, or delete ${out} to start again`,
+  );
+}
+
+export function formatRunHeader(header: RunHeader): string {
+  return `${JSON.stringify(header, null, 2)}\n`;
+}
+
+/**
+ * The header of the run in `location`, or undefined when there is none (a run from before
+ * headers were written, or no run at all).
+ *
+ * @throws StorageError when the file is there but is not a header.
+ */
+export async function readRunHeader(location: Location, out: string): Promise<RunHeader | undefined> {
+  const bytes = await location.readIfExists(RUN_HEADER_FILE);
+  if (bytes === undefined) return undefined;
+  let parsed: z.SafeParseReturnType<unknown, RunHeader>;
+  try {
+    parsed = RunHeaderSchema.safeParse(JSON.parse(bytes.toString("utf8")));
+  } catch (error) {
+    throw new StorageError(`${out}/${RUN_HEADER_FILE} is not valid JSON; delete ${out} to start again, or use another --out`, {
+      cause: error,
+    });
+  }
+  if (!parsed.success) {
+    const problems = parsed.error.issues.map((issue) => `${issue.path.join(".") || "(root)"}: ${issue.message}`).join("; ");
+    throw new StorageError(`${out}/${RUN_HEADER_FILE} is not a run header (${problems}); delete ${out} to start again, or use another --out`);
+  }
+  return parsed.data;
+}
