@@ -1,0 +1,291 @@
+import { createHash } from "node:crypto";
+import { copyFile, mkdir, mkdtemp, readFile, readdir, rm, symlink, unlink, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { ResultRecord, Summary } from "../../pipeline/records.js";
+import { S3Location } from "../../pipeline/s3-location.js";
+import { spawnCli } from "../helpers/cli-process.js";
+import { startEmulator, type Emulator } from "../helpers/emulator.js";
+import { startFaultProxy, type FaultProxy } from "../helpers/fault-proxy.js";
+import { decodeModel, encodeModel } from "../helpers/onnx-rewrite.js";
+
+const SHARED = resolve(import.meta.dirname, "../../../shared");
+const SAMPLES = join(SHARED, "imagenet/samples");
+const BVLC = join(SHARED, "models/bvlc-googlenet.onnx");
+const TORCHVISION = join(SHARED, "models/torchvision-googlenet-untrained.onnx");
+const SYNSETS = join(SHARED, "imagenet/synset_words.txt");
+
+/** Real photos, in the order a listing gives them. */
+const PHOTOS = [
+  "n01440764_tench.JPEG",
+  "n01443537_goldfish.JPEG",
+  "n01494475_hammerhead.JPEG",
+  "n01518878_ostrich.JPEG",
+  "n01855672_goose.JPEG",
+] as const;
+
+interface Run {
+  code: number | string;
+  out: string;
+}
+
+/** The CLI as its own process, as a user runs it; stdout and stderr together. */
+async function runCli(args: string[], env: Record<string, string> = {}): Promise<Run> {
+  const cli = spawnCli(args, env);
+  const code = await cli.exited;
+  return { code, out: [...cli.lines, ...cli.stderr].join("\n") };
+}
+
+function parseResults(text: string): ResultRecord[] {
+  return text
+    .split("\n")
+    .filter((line) => line !== "")
+    .map((line) => JSON.parse(line) as ResultRecord);
+}
+
+async function sha256Of(path: string): Promise<string> {
+  return createHash("sha256").update(await readFile(path)).digest("hex");
+}
+
+/** The real BVLC file with one weight of its classifier's bias set to NaN. */
+function nanBiasModel(bytes: Uint8Array): Uint8Array {
+  const model = decodeModel(bytes);
+  const bias = model.graph?.initializer?.find((tensor) => tensor.name === "loss3_classifier_b_0");
+  if (!bias?.rawData) throw new Error("no raw classifier bias in the BVLC file");
+  const values = new Float32Array(new Uint8Array(bias.rawData).buffer);
+  values[0] = Number.NaN;
+  bias.rawData = new Uint8Array(values.buffer);
+  return encodeModel(model);
+}
+
+let work: string;
+let images: string;
+
+beforeAll(async () => {
+  work = await mkdtemp(join(tmpdir(), "score-faults-"));
+  images = join(work, "images");
+  await mkdir(images);
+  for (const file of PHOTOS) await copyFile(join(SAMPLES, file), join(images, file));
+});
+
+afterAll(async () => {
+  await rm(work, { recursive: true, force: true });
+});
+
+const localArgs = (out: string, model: string, ...extra: string[]): string[] => [
+  "score",
+  images,
+  "--model",
+  model,
+  "--engine",
+  "onnxruntime",
+  "--crops",
+  "1",
+  "--synsets",
+  SYNSETS,
+  "--out",
+  out,
+  ...extra,
+];
+
+describe("score: a resume must have the settings of the run it resumes", () => {
+  let out: string;
+  let partial: string;
+
+  beforeAll(async () => {
+    // Prepare: a finished run, cut back to what a run killed after two images leaves behind:
+    // two lines of results.jsonl and its run header, no summary.json yet.
+    out = join(work, "resume");
+    const first = await runCli(localArgs(out, BVLC));
+    expect(first.code, first.out).toBe(0);
+    const lines = (await readFile(join(out, "results.jsonl"), "utf8")).split("\n");
+    partial = `${lines.slice(0, 2).join("\n")}\n`;
+    await writeFile(join(out, "results.jsonl"), partial);
+    for (const file of ["summary.json", "run.json", "report.html"]) await unlink(join(out, file));
+  }, 300_000);
+
+  it("refuses another model before scoring, naming models[0].sha256 before and now, and changes no file", async () => {
+    // Prepare
+    const [bvlcSha, torchvisionSha] = [await sha256Of(BVLC), await sha256Of(TORCHVISION)];
+    const header = await readFile(join(out, "run-header.json"), "utf8");
+
+    // Act
+    const run = await runCli(localArgs(out, TORCHVISION));
+
+    // Assess
+    expect(run.code).toBe(2);
+    expect(run.out).toContain(
+      `googlenet-eval score: --out ${out} already holds a run with models[0].sha256 ${bvlcSha} (bvlc-googlenet.onnx); ` +
+        `this run has models[0].sha256 ${torchvisionSha} (torchvision-googlenet-untrained.onnx): ` +
+        `use another --out, or delete ${out} to start again`,
+    );
+    expect(await readFile(join(out, "results.jsonl"), "utf8")).toBe(partial);
+    expect(await readFile(join(out, "run-header.json"), "utf8")).toBe(header);
+    expect((await readdir(out)).sort()).toEqual(["results.jsonl", "run-header.json"]);
+  });
+
+  it("refuses other --crops, naming crops before and now, and changes no file", async () => {
+    // Act
+    const run = await runCli(localArgs(out, BVLC, "--crops", "10"));
+
+    // Assess
+    expect(run.code).toBe(2);
+    expect(run.out).toContain(`--out ${out} already holds a run with crops 1; this run has crops 10:`);
+    expect(await readFile(join(out, "results.jsonl"), "utf8")).toBe(partial);
+    expect((await readdir(out)).sort()).toEqual(["results.jsonl", "run-header.json"]);
+  });
+
+  it("resumes with the same settings, scoring only the images not yet there", async () => {
+    // Act
+    const run = await runCli(localArgs(out, BVLC));
+
+    // Assess
+    expect(run.code, run.out).toBe(0);
+    expect(run.out).toMatch(/resuming: 2 of 5 images already in/);
+    const records = parseResults(await readFile(join(out, "results.jsonl"), "utf8"));
+    expect(records.map((record) => record.key)).toEqual([...PHOTOS]);
+    expect(records.every((record) => "top5" in record)).toBe(true);
+  });
+
+  it("resumes a run from before run headers with a warning, and writes its header", async () => {
+    // Prepare: the same partial run without its header.
+    const old = join(work, "headerless");
+    await mkdir(old);
+    await writeFile(join(old, "results.jsonl"), partial);
+
+    // Act
+    const run = await runCli(localArgs(old, BVLC));
+
+    // Assess
+    expect(run.code, run.out).toBe(0);
+    expect(run.out).toContain(`warning: ${old} has results but no run-header.json`);
+    expect(run.out).toMatch(/resuming: 2 of 5 images already in/);
+    const header = JSON.parse(await readFile(join(old, "run-header.json"), "utf8")) as { models: { sha256: string }[]; crops: number };
+    expect(header.models.map((model) => model.sha256)).toEqual([await sha256Of(BVLC)]);
+    expect(header.crops).toBe(1);
+  });
+});
+
+describe("score: a model whose outputs are not finite", () => {
+  it("exits non-zero naming the model file, and writes no result from it", async () => {
+    // Prepare
+    const model = join(work, "bvlc-nan-bias.onnx");
+    await writeFile(model, nanBiasModel(await readFile(BVLC)));
+    const out = join(work, "nan");
+
+    // Act
+    const run = await runCli(localArgs(out, model));
+    const records = parseResults(await readFile(join(out, "results.jsonl"), "utf8").catch(() => ""));
+    const files = (await readdir(out)).sort();
+    const again = await runCli(localArgs(out, BVLC));
+
+    // Assess
+    expect(run.code).toBe(1);
+    expect(run.out).toContain(`googlenet-eval score: ModelOutputError: model ${model} (sha256 ${await sha256Of(model)}) gave NaN`);
+    expect(records).toEqual([]);
+    expect(files).toEqual(["results.jsonl", "run-header.json"]);
+    // No result came from it, so the good model may take the folder over.
+    expect(again.code, again.out).toBe(0);
+    expect(parseResults(await readFile(join(out, "results.jsonl"), "utf8"))).toHaveLength(PHOTOS.length);
+  });
+});
+
+describe("score: a local read that fails for another reason than a missing file", () => {
+  it("stops naming the key and the cause, with no record for it", async () => {
+    // Prepare: a symbolic link to itself is listed like an image, and reading it fails with ELOOP.
+    const folder = join(work, "with-loop");
+    await mkdir(folder);
+    for (const file of PHOTOS.slice(0, 2)) await copyFile(join(SAMPLES, file), join(folder, file));
+    await symlink("zz-loop.jpg", join(folder, "zz-loop.jpg"));
+    const out = join(work, "loop-out");
+
+    // Act
+    const run = await runCli(localArgs(out, BVLC).map((arg) => (arg === images ? folder : arg)));
+
+    // Assess
+    expect(run.code).toBe(1);
+    expect(run.out).toMatch(/googlenet-eval score: StorageError: scoring stopped: cannot read image zz-loop\.jpg: .*ELOOP/);
+    expect(run.out).toContain(`run the same command again to resume`);
+    const records = parseResults(await readFile(join(out, "results.jsonl"), "utf8"));
+    expect(records.some((record) => record.key === "zz-loop.jpg")).toBe(false);
+  });
+});
+
+describe("score s3://…: a storage fault stops the run, and the run resumes once it clears", () => {
+  let emulator: Emulator;
+  let proxy: FaultProxy;
+  let env: Record<string, string>;
+  const DENIED = "photos/n01855672_goose.JPEG";
+
+  beforeAll(async () => {
+    // Prepare: images, model and synsets in the bucket; every request of the CLI goes
+    // through the fault proxy.
+    emulator = await startEmulator();
+    emulator.server.createBucket("data");
+    const bucket = new S3Location("s3://data", emulator.s3);
+    for (const file of PHOTOS) await bucket.write(`validation/photos/${file}`, await readFile(join(SAMPLES, file)));
+    await bucket.write("models/bvlc-googlenet.onnx", await readFile(BVLC));
+    await bucket.write("models/synset_words.txt", await readFile(SYNSETS));
+    proxy = await startFaultProxy(emulator.endpoint);
+    env = { ...emulator.env, AWS_ENDPOINT_URL: proxy.url };
+  });
+
+  afterAll(async () => {
+    await proxy?.close();
+    await emulator?.stop();
+  });
+
+  const s3Args = (out: string): string[] => [
+    "score",
+    "s3://data/validation/",
+    "--model",
+    "s3://data/models/bvlc-googlenet.onnx",
+    "--engine",
+    "onnxruntime",
+    "--crops",
+    "1",
+    // One crop per engine call, so a resumed run's calls hold the same crops as a clean run's.
+    "--batch",
+    "1",
+    "--out",
+    out,
+  ];
+
+  const resultsAt = async (prefix: string): Promise<ResultRecord[]> =>
+    parseResults((await new S3Location(`s3://data/${prefix}`, emulator.s3).read("results.jsonl")).toString("utf8"));
+
+  it("exits non-zero on a 403 naming the key, keeps no record for it, then resumes to the clean run's results", async () => {
+    // Prepare
+    const rule = proxy.addRule({ method: "GET", path: `/data/validation/${DENIED}`, fault: "403" });
+
+    // Act
+    const stopped = await runCli(s3Args("s3://data/runs/faulty"), env);
+    const atStop = await resultsAt("runs/faulty");
+    rule.remove();
+    const resumed = await runCli(s3Args("s3://data/runs/faulty"), env);
+    const clean = await runCli(s3Args("s3://data/runs/clean"), env);
+
+    // Assess: the stop
+    expect(rule.hits).toBe(1);
+    expect(stopped.code).toBe(1);
+    expect(stopped.out).toContain(`googlenet-eval score: StorageError: scoring stopped: cannot read image ${DENIED}: `);
+    expect(stopped.out).toMatch(/403/);
+    expect(stopped.out).toMatch(/AccessDenied/);
+    expect(stopped.out).toContain("run the same command again to resume");
+    expect(atStop.length).toBeGreaterThan(0);
+    expect(atStop.some((record) => record.key === DENIED)).toBe(false);
+    expect(atStop.every((record) => "top5" in record)).toBe(true);
+
+    // Assess: the resume
+    expect(resumed.code, resumed.out).toBe(0);
+    expect(resumed.out).toContain(`resuming: ${atStop.length} of ${PHOTOS.length} images already in s3://data/runs/faulty`);
+    expect(clean.code, clean.out).toBe(0);
+    const [done, reference] = [await resultsAt("runs/faulty"), await resultsAt("runs/clean")];
+    expect(done.map((record) => record.key)).toEqual(PHOTOS.map((file) => `photos/${file}`));
+    expect(done).toEqual(reference);
+    const summaryOf = async (prefix: string): Promise<Summary> =>
+      JSON.parse((await new S3Location(`s3://data/${prefix}`, emulator.s3).read("summary.json")).toString("utf8")) as Summary;
+    expect((await summaryOf("runs/faulty")).failed).toBe(0);
+  });
+});
