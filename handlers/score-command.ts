@@ -15,9 +15,11 @@ const SYNSETS_FILE = "synset_words.txt";
 const HELP = `usage: googlenet-eval score <folder> --model FILE.onnx [--model FILE.onnx ...] [options]
 
 Scores every image under <folder> (a local folder or s3://bucket/prefix; recursively; .jpg .jpeg .png .webp in any case) with one
-model, or several as an ensemble, and writes results.jsonl, summary.json, run.json and
-report.html to --out. Running again with the same --out resumes: images already there are not
-scored again. Models, label and synsets files may be paths or s3:// URLs.
+model, or several as an ensemble, and writes results.jsonl, run-header.json, summary.json, run.json
+and report.html to --out. Running again with the same --out resumes: images already there are not
+scored again; a run with other models, crops, labels or image settings is refused. A failed read
+(denied, throttled, timed out) stops the run, to be resumed later; an image that does not decode
+or is gone becomes an error record. Models, label and synsets files may be paths or s3:// URLs.
 
 options:
   --model FILE        ONNX model; repeat for an ensemble (required)
