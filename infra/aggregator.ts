@@ -2,11 +2,14 @@ import { join } from "node:path";
 import { Duration, RemovalPolicy } from "aws-cdk-lib";
 import * as iam from "aws-cdk-lib/aws-iam";
 import * as lambda from "aws-cdk-lib/aws-lambda";
+import * as destinations from "aws-cdk-lib/aws-lambda-destinations";
 import * as nodejs from "aws-cdk-lib/aws-lambda-nodejs";
 import * as logs from "aws-cdk-lib/aws-logs";
 import * as s3 from "aws-cdk-lib/aws-s3";
 import * as s3n from "aws-cdk-lib/aws-s3-notifications";
+import * as sqs from "aws-cdk-lib/aws-sqs";
 import { Construct } from "constructs";
+import { acknowledge, nagRef } from "./nag.js";
 import { PREFIXES } from "./storage.js";
 
 /**
@@ -45,6 +48,8 @@ export class Aggregator extends Construct {
   public readonly function: nodejs.NodejsFunction;
   public readonly role: iam.Role;
   public readonly logGroup: logs.LogGroup;
+  /** S3 events the function failed on after Lambda's two retries, kept 14 days to be re-run. */
+  public readonly failureQueue: sqs.Queue;
 
   constructor(scope: Construct, id: string, props: AggregatorProps) {
     super(scope, id);
@@ -61,6 +66,27 @@ export class Aggregator extends Construct {
       description: "googlenet-eval aggregator: reads run folders, writes their results and summary",
     });
     this.logGroup.grantWrite(this.role);
+    this.grantRunAccess(bucket);
+    this.failureQueue = new sqs.Queue(this, "FailureQueue", {
+      encryption: sqs.QueueEncryption.SQS_MANAGED,
+      enforceSSL: true,
+      retentionPeriod: Duration.days(14),
+    });
+    acknowledge(
+      this.failureQueue,
+      "SQS3",
+      "This queue is itself a dead-letter destination: the aggregator's on-failure destination for asynchronous S3 invocations. Nothing consumes it automatically; an operator re-runs `googlenet-eval aggregate` for the run a record names.",
+    );
+    this.function = this.aggregateFunction(props);
+    // S3 filters take one prefix and one suffix, so `runs/` + `.jsonl` also matches the
+    // results.jsonl this function writes; the handler acts only on runs/<RUN>/batches/ keys.
+    bucket.addEventNotification(s3.EventType.OBJECT_CREATED, new s3n.LambdaDestination(this.function), {
+      prefix: PREFIXES.runs,
+      suffix: ".jsonl",
+    });
+  }
+
+  private grantRunAccess(bucket: s3.Bucket): void {
     this.role.addToPolicy(
       new iam.PolicyStatement({
         sid: "ReadRuns",
@@ -86,23 +112,40 @@ export class Aggregator extends Construct {
         resources: AGGREGATE_OUTPUTS.map((file) => bucket.arnForObjects(`${PREFIXES.runs}*/${file}`)),
       }),
     );
+    const ref = nagRef(bucket);
+    acknowledge(
+      this.role,
+      `IAM5[Resource::${ref}/${PREFIXES.runs}*]`,
+      "Aggregation reads a run's manifest and every batch file under runs/<run id>/; run ids are made by `plan` at run time.",
+    );
+    for (const file of AGGREGATE_OUTPUTS) {
+      acknowledge(
+        this.role,
+        `IAM5[Resource::${ref}/${PREFIXES.runs}*/${file}]`,
+        `Writes only ${file} at the top of each run folder runs/<run id>/; the run id is made at run time.`,
+      );
+    }
+  }
 
-    this.function = new nodejs.NodejsFunction(this, "Function", {
+  private aggregateFunction(props: AggregatorProps): nodejs.NodejsFunction {
+    return new nodejs.NodejsFunction(this, "Function", {
       description: "googlenet-eval: aggregate a run when its batch results land",
       entry: join(props.projectRoot, "handlers", "aggregate-lambda.ts"),
       handler: "handler",
       projectRoot: props.projectRoot,
       depsLockFilePath: join(props.projectRoot, "package-lock.json"),
-      runtime: lambda.Runtime.NODEJS_22_X,
+      runtime: lambda.Runtime.NODEJS_24_X,
       architecture: lambda.Architecture.ARM_64,
       memorySize: 2048,
       timeout: props.timeout ?? Duration.minutes(10),
       role: this.role,
       logGroup: this.logGroup,
       environment: { NODE_OPTIONS: "--enable-source-maps" },
+      // After Lambda's two retries the S3 event lands here instead of vanishing.
+      onFailure: new destinations.SqsDestination(this.failureQueue),
       bundling: {
         format: nodejs.OutputFormat.ESM,
-        target: "node22",
+        target: "node24",
         mainFields: ["module", "main"],
         sourceMap: true,
         // ESM output still meets CommonJS dependencies that call require().
@@ -112,13 +155,6 @@ export class Aggregator extends Construct {
         // lets esbuild succeed should an import chain reach one.
         externalModules: ["sharp", "onnxruntime-node", "@tensorflow/tfjs-node", "@tensorflow/tfjs-node-gpu"],
       },
-    });
-
-    // S3 filters take one prefix and one suffix, so `runs/` + `.jsonl` also matches the
-    // results.jsonl this function writes; the handler acts only on runs/<RUN>/batches/ keys.
-    bucket.addEventNotification(s3.EventType.OBJECT_CREATED, new s3n.LambdaDestination(this.function), {
-      prefix: PREFIXES.runs,
-      suffix: ".jsonl",
     });
   }
 }

@@ -1,6 +1,23 @@
 import type { Node } from "constructs";
 import { ConfigurationError } from "../model/errors.js";
 
+/** Which worker fleet runs the queue: GPU instances on ECS/EC2, or CPU tasks on Fargate Spot. */
+export type WorkerKind = "gpu" | "cpu";
+export const WORKER_KINDS: readonly WorkerKind[] = ["gpu", "cpu"];
+
+/** The engine a GPU worker runs on its GPU, and so which image target it is built from. */
+export type GpuEngine = "tfjs" | "onnxruntime";
+export const GPU_ENGINES: readonly GpuEngine[] = ["tfjs", "onnxruntime"];
+
+/** Fargate's CPU units and the memory (MiB) each allows, for the CPU workers. */
+export const FARGATE_SIZES: Readonly<Record<number, { min: number; max: number }>> = {
+  1024: { min: 2048, max: 8192 },
+  2048: { min: 4096, max: 16384 },
+  4096: { min: 8192, max: 30720 },
+  8192: { min: 16384, max: 61440 },
+  16384: { min: 32768, max: 122880 },
+};
+
 /**
  * Every deploy-time setting of the stack, read once from CDK context (`cdk.json` "context", or
  * `npx cdk deploy -c key=value`, which always arrives as a string) and validated, so a typo
@@ -9,7 +26,7 @@ import { ConfigurationError } from "../model/errors.js";
 export interface DeploySettings {
   /**
    * EC2 instance types for the GPU workers, in order of preference; each must carry one NVIDIA
-   * GPU the CUDA 11.2 image can drive. Context `instanceTypes` (a JSON list or comma-separated).
+   * GPU the worker image can drive. Context `instanceTypes` (a JSON list or comma-separated).
    * @default ["g4dn.xlarge", "g5.xlarge"]
    */
   readonly instanceTypes: readonly string[];
@@ -56,8 +73,9 @@ export interface DeploySettings {
    */
   readonly vpcId?: string;
   /**
-   * SNS topic the dead-letter-queue alarm notifies. Context `alarmTopicArn`.
-   * @default undefined - the alarm only shows in CloudWatch
+   * An existing SNS topic every alarm and the Auto Scaling group's notifications go to.
+   * Context `alarmTopicArn`.
+   * @default undefined - the stack creates a topic (output AlarmTopicArn) to subscribe to
    */
   readonly alarmTopicArn?: string;
   /**
@@ -65,6 +83,35 @@ export interface DeploySettings {
    * @default 30
    */
   readonly logRetentionDays: number;
+  /**
+   * The worker fleet: "gpu" (ECS on EC2 GPU instances) or "cpu" (the same worker on Fargate Spot
+   * with onnxruntime, for accounts without GPU quota). Context `workers`.
+   * @default "gpu"
+   */
+  readonly workers: WorkerKind;
+  /**
+   * The engine GPU workers run: "tfjs" (tfjs-node-gpu, CUDA 11) or "onnxruntime" (its CUDA
+   * execution provider, CUDA 12 + cuDNN 9). Picks the image target. Context `gpuEngine`.
+   * @default "tfjs"
+   */
+  readonly gpuEngine: GpuEngine;
+  /**
+   * CPU units of one CPU worker task (1024 = 1 vCPU; Fargate sizes). Context `cpuWorkerCpu`.
+   * @default 4096
+   */
+  readonly cpuWorkerCpu: number;
+  /**
+   * Memory (MiB) of one CPU worker task, within Fargate's range for its CPU. Context `cpuWorkerMemoryMiB`.
+   * @default 8192
+   */
+  readonly cpuWorkerMemoryMiB: number;
+  /**
+   * Hours the oldest message may wait in the work queue before the queue-age alarm fires: a run
+   * larger than the fleet can finish in that time raises it too, so size it to your runs.
+   * Context `queueAgeAlarmHours`.
+   * @default 6
+   */
+  readonly queueAgeAlarmHours: number;
 }
 
 export const DEFAULT_SETTINGS: DeploySettings = {
@@ -76,6 +123,11 @@ export const DEFAULT_SETTINGS: DeploySettings = {
   synsetsKey: "models/synset_words.txt",
   inputPrefix: "",
   logRetentionDays: 30,
+  workers: "gpu",
+  gpuEngine: "tfjs",
+  cpuWorkerCpu: 4096,
+  cpuWorkerMemoryMiB: 8192,
+  queueAgeAlarmHours: 6,
 };
 
 /** The context keys this app reads; anything else in cdk.json is CDK's own. */
@@ -91,6 +143,11 @@ export const SETTING_KEYS = [
   "vpcId",
   "alarmTopicArn",
   "logRetentionDays",
+  "workers",
+  "gpuEngine",
+  "cpuWorkerCpu",
+  "cpuWorkerMemoryMiB",
+  "queueAgeAlarmHours",
 ] as const;
 
 /** CloudWatch Logs accepts only these retention periods. */
@@ -116,7 +173,28 @@ export function settingsFromContext(node: Node): DeploySettings {
       ? {}
       : { alarmTopicArn: matching(alarmTopicArn, "alarmTopicArn", /^arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:[\w-]+$/, "arn:aws:sns:REGION:ACCOUNT:NAME") }),
     logRetentionDays: retention(raw("logRetentionDays")),
+    workers: oneOf(raw("workers"), "workers", WORKER_KINDS, DEFAULT_SETTINGS.workers),
+    gpuEngine: oneOf(raw("gpuEngine"), "gpuEngine", GPU_ENGINES, DEFAULT_SETTINGS.gpuEngine),
+    ...fargateSize(raw("cpuWorkerCpu"), raw("cpuWorkerMemoryMiB")),
+    queueAgeAlarmHours: integer(raw("queueAgeAlarmHours"), "queueAgeAlarmHours", DEFAULT_SETTINGS.queueAgeAlarmHours, 1, 336),
   };
+}
+
+function oneOf<T extends string>(value: unknown, key: string, choices: readonly T[], fallback: T): T {
+  const text = optionalString(value, key) ?? fallback;
+  if (!(choices as readonly string[]).includes(text)) fail(key, value, `one of: ${choices.join(", ")}`);
+  return text as T;
+}
+
+function fargateSize(cpuValue: unknown, memoryValue: unknown): { cpuWorkerCpu: number; cpuWorkerMemoryMiB: number } {
+  const cpu = integer(cpuValue, "cpuWorkerCpu", DEFAULT_SETTINGS.cpuWorkerCpu, 1024, 16384);
+  const range = FARGATE_SIZES[cpu];
+  if (range === undefined) fail("cpuWorkerCpu", cpuValue, `one of: ${Object.keys(FARGATE_SIZES).join(", ")}`);
+  const memory = integer(memoryValue, "cpuWorkerMemoryMiB", Math.max(range.min, DEFAULT_SETTINGS.cpuWorkerMemoryMiB), 512, 122880);
+  if (memory < range.min || memory > range.max || memory % 1024 !== 0) {
+    fail("cpuWorkerMemoryMiB", memoryValue, `a multiple of 1024 from ${range.min} to ${range.max} for cpuWorkerCpu ${cpu}`);
+  }
+  return { cpuWorkerCpu: cpu, cpuWorkerMemoryMiB: memory };
 }
 
 function fail(key: string, value: unknown, expected: string): never {

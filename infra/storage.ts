@@ -19,10 +19,20 @@ export const PREFIXES = {
   dropResults: "drop-results/",
 } as const;
 
+/** Prefixes in the log bucket: S3 server access logs of the data bucket, and VPC flow logs. */
+export const LOG_PREFIXES = {
+  accessLogs: "s3-access-logs/",
+  flowLogs: "vpc-flow-logs/",
+} as const;
+
+/** Days access and flow logs are kept in the log bucket. */
+export const LOG_BUCKET_EXPIRY_DAYS = 90;
+
 export interface StorageProps {
   /**
-   * What `cdk destroy` does with the bucket.
-   * @default RemovalPolicy.RETAIN - models, validation images and run results outlive the stack
+   * What `cdk destroy` does with the buckets.
+   * @default RemovalPolicy.RETAIN - models, validation images, run results and the access logs
+   *   about them outlive the stack
    */
   readonly removalPolicy?: RemovalPolicy;
   /**
@@ -32,13 +42,29 @@ export interface StorageProps {
   readonly inputBucketName?: string;
 }
 
-/** The stack's bucket (models, runs, drop folder) and, optionally, an imported input bucket. */
+/**
+ * The stack's bucket (models, runs, drop folder), the log bucket that receives its server
+ * access logs and the VPC's flow logs, and, optionally, an imported input bucket.
+ */
 export class Storage extends Construct {
   public readonly bucket: s3.Bucket;
+  public readonly logBucket: s3.Bucket;
   public readonly inputBucket?: s3.IBucket;
 
   constructor(scope: Construct, id: string, props: StorageProps = {}) {
     super(scope, id);
+    const removalPolicy = props.removalPolicy ?? RemovalPolicy.RETAIN;
+    this.logBucket = new s3.Bucket(this, "LogBucket", {
+      blockPublicAccess: s3.BlockPublicAccess.BLOCK_ALL,
+      // S3 server access logging delivers only to SSE-S3 buckets, not SSE-KMS. The log bucket
+      // logs nothing itself (cdk-nag exempts a log destination): that would log every delivery.
+      encryption: s3.BucketEncryption.S3_MANAGED,
+      enforceSSL: true,
+      // Log delivery is granted by bucket policy (CDK adds it), so ACLs stay disabled.
+      objectOwnership: s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
+      removalPolicy,
+      lifecycleRules: [{ id: "expire-logs", expiration: Duration.days(LOG_BUCKET_EXPIRY_DAYS) }],
+    });
     this.bucket = new s3.Bucket(this, "Bucket", {
       blockPublicAccess: s3.BlockPublicAccess.BLOCK_ALL,
       encryption: s3.BucketEncryption.S3_MANAGED,
@@ -47,7 +73,9 @@ export class Storage extends Construct {
       // versions would only keep paying for superseded copies.
       versioned: false,
       objectOwnership: s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
-      removalPolicy: props.removalPolicy ?? RemovalPolicy.RETAIN,
+      removalPolicy,
+      serverAccessLogsBucket: this.logBucket,
+      serverAccessLogsPrefix: LOG_PREFIXES.accessLogs,
       lifecycleRules: [
         {
           id: "abort-incomplete-multipart-uploads",

@@ -11,17 +11,34 @@ import {
   assertHeartbeatFits,
 } from "../pipeline/queue-timing.js";
 
+/** How long a message may wait in the work queue: a run planned on a Friday is still there on Monday. */
+export const WORK_QUEUE_RETENTION = Duration.days(4);
+
+/**
+ * How long the dead-letter queue keeps a message. SQS measures retention from the message's
+ * first enqueue, not from its move to the dead-letter queue, so this must be longer than the
+ * work queue's or a parked batch could expire before anyone looks at it.
+ */
+export const DEAD_LETTER_RETENTION = Duration.days(14);
+
 export interface WorkQueueProps {
   /**
-   * Topic the dead-letter alarm notifies.
-   * @default undefined - the alarm has no action; it shows in the CloudWatch console
+   * Topic the queue's alarms notify.
+   * @default undefined - the alarms have no action; they show in the CloudWatch console
    */
   readonly alarmTopic?: sns.ITopic;
   /**
-   * How long a message (a batch, or a drop-folder event) may wait in the queue.
-   * @default Duration.days(14) - a run planned before a long weekend is still there after it
+   * How long a message (a batch, or a drop-folder event) may wait in the queue; shorter than the
+   * dead-letter queue's 14 days.
+   * @default WORK_QUEUE_RETENTION (4 days)
    */
   readonly retention?: Duration;
+  /**
+   * Age of the oldest message at which the queue-age alarm fires: a stuck run, no GPU capacity,
+   * or a run larger than the fleet finishes in this time.
+   * @default Duration.hours(6)
+   */
+  readonly oldestMessageAlarmAge?: Duration;
 }
 
 /**
@@ -33,6 +50,7 @@ export class WorkQueue extends Construct {
   public readonly queue: sqs.Queue;
   public readonly deadLetterQueue: sqs.Queue;
   public readonly deadLetterAlarm: cloudwatch.Alarm;
+  public readonly oldestMessageAlarm: cloudwatch.Alarm;
 
   constructor(scope: Construct, id: string, props: WorkQueueProps = {}) {
     super(scope, id);
@@ -41,7 +59,7 @@ export class WorkQueue extends Construct {
     this.deadLetterQueue = new sqs.Queue(this, "DeadLetterQueue", {
       encryption: sqs.QueueEncryption.SQS_MANAGED,
       enforceSSL: true,
-      retentionPeriod: Duration.days(14),
+      retentionPeriod: DEAD_LETTER_RETENTION,
     });
     this.queue = new sqs.Queue(this, "Queue", {
       // SQS-managed keys, not KMS: S3 event notifications can deliver to SSE-SQS queues without
@@ -50,7 +68,7 @@ export class WorkQueue extends Construct {
       enforceSSL: true,
       visibilityTimeout: Duration.seconds(VISIBILITY_TIMEOUT_SECONDS),
       receiveMessageWaitTime: Duration.seconds(20),
-      retentionPeriod: props.retention ?? Duration.days(14),
+      retentionPeriod: props.retention ?? WORK_QUEUE_RETENTION,
       deadLetterQueue: { queue: this.deadLetterQueue, maxReceiveCount: MAX_RECEIVE_COUNT },
     });
 
@@ -67,7 +85,27 @@ export class WorkQueue extends Construct {
       // An idle, empty queue stops publishing metrics; that is not a failure.
       treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
     });
-    if (props.alarmTopic) this.deadLetterAlarm.addAlarmAction(new cloudwatchActions.SnsAction(props.alarmTopic));
+    this.oldestMessageAlarm = this.ageAlarm(props.oldestMessageAlarmAge ?? Duration.hours(6));
+    if (props.alarmTopic) {
+      for (const alarm of [this.deadLetterAlarm, this.oldestMessageAlarm]) alarm.addAlarmAction(new cloudwatchActions.SnsAction(props.alarmTopic));
+    }
+  }
+
+  /**
+   * The oldest message has waited longer than `age`: no worker takes the queue's messages
+   * (no GPU quota or capacity, a crashing image), or a run is larger than the fleet clears in
+   * that time. Five-minute maxima over 15 minutes, so one slow batch does not page anyone.
+   */
+  private ageAlarm(age: Duration): cloudwatch.Alarm {
+    return new cloudwatch.Alarm(this, "OldestMessageAlarm", {
+      alarmDescription: `A message has waited in the work queue for more than ${age.toHumanString()}: no worker is taking messages, or the run is larger than the fleet clears in that time.`,
+      metric: this.queue.metricApproximateAgeOfOldestMessage({ period: Duration.minutes(5), statistic: cloudwatch.Stats.MAXIMUM }),
+      threshold: age.toSeconds(),
+      comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+      evaluationPeriods: 3,
+      // An idle queue stops publishing metrics; nothing waits then.
+      treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
+    });
   }
 
   /**

@@ -3,7 +3,7 @@ import { beforeAll, describe, expect, it } from "vitest";
 import { AGGREGATE_OUTPUTS } from "../../../infra/aggregator.js";
 import { STATUS_FILE } from "../../../pipeline/aggregate.js";
 import { RESULTS_FILE, SUMMARY_FILE } from "../../../pipeline/results.js";
-import { resourcesOfType, synthStack } from "../../helpers/synth-stack.js";
+import { resourcesOfType, synthStack } from "./synth-app.js";
 
 let template: Template;
 
@@ -12,9 +12,9 @@ beforeAll(() => {
 });
 
 describe("the aggregator Lambda", () => {
-  it("runs the bundled handler on Node 22", () => {
+  it("runs the bundled handler on Node 24, the latest Lambda runtime", () => {
     template.hasResourceProperties("AWS::Lambda::Function", {
-      Runtime: "nodejs22.x",
+      Runtime: "nodejs24.x",
       Handler: "index.handler",
       Role: { "Fn::GetAtt": [Match.stringLikeRegexp("^AggregatorRole"), "Arn"] },
       LoggingConfig: { LogGroup: { Ref: Match.stringLikeRegexp("^AggregatorLogs") } },
@@ -43,10 +43,31 @@ describe("the aggregator Lambda", () => {
       suffix: ".jsonl",
     });
     const target = resourcesOfType(template, "AWS::Lambda::Function")[rule?.LambdaFunctionArn["Fn::GetAtt"][0] ?? ""];
-    expect(target?.Runtime).toBe("nodejs22.x");
+    expect(target?.Runtime).toBe("nodejs24.x");
     template.hasResourceProperties("AWS::Lambda::Permission", {
       Action: "lambda:InvokeFunction",
       Principal: "s3.amazonaws.com",
+    });
+  });
+
+  it("sends events it failed on, after Lambda's retries, to its failure queue", () => {
+    // Prepare
+    const destination = new Capture();
+
+    // Act
+    template.hasResourceProperties("AWS::Lambda::EventInvokeConfig", {
+      FunctionName: { Ref: Match.stringLikeRegexp("^AggregatorFunction") },
+      DestinationConfig: { OnFailure: { Destination: { "Fn::GetAtt": [destination, "Arn"] } } },
+    });
+
+    // Assess
+    expect(destination.asString()).toMatch(/^AggregatorFailureQueue/);
+    template.hasResourceProperties("AWS::SQS::Queue", { MessageRetentionPeriod: 14 * 24 * 3600, SqsManagedSseEnabled: true });
+    template.hasResourceProperties("AWS::IAM::Policy", {
+      PolicyName: Match.stringLikeRegexp("^AggregatorRole"),
+      PolicyDocument: {
+        Statement: Match.arrayWith([Match.objectLike({ Action: Match.arrayWith(["sqs:SendMessage"]), Resource: { "Fn::GetAtt": [destination.asString(), "Arn"] } })]),
+      },
     });
   });
 

@@ -30,6 +30,17 @@ describe("settingsFromContext", () => {
     });
   });
 
+  it("sizes CPU workers within Fargate's memory range for their CPU", () => {
+    // Act
+    const small = settingsOf({ workers: "cpu", cpuWorkerCpu: "2048" });
+    const act = () => settingsOf({ cpuWorkerCpu: "1024", cpuWorkerMemoryMiB: "16384" });
+
+    // Assess
+    expect(small).toMatchObject({ workers: "cpu", cpuWorkerCpu: 2048, cpuWorkerMemoryMiB: 8192 });
+    expect(settingsOf({ cpuWorkerCpu: "8192" }).cpuWorkerMemoryMiB).toBe(16384);
+    expect(act).toThrow(/context "cpuWorkerMemoryMiB".*from 2048 to 8192 for cpuWorkerCpu 1024/);
+  });
+
   it("normalises the input prefix and keeps optional names", () => {
     // Act
     const settings = settingsOf({ inputBucketName: "imagenet-val", inputPrefix: "ILSVRC2012/val", vpcId: "vpc-0123456789abcdef0", instanceTypes: "g4dn.xlarge, g5.xlarge" });
@@ -52,6 +63,11 @@ describe("settingsFromContext", () => {
     { key: "logRetentionDays", value: "31", says: "one of: 1, 3, 5" },
     { key: "vpcId", value: "my-vpc", says: "vpc-0123456789abcdef0" },
     { key: "inputBucketName", value: "Not_A_Bucket", says: "S3 bucket name" },
+    { key: "workers", value: "fargate", says: "one of: gpu, cpu" },
+    { key: "gpuEngine", value: "tensorrt", says: "one of: tfjs, onnxruntime" },
+    { key: "cpuWorkerCpu", value: "512", says: "from 1024 to 16384" },
+    { key: "cpuWorkerCpu", value: "3072", says: "one of: 1024, 2048, 4096, 8192, 16384" },
+    { key: "queueAgeAlarmHours", value: "0", says: "from 1 to 336" },
   ])("a bad $key", ({ key, value, says }) => {
     it("fails with a ConfigurationError naming the key and the valid choices", () => {
       // Act

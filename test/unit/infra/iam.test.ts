@@ -1,6 +1,6 @@
 import type { Template } from "aws-cdk-lib/assertions";
 import { beforeAll, describe, expect, it } from "vitest";
-import { resourcesOfType, synthStack } from "../../helpers/synth-stack.js";
+import { resourcesOfType, synthStack } from "./synth-app.js";
 
 interface Statement {
   Effect: string;
@@ -14,8 +14,9 @@ interface Statement {
  * where the comment in the infra source says why:
  * - ecr:GetAuthorizationToken: the task execution role logs in to ECR to pull the worker image.
  * - ecs:DiscoverPollEndpoint: the ECS agent on the GPU instances finds its endpoint.
+ * - ecs:ListServices: the desired-count custom resource, under an ecs:cluster condition.
  */
-const STAR_RESOURCE_ACTIONS = new Set(["ecr:GetAuthorizationToken", "ecs:DiscoverPollEndpoint"]);
+const STAR_RESOURCE_ACTIONS = new Set(["ecr:GetAuthorizationToken", "ecs:DiscoverPollEndpoint", "ecs:ListServices"]);
 
 const asList = <T>(value: T | T[] | undefined): T[] => (value === undefined ? [] : Array.isArray(value) ? value : [value]);
 
@@ -36,6 +37,7 @@ function allStatements(template: Template): { where: string; statement: Statemen
 
 describe.each([
   { variant: "defaults", context: {} },
+  { variant: "CPU workers", context: { workers: "cpu" } },
   { variant: "spot, an input bucket and an alarm topic", context: { spot: "true", inputBucketName: "imagenet-val", inputPrefix: "val", alarmTopicArn: "arn:aws:sns:us-east-1:123456789012:ops" } },
 ])("IAM with $variant", ({ context }) => {
   let template: Template;

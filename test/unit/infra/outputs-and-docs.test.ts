@@ -6,7 +6,7 @@ import { beforeAll, describe, expect, it } from "vitest";
 import { DEFAULT_SETTINGS, SETTING_KEYS, settingsFromContext } from "../../../infra/deploy-settings.js";
 import { OUTPUT_NAMES } from "../../../infra/googlenet-eval-stack.js";
 import { projectRoot } from "../../../infra/project-root.js";
-import { synthStack } from "../../helpers/synth-stack.js";
+import { synthStack } from "./synth-app.js";
 
 const root = projectRoot();
 const deployDoc = readFileSync(join(root, "README.md"), "utf8");

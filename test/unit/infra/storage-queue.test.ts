@@ -1,8 +1,9 @@
 import { Capture, Match, type Template } from "aws-cdk-lib/assertions";
 import { beforeAll, describe, expect, it } from "vitest";
 import { DROP_IMAGE_SUFFIXES } from "../../../infra/drop-folder.js";
+import { LOG_BUCKET_EXPIRY_DAYS, LOG_PREFIXES } from "../../../infra/storage.js";
 import { HEARTBEAT_SECONDS, MAX_RECEIVE_COUNT, VISIBILITY_TIMEOUT_SECONDS } from "../../../pipeline/queue-timing.js";
-import { resourcesOfType, synthStack } from "../../helpers/synth-stack.js";
+import { resourcesOfType, synthStack } from "./synth-app.js";
 
 let template: Template;
 
@@ -14,8 +15,9 @@ describe("the bucket", () => {
   it("blocks public access, encrypts, keeps no versions and aborts stale multipart uploads", () => {
     // Prepare / Act: synthesized once above
     // Assess
-    template.resourceCountIs("AWS::S3::Bucket", 1);
+    template.resourceCountIs("AWS::S3::Bucket", 2);
     template.hasResourceProperties("AWS::S3::Bucket", {
+      LoggingConfiguration: { DestinationBucketName: { Ref: Match.stringLikeRegexp("^StorageLogBucket") }, LogFilePrefix: LOG_PREFIXES.accessLogs },
       PublicAccessBlockConfiguration: {
         BlockPublicAcls: true,
         BlockPublicPolicy: true,
@@ -34,8 +36,32 @@ describe("the bucket", () => {
     });
   });
 
-  it("is retained when the stack is destroyed", () => {
-    template.hasResource("AWS::S3::Bucket", { DeletionPolicy: "Retain", UpdateReplacePolicy: "Retain" });
+  it("is retained when the stack is destroyed, and so is its log bucket", () => {
+    const buckets = template.findResources("AWS::S3::Bucket");
+    for (const bucket of Object.values(buckets)) expect(bucket).toMatchObject({ DeletionPolicy: "Retain", UpdateReplacePolicy: "Retain" });
+  });
+
+  it("logs access and VPC flows to a log bucket that expires them and takes deliveries by bucket policy", () => {
+    // Prepare
+    const [logBucketId] = Object.keys(resourcesOfType(template, "AWS::S3::Bucket")).filter((id) => id.startsWith("StorageLogBucket"));
+
+    // Assess
+    template.hasResourceProperties("AWS::S3::Bucket", {
+      OwnershipControls: { Rules: [{ ObjectOwnership: "BucketOwnerEnforced" }] },
+      LifecycleConfiguration: { Rules: [Match.objectLike({ ExpirationInDays: LOG_BUCKET_EXPIRY_DAYS, Status: "Enabled" })] },
+    });
+    template.hasResourceProperties("AWS::S3::BucketPolicy", {
+      Bucket: { Ref: logBucketId },
+      PolicyDocument: {
+        Statement: Match.arrayWith([Match.objectLike({ Principal: { Service: "logging.s3.amazonaws.com" }, Action: "s3:PutObject" })]),
+      },
+    });
+    template.hasResourceProperties("AWS::EC2::FlowLog", {
+      ResourceType: "VPC",
+      TrafficType: "ALL",
+      LogDestinationType: "s3",
+      LogDestination: { "Fn::Join": ["", Match.arrayWith([{ "Fn::GetAtt": [logBucketId, "Arn"] }, `/${LOG_PREFIXES.flowLogs}`])] },
+    });
   });
 
   it("denies every request not made over TLS", () => {
@@ -70,18 +96,19 @@ describe("the work queue", () => {
     expect(visibility.asNumber()).toBeGreaterThan(HEARTBEAT_SECONDS);
   });
 
-  it("is encrypted and sends a batch to the dead-letter queue after 3 receives", () => {
+  it("is encrypted, sends a batch to the dead-letter queue after 5 receives and keeps messages for less time than it", () => {
     // Prepare
     const dlqArn = new Capture();
 
     // Act
     template.hasResourceProperties("AWS::SQS::Queue", {
       SqsManagedSseEnabled: true,
-      RedrivePolicy: { deadLetterTargetArn: { "Fn::GetAtt": [dlqArn, "Arn"] }, maxReceiveCount: 3 },
+      RedrivePolicy: { deadLetterTargetArn: { "Fn::GetAtt": [dlqArn, "Arn"] }, maxReceiveCount: MAX_RECEIVE_COUNT },
+      MessageRetentionPeriod: 4 * 24 * 3600,
     });
 
     // Assess
-    expect(MAX_RECEIVE_COUNT).toBe(3);
+    expect(MAX_RECEIVE_COUNT).toBeGreaterThanOrEqual(5);
     const dlq = resourcesOfType(template, "AWS::SQS::Queue")[dlqArn.asString()];
     expect(dlq).toMatchObject({ MessageRetentionPeriod: 14 * 24 * 3600, SqsManagedSseEnabled: true });
   });
