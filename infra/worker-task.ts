@@ -5,6 +5,7 @@ import * as ecs from "aws-cdk-lib/aws-ecs";
 import * as iam from "aws-cdk-lib/aws-iam";
 import type * as s3 from "aws-cdk-lib/aws-s3";
 import type { Construct } from "constructs";
+import { DEFAULT_BATCH_DEADLINE_SECONDS } from "../pipeline/queue-timing.js";
 import type { DeploySettings } from "./deploy-settings.js";
 import { acknowledge, NAG_ARN, nagLogicalRef, nagRef } from "./nag.js";
 import { PREFIXES } from "./storage.js";
@@ -12,16 +13,17 @@ import type { WorkQueue } from "./work-queue.js";
 
 /**
  * Seconds one batch may take before the worker hands it back and exits non-zero (the worker's
- * BATCH_DEADLINE_SECONDS). A 32-image, 144-crop batch is 4,608 crops: about a minute at the
- * measured CPU speed of 2 cores, seconds on a GPU, so 15 minutes only ends a batch that hangs.
+ * BATCH_DEADLINE_SECONDS): the worker's own default, set explicitly so the health check's limit
+ * below is derived from the value the task really runs with.
  */
-export const BATCH_DEADLINE_SECONDS = 900;
+export const BATCH_DEADLINE_SECONDS = DEFAULT_BATCH_DEADLINE_SECONDS;
 
 /**
  * The age of the worker's health file past which the container is unhealthy. The loop rewrites
- * the file on every turn (an idle long-poll is at most 20 s), but not inside a batch, so the
- * limit is one batch deadline plus a minute: a loop that is alive but busy is never killed, and
- * one that hangs outside a batch (or inside one, past its own deadline) is.
+ * the file on every turn (an idle long-poll is at most 20 s) and after each image, but one
+ * image of a large ensemble, or a cold model download before the first, can take long; so the
+ * limit is one batch deadline plus a minute: a worker that is alive but busy is never killed,
+ * and one that hangs past its own deadline is.
  */
 export const HEALTH_MAX_AGE_SECONDS = BATCH_DEADLINE_SECONDS + 60;
 
@@ -71,6 +73,8 @@ export function workerEnvironment(scope: Construct, options: WorkerEnvironmentOp
     DROP_OUTPUT: `${bucketUrl}/${PREFIXES.dropResults.replace(/\/$/, "")}`,
     GOOGLENET_EVAL_SYNSETS: `${bucketUrl}/${options.synsetsKey}`,
     BATCH_DEADLINE_SECONDS: String(BATCH_DEADLINE_SECONDS),
+    // The worker finishes the batch in hand on SIGTERM only when it fits in this; else hands it back.
+    STOP_TIMEOUT_SECONDS: String(STOP_TIMEOUT_SECONDS),
     ENGINE: options.engine,
     ...(options.device === undefined ? {} : { DEVICE: options.device }),
     ...(options.requireGpu ? { REQUIRE_GPU: "true" } : {}),

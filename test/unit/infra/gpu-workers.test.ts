@@ -51,6 +51,7 @@ describe("the worker task", () => {
       ENGINE: "tfjs",
       HEALTH_FILE,
       BATCH_DEADLINE_SECONDS: String(BATCH_DEADLINE_SECONDS),
+      STOP_TIMEOUT_SECONDS: String(STOP_TIMEOUT_SECONDS),
       AWS_REGION: { Ref: "AWS::Region" },
     });
     // The queue's own visibility timeout is the one the worker uses; the stack sets it once.
