@@ -1,6 +1,6 @@
 import type { S3Client } from "@aws-sdk/client-s3";
 import { z } from "zod";
-import { ConfigurationError } from "../model/errors.js";
+import { BackendUnavailableError, ConfigurationError, DeadlineExceededError } from "../model/errors.js";
 import type { CropCount } from "../model/predict.js";
 import { parseSynsets, type Synsets } from "../model/synsets.js";
 import { readUrl } from "../pipeline/s3-location.js";
@@ -272,6 +272,13 @@ export async function workerCommand(argv: string[]): Promise<number> {
       signal: controller.signal,
       protection: taskProtectionFromEnvironment(),
     });
+  } catch (error) {
+    if (error instanceof DeadlineExceededError || error instanceof BackendUnavailableError) {
+      // The work left behind (a stalled read) may keep the event loop alive until its own
+      // timeout; the task must end now so ECS starts a fresh one.
+      setTimeout(() => process.exit(1), 2000).unref();
+    }
+    throw error;
   } finally {
     process.off("SIGTERM", stop);
     process.off("SIGINT", stop);

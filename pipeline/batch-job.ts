@@ -2,7 +2,7 @@ import type { S3Client } from "@aws-sdk/client-s3";
 import { StorageError } from "../model/errors.js";
 import type { EngineChoice } from "../model/load.js";
 import type { HeldMessage } from "./held-message.js";
-import { batchResultKey, readManifest, type BatchMessage, type Manifest } from "./manifest.js";
+import { batchResultKeyFor, readManifestWithDigest, type BatchMessage, type ManifestWithDigest } from "./manifest.js";
 import type { LoadedModel, ModelCache } from "./model-cache.js";
 import { isFailed, type ResultRecord } from "./records.js";
 import { scoreImages, type ImageInput, type ScorerOptions } from "./scorer.js";
@@ -45,30 +45,35 @@ export async function scoreHeld(
 
 /** Manifests by run, read once per worker: plan never rewrites one (it refuses a used --out). */
 export class ManifestCache {
-  private readonly manifests = new Map<string, Manifest>();
+  private readonly manifests = new Map<string, ManifestWithDigest>();
 
   constructor(private readonly s3: S3Client) {}
 
-  async get(body: BatchMessage): Promise<Manifest> {
-    const key = `${body.out}\u0000${body.runId}`;
+  /**
+   * The manifest a message names. A message of another plan of the same --out (its digest or
+   * run id differ: the prefix was replanned with --replace) is a StorageError: its batch must not
+   * be scored with settings it was not planned with.
+   */
+  async get(body: BatchMessage): Promise<ManifestWithDigest> {
+    const key = `${body.out}\u0000${body.manifestDigest}`;
     const cached = this.manifests.get(key);
     if (cached !== undefined) return cached;
-    const manifest = await readManifest(openLocation(body.out, { s3: this.s3 }));
-    if (manifest.runId !== body.runId) {
-      throw new StorageError(`message for run ${body.runId} but ${body.out}/manifest.json is run ${manifest.runId}`);
+    const read = await readManifestWithDigest(openLocation(body.out, { s3: this.s3 }));
+    if (read.manifest.runId !== body.runId || read.manifestDigest !== body.manifestDigest) {
+      throw new StorageError(
+        `message for run ${body.runId} (manifest ${body.manifestDigest.slice(0, 16)}) but ${body.out}/manifest.json is run ` +
+          `${read.manifest.runId} (manifest ${read.manifestDigest.slice(0, 16)}): the prefix was planned again`,
+      );
     }
     if (this.manifests.size >= 8) this.manifests.clear();
-    this.manifests.set(key, manifest);
-    return manifest;
+    this.manifests.set(key, read);
+    return read;
   }
 }
 
 /** The models of a manifest, loaded (or taken from the cache) and checked against its sha256s. */
-async function modelsOf(context: JobContext, manifest: Manifest): Promise<LoadedModel[]> {
-  const loaded = await context.models.acquire(
-    manifest.models.map((model) => model.url),
-    manifest.engine as EngineChoice,
-  );
+async function modelsOf(context: JobContext, manifest: ManifestWithDigest["manifest"]): Promise<LoadedModel[]> {
+  const loaded = await context.models.acquire(manifest.models, manifest.engine as EngineChoice);
   loaded.forEach((model, i) => {
     const expected = manifest.models[i]?.sha256;
     if (model.info.sha256 !== expected) {
@@ -86,7 +91,7 @@ async function modelsOf(context: JobContext, manifest: Manifest): Promise<Loaded
  */
 export async function runBatchJob(context: JobContext, held: HeldMessage, manifests: ManifestCache, body: BatchMessage): Promise<void> {
   const started = performance.now();
-  const manifest = await manifests.get(body);
+  const { manifest, manifestDigest } = await manifests.get(body);
   const batch = manifest.batches.find((candidate) => candidate.id === body.batchId);
   if (batch === undefined) {
     throw new StorageError(`batch ${body.batchId} is not in ${body.out}/manifest.json (run ${manifest.runId})`);
@@ -96,12 +101,16 @@ export async function runBatchJob(context: JobContext, held: HeldMessage, manife
   const loaded = await modelsOf(context, manifest);
   const input = openLocation(manifest.input, { s3: context.s3 });
   const inputs: ImageInput[] = batch.keys.map((key, i) => ({ key, label: batch.labels[i] ?? null, read: () => input.read(key) }));
-  const records = await scoreHeld(context, held, inputs, loaded, { crops: manifest.crops, applyExifOrientation: false });
+  const records = await scoreHeld(context, held, inputs, loaded, {
+    crops: manifest.crops,
+    applyExifOrientation: manifest.applyExifOrientation,
+    maxPixels: manifest.maxPixels,
+  });
   if (records.length !== batch.keys.length || records.some((record, i) => record.key !== batch.keys[i])) {
     throw new StorageError(`scorer returned ${records.length} records for ${batch.keys.length} keys of batch ${batch.id}`);
   }
   const out = openLocation(manifest.out, { s3: context.s3 });
-  await out.write(batchResultKey(batch.id), records.map((record) => `${JSON.stringify(record)}\n`).join(""));
+  await out.write(batchResultKeyFor(manifestDigest, batch.id), records.map((record) => `${JSON.stringify(record)}\n`).join(""));
   await held.delete();
   const seconds = (performance.now() - started) / 1000;
   const failures = records.filter(isFailed).length;

@@ -88,7 +88,7 @@ export async function runDropJob(context: JobContext, held: HeldMessage, drop: D
   const wanted = decisions.filter((decision): decision is Wanted => decision.action === "score");
   if (wanted.length > 0) {
     const { inputs, oversized } = await inputsFor(context, wanted, drop.maxBytes ?? DEFAULT_DROP_MAX_BYTES);
-    const [loaded] = await context.models.acquire([drop.model], drop.engine);
+    const [loaded] = await context.models.acquire([{ url: drop.model }], drop.engine);
     const scored = await scoreHeld(context, held, inputs, [loaded as LoadedModel], {
       crops: drop.crops,
       applyExifOrientation: drop.applyExifOrientation ?? true,

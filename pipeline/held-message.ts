@@ -71,8 +71,9 @@ export class HeldMessage {
     if (!this.settings.stop.aborted || this.settings.stopMode === "finish") return;
     const now = performance.now();
     this.stopSeenAt ??= now;
-    if (this.settings.stopMode === "abandon" || done === 0) throw new Abandoned();
-    const restSeconds = ((now - this.startedAt) / 1000 / done) * (total - done);
+    if (this.settings.stopMode === "abandon") throw new Abandoned();
+    // Before the first image the one in progress is taken to need all the time spent so far.
+    const restSeconds = ((now - this.startedAt) / 1000 / Math.max(done, 1)) * (total - done);
     const leftSeconds = this.settings.stopTimeoutSeconds - (now - this.stopSeenAt) / 1000;
     if (restSeconds + STOP_MARGIN_SECONDS > leftSeconds) throw new Abandoned();
   }

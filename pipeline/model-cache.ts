@@ -1,5 +1,6 @@
 import type { Engine, ModelInfo } from "../model/engine.js";
 import type { EngineChoice } from "../model/load.js";
+import type { Flavour } from "../model/preprocess.js";
 
 /** A model ready to score, as model/load.ts returns it. */
 export interface LoadedModel {
@@ -7,8 +8,14 @@ export interface LoadedModel {
   readonly info: ModelInfo;
 }
 
-/** Loads a model file (path or s3:// URL) with an engine. */
-export type LoadModel = (url: string, engine: EngineChoice) => Promise<LoadedModel>;
+/** Loads a model file (path or s3:// URL) with an engine; `preprocess` names the input convention of a graph not recognised. */
+export type LoadModel = (url: string, engine: EngineChoice, preprocess?: Flavour) => Promise<LoadedModel>;
+
+/** A model as a run names it: file and, for a graph not recognised, its input convention. */
+export interface ModelRequest {
+  readonly url: string;
+  readonly preprocess?: Flavour | null;
+}
 
 /**
  * Loaded models by engine and URL, least recently used first, so a worker that serves one run
@@ -23,13 +30,14 @@ export class ModelCache {
     private readonly load: LoadModel,
   ) {}
 
-  async acquire(urls: readonly string[], engine: EngineChoice): Promise<LoadedModel[]> {
-    const keys = urls.map((url) => `${engine}\u0000${url}`);
+  async acquire(requests: readonly ModelRequest[], engine: EngineChoice): Promise<LoadedModel[]> {
+    const keys = requests.map(({ url, preprocess }) => `${engine}\u0000${preprocess ?? ""}\u0000${url}`);
     const models: LoadedModel[] = [];
     for (const [i, key] of keys.entries()) {
       let entry = this.entries.get(key);
       if (entry === undefined) {
-        entry = this.load(urls[i] as string, engine);
+        const { url, preprocess } = requests[i] as ModelRequest;
+        entry = this.load(url, engine, preprocess ?? undefined);
         // A failed load must not stay cached: the next delivery should try again.
         entry.catch(() => this.entries.delete(key));
       } else {

@@ -149,7 +149,8 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerStats> {
   const timing = resolveWorkerTiming(options, facts.visibilityTimeoutSeconds);
   const loadModel: LoadModel =
     options.loadModel ??
-    (async (url, engine: EngineChoice) => loadEngine(await readUrl(url, s3), { source: url, engine, ...options.engineSettings }));
+    (async (url, engine: EngineChoice, preprocess) =>
+      loadEngine(await readUrl(url, s3), { source: url, engine, ...options.engineSettings, ...(preprocess ? { preprocess } : {}) }));
   const worker = process.pid;
   const tagged = (entry: Record<string, unknown>): void => log({ ...entry, worker });
   const loop = new WorkerLoop(options, { sqs, s3, facts, timing, dropInput, signal, log: tagged, loadModel });

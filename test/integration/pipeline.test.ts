@@ -7,7 +7,7 @@ import { loadEngine } from "../../model/load.js";
 import { readSynsets, type Synsets } from "../../model/synsets.js";
 import { aggregateRun } from "../../pipeline/aggregate.js";
 import { parseLabels } from "../../pipeline/labels.js";
-import { batchResultKey, readManifest, type Manifest } from "../../pipeline/manifest.js";
+import { batchResultKeyFor, readManifest, readManifestWithDigest, type Manifest } from "../../pipeline/manifest.js";
 import { planRun, sendBatches } from "../../pipeline/plan.js";
 import { isFailed, type ResultRecord } from "../../pipeline/records.js";
 import { S3Location } from "../../pipeline/s3-location.js";
@@ -153,6 +153,8 @@ describe("distributed run: plan, two workers (one SIGKILLed), aggregate", () => 
       labelled: 10,
       batches: 5,
       manifestUrl: `${RUN}/manifest.json`,
+      manifestDigest: expect.stringMatching(/^[0-9a-f]{64}$/),
+      replaced: 0,
     });
     const manifest = await readManifest(run());
     expect(manifest.models).toEqual([
@@ -160,6 +162,7 @@ describe("distributed run: plan, two workers (one SIGKILLed), aggregate", () => 
         url: "s3://data/models/bvlc-googlenet.onnx",
         sha256: "f5e86a8bb03c8170fb631d164d3851eaddfc0cb4759b16a506b5ef6b35b41de4",
         flavour: "bvlc",
+        preprocess: null,
       },
     ]);
     expect(manifest.batches.flatMap((batch) => batch.keys)).toEqual([...local.keys()].sort());
@@ -177,7 +180,7 @@ describe("distributed run: plan, two workers (one SIGKILLed), aggregate", () => 
         synsets,
         clients: { s3: emulator.s3, sqs: emulator.sqs },
       }),
-    ).rejects.toThrow(/s3:\/\/data\/runs\/r1\/manifest\.json already exists; give each run its own --out/);
+    ).rejects.toThrow(/--out s3:\/\/data\/runs\/r1 is not empty: it holds 1 object \(manifest\.json\)/);
     expect(await queueCounts()).toEqual({ visible: 5, inFlight: 0 });
   });
 
@@ -197,7 +200,8 @@ describe("distributed run: plan, two workers (one SIGKILLed), aggregate", () => 
     victim.killGroup("SIGKILL");
     const victimExit = await victim.exited;
     const countsAfterKill = await queueCounts();
-    const resultAfterKill = await run().exists(batchResultKey(killedBatch));
+    const { manifestDigest } = await readManifestWithDigest(run());
+    const resultAfterKill = await run().exists(batchResultKeyFor(manifestDigest, killedBatch));
     const survivorExit = await survivor.exited;
     // Assess
     expect(heldAtKill).toBe(true);
@@ -275,9 +279,9 @@ describe("distributed run: plan, two workers (one SIGKILLed), aggregate", () => 
 
   it("keeps summary.json byte for byte when a batch is re-run, a worker restarts and aggregate re-runs", async () => {
     // Prepare: a second delivery of batch b00001, as after a lost delete.
-    const manifest = await readManifest(run());
+    const { manifest, manifestDigest } = await readManifestWithDigest(run());
     await sendBatches(emulator.sqs, queue.queueUrl, manifest, ["b00001"]);
-    const before = await run().read(batchResultKey("b00001"));
+    const before = await run().read(batchResultKeyFor(manifestDigest, "b00001"));
     // Act: a fresh worker (a restart) takes it, then aggregate runs twice.
     const restarted = startWorker();
     const exit = await restarted.exited;
@@ -286,7 +290,7 @@ describe("distributed run: plan, two workers (one SIGKILLed), aggregate", () => 
     // Assess
     expect(exit, restarted.stderr.join("")).toBe(0);
     expect(restarted.events.filter((e) => e.event === "batch-done").map((e) => e.batch)).toEqual(["b00001"]);
-    expect(await run().read(batchResultKey("b00001"))).toEqual(before);
+    expect(await run().read(batchResultKeyFor(manifestDigest, "b00001"))).toEqual(before);
     expect(await run().read("summary.json")).toEqual(summaryBytes);
     expect(await run().read("results.jsonl")).toEqual(resultsBytes);
   });

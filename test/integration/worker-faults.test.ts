@@ -1,0 +1,269 @@
+import { readFile } from "node:fs/promises";
+import { join } from "node:path";
+import { S3Client } from "@aws-sdk/client-s3";
+import { SendMessageCommand, SQSClient } from "@aws-sdk/client-sqs";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { readSynsets, type Synsets } from "../../model/synsets.js";
+import { planRun } from "../../pipeline/plan.js";
+import type { ResultRecord } from "../../pipeline/records.js";
+import { S3Location } from "../../pipeline/s3-location.js";
+import { runWorker, type WorkerOptions } from "../../pipeline/worker.js";
+import { spawnCli, type CliProcess } from "../helpers/cli-process.js";
+import { startEmulator, type Emulator } from "../helpers/emulator.js";
+import { startFaultProxy, type FaultProxy } from "../helpers/fault-proxy.js";
+
+const SAMPLES = "../shared/imagenet/samples";
+const SYNSETS = "../shared/imagenet/synset_words.txt";
+const MODEL = "../shared/models/bvlc-googlenet.onnx";
+/** Four readable photos, two per batch: b00000 holds the first two (listing order), b00001 the rest. */
+const PHOTOS = ["n01440764_tench.JPEG", "n01443537_goldfish.JPEG", "n01484850_great_white_shark.JPEG", "n01491361_tiger_shark.JPEG"];
+const CREDENTIALS = { accessKeyId: "test", secretAccessKey: "test" };
+
+/** Every record of every batch file under a run, by key. */
+async function batchRecords(out: S3Location): Promise<Map<string, ResultRecord>> {
+  const records = new Map<string, ResultRecord>();
+  const batches = out.child("batches");
+  for await (const key of batches.list()) {
+    for (const line of (await batches.read(key)).toString("utf8").split("\n").filter(Boolean)) {
+      const record = JSON.parse(line) as ResultRecord;
+      records.set(record.key, record);
+    }
+  }
+  return records;
+}
+
+describe("the worker under storage faults, poison messages and stops (fauxqs behind a fault proxy)", () => {
+  let emulator: Emulator;
+  let proxy: FaultProxy;
+  let synsets: Synsets;
+  /** Clients that go through the proxy, as a worker on a flaky network would. */
+  let viaProxy: { s3: S3Client; sqs: SQSClient };
+  const children: CliProcess[] = [];
+
+  beforeAll(async () => {
+    emulator = await startEmulator();
+    proxy = await startFaultProxy(emulator.endpoint);
+    emulator.server.createBucket("data");
+    synsets = await readSynsets(SYNSETS);
+    const data = new S3Location("s3://data", emulator.s3);
+    for (const name of PHOTOS) await data.write(`images/${name}`, await readFile(join(SAMPLES, name)));
+    await data.write("models/bvlc-googlenet.onnx", await readFile(MODEL));
+    viaProxy = {
+      s3: new S3Client({ region: "us-east-1", endpoint: proxy.url, forcePathStyle: true, credentials: CREDENTIALS }),
+      sqs: new SQSClient({ region: "us-east-1", endpoint: proxy.url, credentials: CREDENTIALS }),
+    };
+  });
+
+  afterEach(() => proxy.clearRules());
+
+  afterAll(async () => {
+    for (const child of children) child.killGroup("SIGKILL");
+    viaProxy?.s3.destroy();
+    viaProxy?.sqs.destroy();
+    await proxy?.close();
+    await emulator?.stop();
+  });
+
+  /** Plans a 4-image, 2-batch, 1-crop run on a fresh queue; returns its out location and queue. */
+  async function plannedRun(name: string, queue: { visibilityTimeoutSeconds: number; maxReceiveCount: number }) {
+    const pair = emulator.createQueue(name, queue);
+    const out = `s3://data/runs/${name}`;
+    await planRun({
+      input: "s3://data/images",
+      out,
+      queueUrl: pair.queueUrl,
+      models: ["s3://data/models/bvlc-googlenet.onnx"],
+      synsets,
+      crops: 1,
+      batchSize: 2,
+      engine: "onnxruntime",
+      runId: name,
+      clients: { s3: emulator.s3, sqs: emulator.sqs },
+    });
+    return { ...pair, out: new S3Location(out, emulator.s3) };
+  }
+
+  function inProcessWorker(queueUrl: string, log: Record<string, unknown>[], more: Partial<WorkerOptions> = {}) {
+    return runWorker({
+      queueUrl,
+      classNames: synsets.names,
+      clients: viaProxy,
+      waitTimeSeconds: 1,
+      untilEmpty: true,
+      engineSettings: { threads: 1 },
+      log: (entry) => log.push({ ...entry, at: proxy.now() }),
+      ...more,
+    });
+  }
+
+  it("a 403 on one input fails its batch, never an error record: backoff, then the dead-letter queue", async () => {
+    // Prepare: one photo denied on every read; the queue says 2 s and 2 receives.
+    const run = await plannedRun("denied", { visibilityTimeoutSeconds: 2, maxReceiveCount: 2 });
+    const denied = proxy.addRule({ method: "GET", path: `/data/images/${PHOTOS[0]}`, fault: "403" });
+    const log: Record<string, unknown>[] = [];
+    const started = proxy.now();
+
+    // Act
+    const stats = await inProcessWorker(run.queueUrl, log);
+
+    // Assess: b00001 done; b00000 failed twice with doubling delays and went to the dead-letter queue.
+    const failures = log.filter((entry) => entry.event === "message-failed");
+    expect(failures.map((entry) => [entry.batch, entry.receiveCount, entry.retryInSeconds])).toEqual([
+      ["b00000", 1, 2],
+      ["b00000", 2, 4],
+    ]);
+    expect(String(failures[0]?.error)).toMatch(new RegExp(`cannot read s3://data/images/${PHOTOS[0]}: .*(Access ?Denied|403)`, "i"));
+    expect(stats).toMatchObject({ batches: 1, failedMessages: 2, poisonMessages: 0 });
+    const dead = emulator.server.inspectQueue(run.dlqName)?.messages.ready ?? [];
+    expect(dead.map((message) => (JSON.parse(message.body) as { batchId: string }).batchId)).toEqual(["b00000"]);
+    const records = await batchRecords(run.out);
+    expect([...records.keys()].sort()).toEqual([PHOTOS[2], PHOTOS[3]]);
+    expect([...records.values()].filter((record) => "error" in record)).toEqual([]);
+    expect(denied.hits).toBeGreaterThanOrEqual(2);
+    const seconds = ((log.find((entry) => entry.event === "worker-stopped")?.at as number) - started) / 1000;
+    console.log(`fault: 403 on one input -> batch b00000 failed, retried after 2 s and 4 s, dead-lettered; run took ${seconds.toFixed(1)} s`);
+  });
+
+  it("503s that clear within the SDK's retries change nothing", async () => {
+    // Prepare: the first two reads of one photo answer 503 SlowDown; the SDK tries 3 times.
+    const run = await plannedRun("slowdown", { visibilityTimeoutSeconds: 30, maxReceiveCount: 5 });
+    const slow = proxy.addRule({ method: "GET", path: `/data/images/${PHOTOS[1]}`, fault: "503", times: 2 });
+    const log: Record<string, unknown>[] = [];
+
+    // Act
+    const stats = await inProcessWorker(run.queueUrl, log);
+
+    // Assess
+    expect(slow.hits).toBe(2);
+    expect(stats).toMatchObject({ batches: 2, failedMessages: 0 });
+    expect(log.filter((entry) => entry.event === "batch-done").map((entry) => entry.receiveCount)).toEqual([1, 1]);
+    const records = await batchRecords(run.out);
+    expect([...records.keys()].sort()).toEqual([...PHOTOS].sort());
+    expect([...records.values()].filter((record) => "error" in record)).toEqual([]);
+  });
+
+  it("a key the plan listed that no longer exists is that image's error record", async () => {
+    // Prepare
+    const run = await plannedRun("vanished", { visibilityTimeoutSeconds: 30, maxReceiveCount: 5 });
+    await emulator.s3.send(new (await import("@aws-sdk/client-s3")).DeleteObjectCommand({ Bucket: "data", Key: `images/${PHOTOS[3]}` }));
+    const log: Record<string, unknown>[] = [];
+
+    // Act
+    const stats = await inProcessWorker(run.queueUrl, log);
+
+    // Assess
+    expect(stats).toMatchObject({ batches: 2, failedMessages: 0 });
+    const records = await batchRecords(run.out);
+    expect(records.get(PHOTOS[3] as string)).toEqual({ key: PHOTOS[3], error: `${PHOTOS[3]}: not found (listed, but gone when read)` });
+    expect([...records.values()].filter((record) => "error" in record)).toHaveLength(1);
+    // Put it back for the other tests.
+    await new S3Location("s3://data", emulator.s3).write(`images/${PHOTOS[3]}`, await readFile(join(SAMPLES, PHOTOS[3] as string)));
+  });
+
+  it("poison messages go to the dead-letter queue at once with the reason, costing no visibility timeout", async () => {
+    // Prepare: a visibility timeout far longer than the test, so waiting for it would show.
+    const pair = emulator.createQueue("poison", { visibilityTimeoutSeconds: 300, maxReceiveCount: 5 });
+    const bodies = {
+      "body is not JSON": "not json {",
+      "unknown message type": JSON.stringify({ type: "mystery", hello: 1 }),
+      "malformed message": JSON.stringify({ type: "googlenet-eval/batch@1", out: "s3://data/runs/x" }),
+      "an object key does not decode": JSON.stringify({
+        Records: [{ eventSource: "aws:s3", eventName: "ObjectCreated:Put", s3: { bucket: { name: "data" }, object: { key: "drop/%E0%A4%A.jpg", size: 10 } } }],
+      }),
+      "watches no drop folder": JSON.stringify({
+        Records: [{ eventSource: "aws:s3", eventName: "ObjectCreated:Put", s3: { bucket: { name: "data" }, object: { key: "drop/a.jpg", size: 10 } } }],
+      }),
+    };
+    for (const body of Object.values(bodies)) await emulator.sqs.send(new SendMessageCommand({ QueueUrl: pair.queueUrl, MessageBody: body }));
+    const log: Record<string, unknown>[] = [];
+    const started = proxy.now();
+
+    // Act
+    const stats = await inProcessWorker(pair.queueUrl, log);
+
+    // Assess
+    const seconds = (proxy.now() - started) / 1000;
+    expect(stats).toMatchObject({ poisonMessages: 5, failedMessages: 0, batches: 0 });
+    expect(seconds).toBeLessThan(300);
+    const dead = emulator.server.inspectQueue(pair.dlqName)?.messages.ready ?? [];
+    expect(dead.map((message) => message.body).sort()).toEqual(Object.values(bodies).sort());
+    const reasons = log.filter((entry) => entry.event === "poison").map((entry) => String(entry.reason));
+    for (const what of Object.keys(bodies)) expect(reasons.some((reason) => reason.includes(what)), what).toBe(true);
+    expect(emulator.server.inspectQueue(pair.queueName)?.messages).toMatchObject({ ready: [], inflight: [] });
+    for (const message of dead) {
+      expect(reasons).toContain(message.messageAttributes["googlenet-eval-reason"]?.StringValue);
+    }
+    console.log(`fault: 5 poison messages -> dead-letter queue at once, in ${seconds.toFixed(1)} s (visibility timeout 300 s)`);
+  });
+
+  it("a stalled GetObject: the deadline hands the batch back and ends the worker; another worker finishes it", async () => {
+    // Prepare: the first read of one photo never answers.
+    const run = await plannedRun("stalled", { visibilityTimeoutSeconds: 30, maxReceiveCount: 5 });
+    proxy.addRule({ method: "GET", path: `/data/images/${PHOTOS[0]}`, fault: "stall", times: 1 });
+    const env = { ...emulator.env, AWS_ENDPOINT_URL: proxy.url, GOOGLENET_EVAL_SYNSETS: SYNSETS };
+    const args = ["worker", "--queue", run.queueUrl, "--wait", "1", "--threads", "1"];
+    const stuck = spawnCli([...args, "--deadline", "4"], env);
+    children.push(stuck);
+    const started = proxy.now();
+
+    // Act
+    await stuck.waitForEvent((event) => event.event === "batch-started" && event.batch === "b00000");
+    const stuckExit = await stuck.exited;
+    const handedBackAfter = (proxy.now() - started) / 1000;
+    const log: Record<string, unknown>[] = [];
+    await inProcessWorker(run.queueUrl, log);
+
+
+    // Assess
+    expect(stuckExit).toBe(1);
+    expect(stuck.stderr.join("")).toMatch(/DeadlineExceededError: message .* was not done within its deadline of 4 s/);
+    expect(stuck.events.find((event) => event.event === "deadline-exceeded")).toMatchObject({ batch: "b00000" });
+    expect(log.find((entry) => entry.event === "batch-done" && entry.batch === "b00000")).toMatchObject({ receiveCount: 2 });
+    const records = await batchRecords(run.out);
+    expect([...records.keys()].sort()).toEqual([...PHOTOS].sort());
+    expect([...records.values()].filter((record) => "error" in record)).toEqual([]);
+    console.log(`fault: stalled GetObject -> deadline 4 s, batch handed back, worker exit 1 after ${handedBackAfter.toFixed(1)} s; another worker finished it`);
+  });
+
+  it.each([
+    ["fit", ["--stop-timeout", "120"], "batch-done", { visible: 0 }],
+    ["fit", ["--stop-timeout", "1"], "abandoned", { visible: 1 }],
+    ["abandon", [], "abandoned", { visible: 1 }],
+  ] as const)("on SIGTERM mid-batch with --on-stop %s %j it ends with %s, exit 0", async (mode, flags, expected, queueAfter) => {
+    // Prepare: 144 crops on one thread, so the batch is still running when SIGTERM comes.
+    const name = `stop-${mode}-${flags.join("") || "none"}`.replace(/[^a-z0-9-]/g, "");
+    const pair = emulator.createQueue(name, { visibilityTimeoutSeconds: 300, maxReceiveCount: 5 });
+    await planRun({
+      input: "s3://data/images",
+      out: `s3://data/runs/${name}`,
+      queueUrl: pair.queueUrl,
+      models: ["s3://data/models/bvlc-googlenet.onnx"],
+      synsets,
+      crops: 144,
+      batchSize: 4,
+      engine: "onnxruntime",
+      runId: name,
+      clients: { s3: emulator.s3, sqs: emulator.sqs },
+    });
+    const worker = spawnCli(["worker", "--queue", pair.queueUrl, "--wait", "1", "--threads", "1", "--on-stop", mode, ...flags], {
+      ...emulator.env,
+      GOOGLENET_EVAL_SYNSETS: SYNSETS,
+    });
+    children.push(worker);
+    await worker.waitForEvent((event) => event.event === "batch-started");
+    // Mid-batch: the model is loading or the first of four 144-crop images is being scored.
+    await new Promise((resolve) => setTimeout(resolve, 2000));
+
+    // Act
+    process.kill(worker.pid, "SIGTERM");
+    const exit = await worker.exited;
+
+    // Assess
+    expect(exit, worker.stderr.join("")).toBe(0);
+    expect(worker.events.some((event) => event.event === expected)).toBe(true);
+    expect(worker.events.at(-1)).toMatchObject({ event: "worker-stopped", reason: "signal" });
+    const messages = emulator.server.inspectQueue(pair.queueName)?.messages;
+    expect({ visible: messages?.ready.length }).toEqual(queueAfter);
+    expect(messages?.inflight ?? []).toHaveLength(0);
+  });
+});
