@@ -1,4 +1,4 @@
-import { createHash } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 import { createReadStream } from "node:fs";
 import { mkdir, readFile, readdir, rename, rm, stat, writeFile } from "node:fs/promises";
 import { dirname, join, relative, resolve, sep } from "node:path";
@@ -91,7 +91,9 @@ export class LocalLocation implements Location {
     const target = this.pathOf(key);
     await mkdir(dirname(target), { recursive: true });
     // Write then rename, so a reader (or a resumed run) never sees half a file.
-    const temporary = `${target}.${process.pid}.${Date.now()}.tmp`;
+    // Random, not the time: two writes of one key in the same millisecond (concurrent
+    // aggregations in one process) must not share a temporary file.
+    const temporary = `${target}.${process.pid}.${randomBytes(6).toString("hex")}.tmp`;
     await writeFile(temporary, body);
     await rename(temporary, target);
   }
