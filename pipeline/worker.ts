@@ -100,7 +100,7 @@ const wholeSeconds = (name: string, value: number, low: number, high: number): n
  * start. `queueVisibilitySeconds` is the queue's own timeout, the default.
  */
 export function resolveWorkerTiming(options: WorkerOptions, queueVisibilitySeconds: number): WorkerTiming {
-  const visibilityTimeoutSeconds = wholeSeconds("visibility timeout", options.visibilityTimeoutSeconds ?? queueVisibilitySeconds, 1, 43_200);
+  const visibilityTimeoutSeconds = wholeSeconds("visibility timeout", options.visibilityTimeoutSeconds ?? queueVisibilitySeconds, 2, 43_200);
   const heartbeatSeconds = options.heartbeatSeconds ?? Math.max(1, Math.min(HEARTBEAT_SECONDS, Math.floor(visibilityTimeoutSeconds / 5)));
   try {
     assertHeartbeatFits(heartbeatSeconds, visibilityTimeoutSeconds);

@@ -220,3 +220,14 @@ export function tinyClassifierModel(): Uint8Array {
   });
   return encodeModel(model);
 }
+
+/** The real BVLC file with one weight of its classifier's bias set to NaN: a model broken in its outputs. */
+export function nanBiasModel(bytes: Uint8Array): Uint8Array {
+  const model = decodeModel(bytes);
+  const bias = model.graph?.initializer?.find((tensor) => tensor.name === "loss3_classifier_b_0");
+  if (!bias?.rawData) throw new Error("no raw classifier bias in the BVLC file");
+  const values = new Float32Array(new Uint8Array(bias.rawData).buffer.slice(0));
+  values[0] = Number.NaN;
+  bias.rawData = new Uint8Array(values.buffer);
+  return encodeModel(model);
+}

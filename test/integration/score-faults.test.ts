@@ -8,7 +8,7 @@ import { S3Location } from "../../pipeline/s3-location.js";
 import { spawnCli } from "../helpers/cli-process.js";
 import { startEmulator, type Emulator } from "../helpers/emulator.js";
 import { startFaultProxy, type FaultProxy } from "../helpers/fault-proxy.js";
-import { decodeModel, encodeModel } from "../helpers/onnx-rewrite.js";
+import { nanBiasModel } from "../helpers/onnx-rewrite.js";
 
 const SHARED = resolve(import.meta.dirname, "../../../shared");
 const SAMPLES = join(SHARED, "imagenet/samples");
@@ -46,17 +46,6 @@ function parseResults(text: string): ResultRecord[] {
 
 async function sha256Of(path: string): Promise<string> {
   return createHash("sha256").update(await readFile(path)).digest("hex");
-}
-
-/** The real BVLC file with one weight of its classifier's bias set to NaN. */
-function nanBiasModel(bytes: Uint8Array): Uint8Array {
-  const model = decodeModel(bytes);
-  const bias = model.graph?.initializer?.find((tensor) => tensor.name === "loss3_classifier_b_0");
-  if (!bias?.rawData) throw new Error("no raw classifier bias in the BVLC file");
-  const values = new Float32Array(new Uint8Array(bias.rawData).buffer);
-  values[0] = Number.NaN;
-  bias.rawData = new Uint8Array(values.buffer);
-  return encodeModel(model);
 }
 
 let work: string;

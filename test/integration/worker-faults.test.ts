@@ -11,6 +11,7 @@ import { runWorker, type WorkerOptions } from "../../pipeline/worker.js";
 import { spawnCli, type CliProcess } from "../helpers/cli-process.js";
 import { startEmulator, type Emulator } from "../helpers/emulator.js";
 import { startFaultProxy, type FaultProxy } from "../helpers/fault-proxy.js";
+import { nanBiasModel } from "../helpers/onnx-rewrite.js";
 
 const SAMPLES = "../shared/imagenet/samples";
 const SYNSETS = "../shared/imagenet/synset_words.txt";
@@ -223,6 +224,54 @@ describe("the worker under storage faults, poison messages and stops (fauxqs beh
     expect([...records.keys()].sort()).toEqual([...PHOTOS].sort());
     expect([...records.values()].filter((record) => "error" in record)).toEqual([]);
     console.log(`fault: stalled GetObject -> deadline 4 s, batch handed back, worker exit 1 after ${handedBackAfter.toFixed(1)} s; another worker finished it`);
+  });
+
+  it("a model whose outputs are NaN fails every batch: no batch file, then the dead-letter queue", async () => {
+    // Prepare
+    await new S3Location("s3://data", emulator.s3).write("models/nan.onnx", nanBiasModel(await readFile(MODEL)));
+    const pair = emulator.createQueue("nan", { visibilityTimeoutSeconds: 2, maxReceiveCount: 2 });
+    const out = new S3Location("s3://data/runs/nan", emulator.s3);
+    await planRun({
+      input: "s3://data/images",
+      out: out.url,
+      queueUrl: pair.queueUrl,
+      models: ["s3://data/models/nan.onnx"],
+      synsets,
+      crops: 1,
+      batchSize: 4,
+      engine: "onnxruntime",
+      runId: "nan",
+      clients: { s3: emulator.s3, sqs: emulator.sqs },
+    });
+    const log: Record<string, unknown>[] = [];
+
+    // Act
+    const stats = await inProcessWorker(pair.queueUrl, log);
+
+    // Assess
+    expect(stats).toMatchObject({ batches: 0, failedMessages: 2 });
+    const failure = log.find((entry) => entry.event === "message-failed");
+    expect(String(failure?.error)).toMatch(/^model s3:\/\/data\/models\/nan\.onnx \(sha256 [0-9a-f]{8}.*\) gave NaN for class 0/);
+    expect(await batchRecords(out)).toEqual(new Map());
+    expect(emulator.server.inspectQueue(pair.dlqName)?.messages.ready).toHaveLength(1);
+  });
+
+  it("with --require-gpu on a host without one, the worker exits 1 naming why, before taking a message", async () => {
+    // Prepare
+    const pair = emulator.createQueue("gpu", { visibilityTimeoutSeconds: 30, maxReceiveCount: 5 });
+    await emulator.sqs.send(new SendMessageCommand({ QueueUrl: pair.queueUrl, MessageBody: "left alone" }));
+
+    // Act
+    const worker = spawnCli(["worker", "--queue", pair.queueUrl, "--require-gpu"], { ...emulator.env, GOOGLENET_EVAL_SYNSETS: SYNSETS });
+    children.push(worker);
+    const exit = await worker.exited;
+
+    // Assess: this machine has no NVIDIA driver, so tfjs-node-gpu is not even tried.
+    expect(exit).toBe(1);
+    expect(worker.stderr.join("")).toMatch(
+      /googlenet-eval worker: BackendUnavailableError: a GPU is required, but tensorflow \(GPU, @tensorflow\/tfjs-node-gpu\) is not available: no NVIDIA driver/,
+    );
+    expect(emulator.server.inspectQueue(pair.queueName)?.messages.ready.map((message) => message.body)).toEqual(["left alone"]);
   });
 
   it.each([
