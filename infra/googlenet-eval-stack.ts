@@ -25,6 +25,7 @@ export const OUTPUT_NAMES = {
   workerLogGroup: "WorkerLogGroupName",
   aggregatorLogGroup: "AggregatorLogGroupName",
   alarmTopicArn: "AlarmTopicArn",
+  logBucketName: "LogBucketName",
 } as const;
 
 /** The Dockerfile target each fleet's image is built from. */
@@ -144,6 +145,7 @@ export class GoogLeNetEvalStack extends Stack {
     output(OUTPUT_NAMES.serviceName, this.workers.service.serviceName, "ECS service of the workers");
     output(OUTPUT_NAMES.workerLogGroup, this.workers.logGroup.logGroupName, "CloudWatch log group of the workers");
     output(OUTPUT_NAMES.aggregatorLogGroup, this.aggregator.logGroup.logGroupName, "CloudWatch log group of the aggregator Lambda");
+    output(OUTPUT_NAMES.logBucketName, this.storage.logBucket.bucketName, "Bucket of S3 access logs and VPC flow logs (retained, expires them after 90 days)");
     output(OUTPUT_NAMES.alarmTopicArn, topicArn, "SNS topic of every alarm: aws sns subscribe --protocol email --topic-arn ...");
   }
 }

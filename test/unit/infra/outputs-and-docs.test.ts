@@ -48,3 +48,31 @@ describe("cdk.json", () => {
     expect(deployDoc).toContain(`| \`${key}\` |`);
   });
 });
+
+describe("README.md's deployment section", () => {
+  it("counts the alarms that notify the topic as the template has them", () => {
+    const notifying = Object.values(template.findResources("AWS::CloudWatch::Alarm")).filter((alarm) =>
+      JSON.stringify((alarm as { Properties?: { AlarmActions?: unknown } }).Properties?.AlarmActions ?? "").includes("AlarmTopic"),
+    );
+    expect(notifying).toHaveLength(4);
+    expect(deployDoc).toContain("four alarms on one SNS topic");
+    for (const id of ["DeadLetterAlarm", "OldestMessageAlarm", "NoWorkerForBacklog", "AggregatorErrors"]) expect(deployDoc).toContain(`\`${id}\``);
+  });
+
+  it("gives the GPU quota pre-flight and a teardown that scales the fleet to 0 first", () => {
+    expect(deployDoc).toContain("--quota-code L-DB2E81BA");
+    expect(deployDoc).toContain("--quota-code L-3819A6DF");
+    const teardown = deployDoc.slice(deployDoc.indexOf("### Tear down"));
+    expect(teardown.indexOf("--desired-count 0")).toBeLessThan(teardown.indexOf("npx cdk destroy"));
+  });
+});
+
+describe("npm run integ", () => {
+  it("runs the deploy test, which vitest does not collect", async () => {
+    const pkg = JSON.parse(readFileSync(join(root, "package.json"), "utf8")) as { scripts: Record<string, string> };
+    expect(pkg.scripts.integ).toBe("tsx test/integ/deploy-drop.ts");
+    const { default: config } = (await import("../../../vitest.config.js")) as { default: { test?: { include?: string[] } } };
+    expect(config.test?.include).toEqual(["test/**/*.test.ts"]);
+    expect("test/integ/deploy-drop.ts".endsWith(".test.ts")).toBe(false);
+  });
+});
