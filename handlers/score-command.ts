@@ -3,6 +3,7 @@ import { dirname, join, resolve } from "node:path";
 import { z } from "zod";
 import { ConfigurationError } from "../model/errors.js";
 import { BACKEND_CHOICES } from "../model/load.js";
+import { ORT_DEVICES } from "../model/ort-engine.js";
 import { FLAVOURS } from "../model/preprocess.js";
 import { runScoreJob } from "../pipeline/score-job.js";
 import { isS3Url, openLocation, parseS3Url } from "../pipeline/storage.js";
@@ -32,6 +33,8 @@ options:
   --out DIR           output folder or s3://bucket/prefix (default ./results/<timestamp>)
   --batch N           crops per engine call, packed across images (default 16)
   --threads N         onnxruntime threads (default: all cores)
+  --device NAME       onnxruntime device: cpu or cuda (default cpu; cuda needs CUDA 12, cuDNN 9 and the CUDA add-on)
+  --require-gpu       exit 1 unless the GPU loads (tfjs on native TensorFlow's GPU, or onnxruntime with --device cuda)
   --workers N         tfjs worker threads on the wasm/cpu backends, one network each (default: all cores)
   --exif-orientation  rotate images by their EXIF orientation (default off, as ImageNet)
   --max-pixels N      refuse larger images as failed records (default 100000000)
@@ -54,6 +57,8 @@ const Args = z.object({
   out: z.string().min(1).optional(),
   batch: positiveIntFlag("--batch"),
   threads: positiveIntFlag("--threads"),
+  device: choiceFlag("--device", ORT_DEVICES).optional(),
+  "require-gpu": z.boolean().default(false),
   workers: positiveIntFlag("--workers"),
   "exif-orientation": z.boolean().default(false),
   "max-pixels": positiveIntFlag("--max-pixels"),
@@ -76,6 +81,8 @@ function parse(argv: string[]): ScoreArgs | undefined {
       out: { type: "string" },
       batch: { type: "string" },
       threads: { type: "string" },
+      device: { type: "string" },
+      "require-gpu": { type: "boolean" },
       workers: { type: "string" },
       "exif-orientation": { type: "boolean" },
       "max-pixels": { type: "string" },
@@ -196,6 +203,8 @@ export async function scoreCommand(argv: string[]): Promise<number> {
     ...(args.labels !== undefined ? { labels: args.labels } : {}),
     ...(args.batch !== undefined ? { batchCrops: args.batch } : {}),
     ...(args.threads !== undefined ? { threads: args.threads } : {}),
+    ...(args.device !== undefined ? { device: args.device } : {}),
+    ...(args["require-gpu"] ? { requireGpu: true } : {}),
     ...(args.workers !== undefined ? { tfjsWorkers: args.workers } : {}),
     ...(args["max-pixels"] !== undefined ? { maxPixels: args["max-pixels"] } : {}),
   });

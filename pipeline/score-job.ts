@@ -31,6 +31,7 @@ import { scoreImages } from "./scorer.js";
 import type { Location } from "./storage.js";
 import { LocalLocation, isS3Url, openLocation, sha256OfBytes } from "./storage.js";
 import { formatTable3, summarize } from "./summary.js";
+import type { OrtDevice } from "../model/ort-engine.js";
 
 /**
  * File extensions listed as images, case-insensitively. Only the listing goes by name:
@@ -65,6 +66,10 @@ export interface ScoreJobOptions {
   readonly preprocess?: Flavour;
   /** onnxruntime intra-op threads. Default: the machine's cores. */
   readonly threads?: number;
+  /** Where onnxruntime runs: "cpu" or "cuda". Default: "cpu". */
+  readonly device?: OrtDevice;
+  /** Refuse to run anywhere but a GPU (tfjs on native TensorFlow's GPU, or onnxruntime on CUDA). Default: false. */
+  readonly requireGpu?: boolean;
   /** Worker threads of the tfjs engine on the wasm or cpu backend. Default: the machine's cores. */
   readonly tfjsWorkers?: number;
   /** Crops per image. Default: 144. */
@@ -260,6 +265,8 @@ async function loadModels(
           ...(options.backend !== undefined ? { backend: options.backend } : {}),
           ...(options.preprocess !== undefined ? { preprocess: options.preprocess } : {}),
           ...(options.threads !== undefined ? { threads: options.threads } : {}),
+          ...(options.device !== undefined ? { device: options.device } : {}),
+          ...(options.requireGpu !== undefined ? { requireGpu: options.requireGpu } : {}),
           ...(options.tfjsWorkers !== undefined ? { tfjsWorkers: options.tfjsWorkers } : {}),
         }),
       );

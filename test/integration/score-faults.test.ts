@@ -180,6 +180,24 @@ describe("score: a model whose outputs are not finite", () => {
   });
 });
 
+describe("score --device cuda on a host without CUDA", () => {
+  it("falls back to the CPU saying why, and with --require-gpu exits 1 naming the model", async () => {
+    // Act
+    const fallback = await runCli([...localArgs(join(work, "cuda-fallback"), BVLC), "--device", "cuda"]);
+    const required = await runCli([...localArgs(join(work, "cuda-required"), BVLC), "--device", "cuda", "--require-gpu"]);
+
+    // Assess: this machine has no CUDA add-on for onnxruntime-node (.npmrc skips its download).
+    expect(fallback.code, fallback.out).toBe(0);
+    expect(fallback.out).toContain(`googlenet-eval: ${BVLC}: onnxruntime's CUDA execution provider could not start`);
+    expect(fallback.out).toMatch(/falling back to the CPU/);
+    expect(required.code).toBe(1);
+    expect(required.out).toMatch(
+      new RegExp(`googlenet-eval score: BackendUnavailableError: ${BVLC.replace(/[.*+?^${}()|[\]\\/]/g, "\\$&")}: onnxruntime's CUDA execution provider could not start .*the GPU is required`),
+    );
+    expect(await readFile(join(work, "cuda-required", "results.jsonl"), "utf8").catch(() => "")).toBe("");
+  });
+});
+
 describe("score: a local read that fails for another reason than a missing file", () => {
   it("stops naming the key and the cause, with no record for it", async () => {
     // Prepare: a symbolic link to itself is listed like an image, and reading it fails with ELOOP.
