@@ -145,6 +145,9 @@ export function grantWorkerAccess(role: iam.Role, access: WorkerAccess): void {
     }),
   );
   access.workQueue.queue.grantConsumeMessages(role);
+  // A malformed message goes to the dead-letter queue at once instead of costing the
+  // redrive limit's visibility timeouts: the worker finds the queue by name and sends it there.
+  access.workQueue.deadLetterQueue.grantSendMessages(role);
   // The agent's task-protection endpoint calls ecs:UpdateTaskProtection with these (task
   // role) credentials; the endpoint itself needs no IAM. Scoped to this cluster's tasks.
   access.cluster.grantTaskProtection(role);

@@ -104,7 +104,11 @@ describe("the worker task role", () => {
     for (const action of ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility", "sqs:GetQueueAttributes"]) {
       expect(byAction.get(action)?.join()).toMatch(/WorkQueue/);
     }
-    expect(byAction.has("sqs:SendMessage")).toBe(false);
+    // Sending is for poison messages only, to the dead-letter queue, never to the work queue.
+    const sends = byAction.get("sqs:SendMessage") ?? [];
+    expect(sends).toHaveLength(1);
+    expect(sends[0]).toMatch(/DeadLetterQueue/);
+    expect(byAction.get("sqs:GetQueueUrl")?.join()).toMatch(/DeadLetterQueue/);
     expect(byAction.get("ecs:UpdateTaskProtection")?.join()).toMatch(/:task\/.*WorkersCluster.*\/\*/);
   });
 });
