@@ -37,7 +37,7 @@ describe("parseWorkerArgs", () => {
       classNames: ["first"],
       untilEmpty: false,
       onStop: "fit",
-      engineSettings: { threads: 4, backend: "tensorflow" },
+      engineSettings: { threads: 4, backend: "tensorflow", requireGpu: true },
       visibilityTimeoutSeconds: 900,
       deadlineSeconds: 1200,
       stopTimeoutSeconds: 120,
