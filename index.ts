@@ -44,7 +44,7 @@ export {
 export type { Ranked } from "./model/predict.js";
 export { parseSynsets, readSynsets } from "./model/synsets.js";
 export type { Synsets } from "./model/synsets.js";
-export { isFailed } from "./pipeline/records.js";
+export { isFailed } from "./scoring/records.js";
 export type {
   ErrorRates,
   FailedRecord,
@@ -54,17 +54,18 @@ export type {
   ScoredRecord,
   Summary,
   TopEntry,
-} from "./pipeline/records.js";
-export { LocalLocation, openLocation } from "./pipeline/storage.js";
-export type { Location } from "./pipeline/storage.js";
-export { describeProblems, labelFromPath, parseLabels, readLabels } from "./pipeline/labels.js";
-export type { LabelFormat, LabelProblem, LabelTable, ParseLabelsOptions } from "./pipeline/labels.js";
-export { DEFAULT_BATCH_CROPS, DEFAULT_LOOK_AHEAD, scoreImages } from "./pipeline/scorer.js";
-export type { ImageInput, ScorerOptions } from "./pipeline/scorer.js";
-export { formatTable3, summarize } from "./pipeline/summary.js";
-export { parseResultsText, RESULTS_FILE, ResultsWriter, SUMMARY_FILE } from "./pipeline/results.js";
-export type { ResumeState } from "./pipeline/results.js";
-export { createProgress, progressLine } from "./pipeline/progress.js";
-export type { Progress, ProgressOptions } from "./pipeline/progress.js";
-export { IMAGE_EXTENSIONS, runScoreJob } from "./pipeline/score-job.js";
-export type { ScoreJobOptions, ScoreJobResult } from "./pipeline/score-job.js";
+} from "./scoring/records.js";
+export { LocalLocation } from "./storage/location.js";
+export { openLocation, readUrl } from "./storage/open-location.js";
+export type { Location } from "./storage/location.js";
+export { describeProblems, labelFromPath, parseLabels, readLabels } from "./scoring/labels.js";
+export type { LabelFormat, LabelProblem, LabelTable, ParseLabelsOptions } from "./scoring/labels.js";
+export { DEFAULT_BATCH_CROPS, DEFAULT_LOOK_AHEAD, scoreImages } from "./scoring/scorer.js";
+export type { ImageInput, ScorerOptions } from "./scoring/scorer.js";
+export { formatTable3, summarize } from "./scoring/summary.js";
+export { parseResultsText, RESULTS_FILE, ResultsWriter, SUMMARY_FILE } from "./scoring/results.js";
+export type { ResumeState } from "./scoring/results.js";
+export { createProgress, progressLine } from "./scoring/progress.js";
+export type { Progress, ProgressOptions } from "./scoring/progress.js";
+export { IMAGE_EXTENSIONS, runScoreJob } from "./scoring/score-job.js";
+export type { ScoreJobOptions, ScoreJobResult } from "./scoring/score-job.js";

@@ -6,7 +6,7 @@ import { parseArgs } from "node:util";
 import type { BackendPreference } from "../model/backend.js";
 import { ConfigurationError } from "../model/errors.js";
 import { nativeTensorflowLoads } from "../model/load.js";
-import { DEFAULT_BATCH_CROPS } from "../pipeline/scorer.js";
+import { DEFAULT_BATCH_CROPS } from "../scoring/scorer.js";
 import { MODEL } from "./measure.js";
 import type { Measurement, Task } from "./measure.js";
 

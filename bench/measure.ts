@@ -14,11 +14,11 @@ import { createOrtEngine } from "../model/ort-engine.js";
 import { preprocessFor } from "../model/preprocess.js";
 import { CROP_VALUES, sampleCrops, uniqueCropWindows } from "../model/sampling.js";
 import { readSynsets } from "../model/synsets.js";
-import { readLabels } from "../pipeline/labels.js";
-import { ResultsWriter } from "../pipeline/results.js";
-import type { ImageInput } from "../pipeline/scorer.js";
-import { scoreImages } from "../pipeline/scorer.js";
-import { summarize } from "../pipeline/summary.js";
+import { readLabels } from "../scoring/labels.js";
+import { ResultsWriter } from "../scoring/results.js";
+import type { ImageInput } from "../scoring/scorer.js";
+import { scoreImages } from "../scoring/scorer.js";
+import { summarize } from "../scoring/summary.js";
 
 /**
  * One measurement, run in its own process (bench/bench.ts spawns `node dist/bench/measure.js

@@ -1,9 +1,9 @@
 import { ConfigurationError } from "../model/errors.js";
-import { aggregateRun, STATUS_FILE, type AggregateResult } from "../pipeline/aggregate.js";
-import { openLocation } from "../pipeline/storage.js";
-import { formatTable3 } from "../pipeline/summary.js";
+import { aggregateRun, STATUS_FILE, type AggregateResult } from "../queue/aggregate.js";
+import { openLocation } from "../storage/open-location.js";
+import { formatTable3 } from "../scoring/summary.js";
 import { readSynsetsUrl, WORKER_ENV } from "./worker-command.js";
-import { REPORT_FILE } from "../pipeline/report.js";
+import { REPORT_FILE } from "../scoring/report.js";
 import { parseFlags } from "./flags.js";
 
 const HELP = `usage: googlenet-eval aggregate --out DIR|s3://b/runs/RUN [--synsets FILE|s3://...]

@@ -1,6 +1,7 @@
 import { GoogLeNetEvalError } from "../model/errors.js";
-import { aggregateRun } from "../pipeline/aggregate.js";
-import { openLocation, type Location } from "../pipeline/storage.js";
+import { aggregateRun } from "../queue/aggregate.js";
+import { type Location } from "../storage/location.js";
+import { openLocation } from "../storage/open-location.js";
 
 /**
  * The aggregator Lambda (infra/aggregator.ts): S3 invokes it for every `.jsonl` created under
@@ -64,7 +65,7 @@ export function runsFromEvent(event: S3EventLike): { runs: string[]; ignored: st
 }
 
 export interface AggregateHandlerDeps {
-  /** Default: pipeline/aggregate.ts's aggregateRun. */
+  /** Default: queue/aggregate.ts's aggregateRun. */
   readonly aggregate?: typeof aggregateRun;
   /** Default: openLocation (S3 through the default client). */
   readonly open?: (url: string) => Location;

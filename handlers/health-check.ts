@@ -1,12 +1,12 @@
 import { pathToFileURL } from "node:url";
 import { z } from "zod";
 import { ConfigurationError } from "../model/errors.js";
-import { progressAgeSeconds } from "../pipeline/health-file.js";
+import { progressAgeSeconds } from "../queue/health-file.js";
 
 /**
  * The container health check: `node dist/handlers/health-check.js` (the ECS task definition
  * and the Dockerfile's HEALTHCHECK run it). Healthy while the worker loop keeps rewriting its
- * health file (pipeline/health-file.ts recordProgress); a loop that hangs lets the file age
+ * health file (queue/health-file.ts recordProgress); a loop that hangs lets the file age
  * past the limit and ECS replaces the task.
  */
 export const HEALTH_ENV = {

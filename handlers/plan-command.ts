@@ -3,7 +3,7 @@ import { DEFAULT_MAX_PIXELS } from "../model/decode.js";
 import { ConfigurationError } from "../model/errors.js";
 import type { CropCount } from "../model/predict.js";
 import { FLAVOURS } from "../model/preprocess.js";
-import { DEFAULT_BATCH_SIZE, planRun } from "../pipeline/plan.js";
+import { DEFAULT_BATCH_SIZE, planRun } from "../queue/plan.js";
 import { readSynsetsUrl, WORKER_ENV } from "./worker-command.js";
 import { choiceFlag, engineFlag, parseFlags, positiveIntFlag } from "./flags.js";
 

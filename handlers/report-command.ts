@@ -1,9 +1,10 @@
 import { GoogLeNetEvalError, StorageError } from "../model/errors.js";
-import type { ResultRecord, Summary } from "../pipeline/records.js";
-import { writeReport } from "../pipeline/report.js";
-import { RESULTS_FILE, SUMMARY_FILE } from "../pipeline/results.js";
-import { readRunFacts, withRunFacts } from "../pipeline/run-facts.js";
-import { openLocation, type Location } from "../pipeline/storage.js";
+import type { ResultRecord, Summary } from "../scoring/records.js";
+import { writeReport } from "../scoring/report.js";
+import { RESULTS_FILE, SUMMARY_FILE } from "../scoring/results.js";
+import { readRunFacts, withRunFacts } from "../scoring/run-facts.js";
+import { type Location } from "../storage/location.js";
+import { openLocation } from "../storage/open-location.js";
 
 const USAGE = `usage: googlenet-eval report <run folder or s3://bucket/prefix>
 
@@ -11,7 +12,7 @@ Reads summary.json and results.jsonl in the run folder and (re)writes report.htm
 
 /** What the command talks to; tests pass their own. */
 export interface ReportCommandDeps {
-  /** Opens the run folder. Default: openLocation from pipeline/storage.ts (local path or s3://). */
+  /** Opens the run folder. Default: openLocation from storage/location.ts (local path or s3://). */
   readonly open?: (url: string) => Location;
   /** Default: console.log. */
   readonly out?: (line: string) => void;

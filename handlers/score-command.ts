@@ -5,8 +5,9 @@ import { ConfigurationError } from "../model/errors.js";
 import { BACKEND_CHOICES } from "../model/load.js";
 import { ORT_DEVICES } from "../model/ort-engine.js";
 import { FLAVOURS } from "../model/preprocess.js";
-import { runScoreJob } from "../pipeline/score-job.js";
-import { isS3Url, openLocation, parseS3Url } from "../pipeline/storage.js";
+import { runScoreJob } from "../scoring/score-job.js";
+import { isS3Url, parseS3Url } from "../storage/location.js";
+import { openLocation } from "../storage/open-location.js";
 import { choiceFlag, engineFlag, parseFlags, positiveIntFlag } from "./flags.js";
 
 /** Environment variable naming a synset_words.txt when --synsets is not given. */

@@ -13,7 +13,7 @@ import { acknowledge, nagRef } from "./nag.js";
 import { PREFIXES } from "./storage.js";
 
 /**
- * The files aggregation writes into a run folder: pipeline/aggregate.ts's results, summary and
+ * The files aggregation writes into a run folder: queue/aggregate.ts's results, summary and
  * status files, and the report beside them. The Lambda may write these and nothing else; a new
  * output file must be added here.
  */

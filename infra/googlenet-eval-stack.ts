@@ -4,7 +4,7 @@ import { Platform } from "aws-cdk-lib/aws-ecr-assets";
 import * as ecs from "aws-cdk-lib/aws-ecs";
 import type * as logs from "aws-cdk-lib/aws-logs";
 import type { Construct } from "constructs";
-import { MAX_RECEIVE_COUNT } from "../pipeline/queue-timing.js";
+import { MAX_RECEIVE_COUNT } from "../queue/queue-timing.js";
 import { Aggregator } from "./aggregator.js";
 import { alarmTopic, OperationsAlarms } from "./alarms.js";
 import { CpuWorkers } from "./cpu-workers.js";

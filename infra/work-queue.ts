@@ -9,7 +9,7 @@ import {
   MAX_RECEIVE_COUNT,
   VISIBILITY_TIMEOUT_SECONDS,
   assertHeartbeatFits,
-} from "../pipeline/queue-timing.js";
+} from "../queue/queue-timing.js";
 
 /** How long a message may wait in the work queue: a run planned on a Friday is still there on Monday. */
 export const WORK_QUEUE_RETENTION = Duration.days(4);
@@ -43,7 +43,7 @@ export interface WorkQueueProps {
 
 /**
  * The work queue (one message per batch of a run, or per S3 drop-folder event) and its
- * dead-letter queue. The visibility timeout and heartbeat come from pipeline/queue-timing.ts,
+ * dead-letter queue. The visibility timeout and heartbeat come from queue/queue-timing.ts,
  * the same constants the worker uses, so a held batch cannot reappear while the worker is alive.
  */
 export class WorkQueue extends Construct {

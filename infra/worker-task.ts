@@ -5,7 +5,7 @@ import * as ecs from "aws-cdk-lib/aws-ecs";
 import * as iam from "aws-cdk-lib/aws-iam";
 import type * as s3 from "aws-cdk-lib/aws-s3";
 import type { Construct } from "constructs";
-import { DEFAULT_BATCH_DEADLINE_SECONDS } from "../pipeline/queue-timing.js";
+import { DEFAULT_BATCH_DEADLINE_SECONDS } from "../queue/queue-timing.js";
 import type { DeploySettings } from "./deploy-settings.js";
 import { acknowledge, NAG_ARN, nagLogicalRef, nagRef } from "./nag.js";
 import { PREFIXES } from "./storage.js";

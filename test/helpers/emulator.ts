@@ -13,7 +13,7 @@ export interface Emulator {
   readonly endpoint: string;
   readonly s3: S3Client;
   readonly sqs: SQSClient;
-  /** Variables that point pipeline/aws-clients.ts (in a child process) at the emulator. */
+  /** Variables that point storage/aws-clients.ts (in a child process) at the emulator. */
   readonly env: Record<string, string>;
   /** Creates a queue with a dead-letter queue after `maxReceiveCount` receives. */
   createQueue(name: string, settings: { visibilityTimeoutSeconds: number; maxReceiveCount: number }): QueuePair;

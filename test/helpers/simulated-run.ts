@@ -2,7 +2,7 @@ import { fileURLToPath } from "node:url";
 import { SCHEMES, type Scheme } from "../../model/crop-types.js";
 import { schemeCropIndices } from "../../model/crops.js";
 import { readSynsets } from "../../model/synsets.js";
-import type { ResultRecord, SchemeTop5, Summary, TopEntry } from "../../pipeline/records.js";
+import type { ResultRecord, SchemeTop5, Summary, TopEntry } from "../../scoring/records.js";
 import {
   POSITIONS,
   classErrors,
@@ -11,7 +11,7 @@ import {
   positionErrors,
   schemeComparisons,
   schemeErrors,
-} from "../../pipeline/statistics.js";
+} from "../../scoring/statistics.js";
 
 /** The real class names, read in place from ../shared (never copied into the repo). */
 export const SYNSET_WORDS = fileURLToPath(new URL("../../../shared/imagenet/synset_words.txt", import.meta.url));

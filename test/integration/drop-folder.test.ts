@@ -5,9 +5,9 @@ import sharp from "sharp";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { loadEngine } from "../../model/load.js";
 import { readSynsets } from "../../model/synsets.js";
-import type { ResultRecord, ScoredRecord } from "../../pipeline/records.js";
-import { S3Location } from "../../pipeline/s3-location.js";
-import { scoreImages } from "../../pipeline/scorer.js";
+import type { ResultRecord, ScoredRecord } from "../../scoring/records.js";
+import { S3Location } from "../../storage/s3-location.js";
+import { scoreImages } from "../../scoring/scorer.js";
 import { spawnCli, type CliProcess } from "../helpers/cli-process.js";
 import { s3EventBody, s3TestEventBody, startEmulator, type Emulator, type QueuePair } from "../helpers/emulator.js";
 

@@ -11,10 +11,10 @@ import { createOrtEngine } from "../../model/ort-engine.js";
 import { ensembleMean, labelRank, schemeMeans, topKEntries } from "../../model/predict.js";
 import { CROP_VALUES, sampleCrops } from "../../model/sampling.js";
 import { readSynsets } from "../../model/synsets.js";
-import type { ResultRecord, SchemeTop5 } from "../../pipeline/records.js";
-import type { ImageInput } from "../../pipeline/scorer.js";
-import { scoreImages } from "../../pipeline/scorer.js";
-import { encodePositions } from "../../pipeline/statistics.js";
+import type { ResultRecord, SchemeTop5 } from "../../scoring/records.js";
+import type { ImageInput } from "../../scoring/scorer.js";
+import { scoreImages } from "../../scoring/scorer.js";
+import { encodePositions } from "../../scoring/statistics.js";
 import { MODELS, SAMPLES } from "../helpers/real-crops.js";
 
 const MODEL = `${MODELS}/bvlc-googlenet.onnx`;

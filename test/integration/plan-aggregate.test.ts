@@ -4,7 +4,7 @@ import { DeleteObjectCommand, GetObjectCommand } from "@aws-sdk/client-s3";
 import { GetQueueAttributesCommand } from "@aws-sdk/client-sqs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { readSynsets, type Synsets } from "../../model/synsets.js";
-import { STATUS_FILE, aggregateRun } from "../../pipeline/aggregate.js";
+import { STATUS_FILE, aggregateRun } from "../../queue/aggregate.js";
 import {
   MANIFEST_KEY,
   batchResultKeyFor,
@@ -12,11 +12,11 @@ import {
   readManifestWithDigest,
   type BatchMessage,
   type Manifest,
-} from "../../pipeline/manifest.js";
-import { planRun, type PlanOptions } from "../../pipeline/plan.js";
-import type { ResultRecord } from "../../pipeline/records.js";
-import { S3Location } from "../../pipeline/s3-location.js";
-import type { Location } from "../../pipeline/storage.js";
+} from "../../queue/manifest.js";
+import { planRun, type PlanOptions } from "../../queue/plan.js";
+import type { ResultRecord } from "../../scoring/records.js";
+import { S3Location } from "../../storage/s3-location.js";
+import type { Location } from "../../storage/location.js";
 import { spawnCli } from "../helpers/cli-process.js";
 import { startEmulator, type Emulator, type QueuePair } from "../helpers/emulator.js";
 import { tinyClassifierModel } from "../helpers/onnx-rewrite.js";

@@ -6,9 +6,9 @@ import { pathToFileURL } from "node:url";
 import { chromium, type BrowserContext, type Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { reportCommand } from "../../handlers/report-command.js";
-import type { ErrorRates, Summary } from "../../pipeline/records.js";
-import { ONE_CROP_POSITION } from "../../pipeline/statistics.js";
-import { LocalLocation } from "../../pipeline/storage.js";
+import type { ErrorRates, Summary } from "../../scoring/records.js";
+import { ONE_CROP_POSITION } from "../../scoring/statistics.js";
+import { LocalLocation } from "../../storage/location.js";
 import { simulateRun, summarizeRun, type SimulatedRun } from "../helpers/simulated-run.js";
 
 const CHROMIUM = "/usr/bin/chromium";

@@ -2,9 +2,11 @@ import { readFile } from "node:fs/promises";
 import type { S3Client } from "@aws-sdk/client-s3";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { StorageError } from "../../model/errors.js";
-import { createS3Client } from "../../pipeline/aws-clients.js";
-import { S3Location, readUrl } from "../../pipeline/s3-location.js";
-import { LocalLocation, openLocation, sha256OfBytes } from "../../pipeline/storage.js";
+import { createS3Client } from "../../storage/aws-clients.js";
+import { S3Location } from "../../storage/s3-location.js";
+import { readUrl } from "../../storage/open-location.js";
+import { LocalLocation, sha256OfBytes } from "../../storage/location.js";
+import { openLocation } from "../../storage/open-location.js";
 import { startEmulator, type Emulator } from "../helpers/emulator.js";
 
 const MODEL = "../shared/models/bvlc-googlenet.onnx";

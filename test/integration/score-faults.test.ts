@@ -3,8 +3,8 @@ import { copyFile, mkdir, mkdtemp, readFile, readdir, rm, symlink, unlink, write
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { ResultRecord, Summary } from "../../pipeline/records.js";
-import { S3Location } from "../../pipeline/s3-location.js";
+import type { ResultRecord, Summary } from "../../scoring/records.js";
+import { S3Location } from "../../storage/s3-location.js";
 import { spawnCli } from "../helpers/cli-process.js";
 import { startEmulator, type Emulator } from "../helpers/emulator.js";
 import { startFaultProxy, type FaultProxy } from "../helpers/fault-proxy.js";

@@ -2,8 +2,8 @@ import { copyFile, mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promi
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { ResultRecord, ScoredRecord, Summary } from "../../pipeline/records.js";
-import { ONE_CROP_POSITION, decodePositions } from "../../pipeline/statistics.js";
+import type { ResultRecord, ScoredRecord, Summary } from "../../scoring/records.js";
+import { ONE_CROP_POSITION, decodePositions } from "../../scoring/statistics.js";
 import { spawnCli } from "../helpers/cli-process.js";
 
 const SHARED = resolve(import.meta.dirname, "../../../shared");

@@ -4,7 +4,7 @@ import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import onnxProto from "onnx-proto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { ResultRecord, ScoredRecord, Summary } from "../../pipeline/records.js";
+import type { ResultRecord, ScoredRecord, Summary } from "../../scoring/records.js";
 
 const REPO = resolve(import.meta.dirname, "../..");
 const SHARED = resolve(REPO, "../shared");

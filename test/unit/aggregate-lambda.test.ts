@@ -3,9 +3,9 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { createAggregateHandler, runsFromEvent, type S3EventLike } from "../../handlers/aggregate-lambda.js";
-import { MANIFEST_FORMAT, MANIFEST_KEY, batchResultKeyFor, digestOfManifest, serializeManifest, type Manifest } from "../../pipeline/manifest.js";
-import type { ResultRecord, TopEntry } from "../../pipeline/records.js";
-import { LocalLocation, parseS3Url } from "../../pipeline/storage.js";
+import { MANIFEST_FORMAT, MANIFEST_KEY, batchResultKeyFor, digestOfManifest, serializeManifest, type Manifest } from "../../queue/manifest.js";
+import type { ResultRecord, TopEntry } from "../../scoring/records.js";
+import { LocalLocation, parseS3Url } from "../../storage/location.js";
 
 /** An S3 event notification in AWS's shape, keys URL-encoded as S3 sends them. */
 function s3Event(bucket: string, keys: string[], eventName = "ObjectCreated:Put"): S3EventLike {

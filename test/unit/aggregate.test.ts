@@ -3,10 +3,10 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { StorageError } from "../../model/errors.js";
-import { STATUS_FILE, aggregateRun } from "../../pipeline/aggregate.js";
-import { MANIFEST_FORMAT, MANIFEST_KEY, batchResultKeyFor, digestOfManifest, serializeManifest, type Manifest } from "../../pipeline/manifest.js";
-import type { ResultRecord, TopEntry } from "../../pipeline/records.js";
-import { LocalLocation, type Location } from "../../pipeline/storage.js";
+import { STATUS_FILE, aggregateRun } from "../../queue/aggregate.js";
+import { MANIFEST_FORMAT, MANIFEST_KEY, batchResultKeyFor, digestOfManifest, serializeManifest, type Manifest } from "../../queue/manifest.js";
+import type { ResultRecord, TopEntry } from "../../scoring/records.js";
+import { LocalLocation, type Location } from "../../storage/location.js";
 
 /** A scored record whose top-5 under both schemes is `classes`, first most probable. */
 function scored(key: string, label: number | null, classes: number[]): ResultRecord {

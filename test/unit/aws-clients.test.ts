@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { createS3Client, createSqsClient } from "../../pipeline/aws-clients.js";
+import { createS3Client, createSqsClient } from "../../storage/aws-clients.js";
 
 describe("createS3Client", () => {
   describe.each([

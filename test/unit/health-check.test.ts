@@ -6,7 +6,7 @@ import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { checkHealth, DEFAULT_HEALTH_MAX_AGE_SECONDS, HEALTH_ENV, parseHealthSettings } from "../../handlers/health-check.js";
 import { projectRoot } from "../../infra/project-root.js";
 import { ConfigurationError } from "../../model/errors.js";
-import { recordProgress } from "../../pipeline/health-file.js";
+import { recordProgress } from "../../queue/health-file.js";
 
 let folder: string;
 let file: string;

@@ -2,7 +2,7 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "n
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { progressAgeSeconds, recordProgress } from "../../pipeline/health-file.js";
+import { progressAgeSeconds, recordProgress } from "../../queue/health-file.js";
 
 let folder: string;
 

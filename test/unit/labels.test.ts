@@ -3,7 +3,7 @@ import { beforeAll, describe, expect, it } from "vitest";
 import { LabelFileError } from "../../model/errors.js";
 import { parseSynsets } from "../../model/synsets.js";
 import type { Synsets } from "../../model/synsets.js";
-import { describeProblems, labelFromPath, parseLabels } from "../../pipeline/labels.js";
+import { describeProblems, labelFromPath, parseLabels } from "../../scoring/labels.js";
 
 const SYNSETS_PATH = "../shared/imagenet/synset_words.txt";
 let synsets: Synsets;

@@ -18,8 +18,8 @@ import {
   readManifestWithDigest,
   serializeManifest,
   type Manifest,
-} from "../../pipeline/manifest.js";
-import { LocalLocation } from "../../pipeline/storage.js";
+} from "../../queue/manifest.js";
+import { LocalLocation } from "../../storage/location.js";
 
 function manifest(overrides: Partial<Manifest> = {}): Manifest {
   return {

@@ -6,7 +6,7 @@ import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { ConfigurationError, ModelFormatError } from "../../model/errors.js";
 import { readSynsets, type Synsets } from "../../model/synsets.js";
 import { planCommand } from "../../handlers/plan-command.js";
-import { describeModelFlavour, planRun, type PlanOptions } from "../../pipeline/plan.js";
+import { describeModelFlavour, planRun, type PlanOptions } from "../../queue/plan.js";
 import { tinyClassifierModel } from "../helpers/onnx-rewrite.js";
 
 const BVLC = "../shared/models/bvlc-googlenet.onnx";

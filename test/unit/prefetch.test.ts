@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { prefetchReads } from "../../pipeline/prefetch.js";
-import type { ImageInput } from "../../pipeline/scorer.js";
+import { prefetchReads } from "../../scoring/prefetch.js";
+import type { ImageInput } from "../../scoring/scorer.js";
 
 /** Inputs whose reads resolve only when the test says so, recording when each started. */
 function deferredInputs(count: number, failing: ReadonlySet<number> = new Set()) {

@@ -2,9 +2,9 @@ import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import type { ResultRecord, Summary } from "../../pipeline/records.js";
-import { parseResultsText, readResumeState, RESULTS_FILE, ResultsWriter, SUMMARY_FILE } from "../../pipeline/results.js";
-import { LocalLocation } from "../../pipeline/storage.js";
+import type { ResultRecord, Summary } from "../../scoring/records.js";
+import { parseResultsText, readResumeState, RESULTS_FILE, ResultsWriter, SUMMARY_FILE } from "../../scoring/results.js";
+import { LocalLocation } from "../../storage/location.js";
 
 function record(key: string): ResultRecord {
   return { key, label: 1, width: 10, height: 20, top5: { "1": [[1, 0.9, "goldfish"]] } };

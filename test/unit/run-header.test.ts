@@ -3,9 +3,9 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { ConfigurationError, StorageError } from "../../model/errors.js";
-import type { RunHeader } from "../../pipeline/run-header.js";
-import { RUN_HEADER_FILE, assertSameRun, formatRunHeader, headerDifferences, readRunHeader } from "../../pipeline/run-header.js";
-import { LocalLocation } from "../../pipeline/storage.js";
+import type { RunHeader } from "../../scoring/run-header.js";
+import { RUN_HEADER_FILE, assertSameRun, formatRunHeader, headerDifferences, readRunHeader } from "../../scoring/run-header.js";
+import { LocalLocation } from "../../storage/location.js";
 
 const BVLC = "f5e86a8bb03c8170fb631d164d3851eaddfc0cb4759b16a506b5ef6b35b41de4";
 const TORCHVISION = "1843af8e0dc3c89ab917b54e5fca51e7821f9bb70ca677583d43a7bdfa9b46aa";

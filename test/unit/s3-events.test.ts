@@ -7,7 +7,7 @@ import {
   parseS3EventMessage,
   planDropEvent,
   type S3ObjectEvent,
-} from "../../pipeline/s3-events.js";
+} from "../../queue/s3-events.js";
 import { encodeS3EventKey, s3EventBody, s3TestEventBody } from "../helpers/emulator.js";
 
 function created(key: string, eventName = "ObjectCreated:Put"): S3ObjectEvent {

@@ -7,10 +7,10 @@ import { ModelOutputError, StorageError } from "../../model/errors.js";
 import { createOrtEngine } from "../../model/ort-engine.js";
 import { labelRank } from "../../model/predict.js";
 import { readSynsets } from "../../model/synsets.js";
-import type { ResultRecord } from "../../pipeline/records.js";
-import type { ImageInput, ScorerOptions } from "../../pipeline/scorer.js";
-import { scoreImages } from "../../pipeline/scorer.js";
-import { LocalLocation } from "../../pipeline/storage.js";
+import type { ResultRecord } from "../../scoring/records.js";
+import type { ImageInput, ScorerOptions } from "../../scoring/scorer.js";
+import { scoreImages } from "../../scoring/scorer.js";
+import { LocalLocation } from "../../storage/location.js";
 import { decodeModel, encodeModel } from "../helpers/onnx-rewrite.js";
 
 const MODEL = "../shared/models/bvlc-googlenet.onnx";

@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { schemeCropIndices } from "../../model/crops.js";
 import { StorageError } from "../../model/errors.js";
-import type { ResultRecord, ScoredRecord, TopEntry } from "../../pipeline/records.js";
+import type { ResultRecord, ScoredRecord, TopEntry } from "../../scoring/records.js";
 import {
   ONE_CROP_POSITION,
   POSITIONS,
@@ -15,7 +15,7 @@ import {
   schemeComparisons,
   schemeErrors,
   wilsonInterval,
-} from "../../pipeline/statistics.js";
+} from "../../scoring/statistics.js";
 import { simulateRun, summarizeRun } from "../helpers/simulated-run.js";
 
 /** A top-5 list whose first entry is `first`, then four other classes. */

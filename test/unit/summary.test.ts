@@ -1,8 +1,8 @@
 import { describe, expect, it } from "vitest";
 import type { ModelInfo } from "../../model/engine.js";
-import type { FailedRecord, ResultRecord, SchemeTop5, ScoredRecord, TopEntry } from "../../pipeline/records.js";
-import { wilsonInterval } from "../../pipeline/statistics.js";
-import { formatTable3, summarize } from "../../pipeline/summary.js";
+import type { FailedRecord, ResultRecord, SchemeTop5, ScoredRecord, TopEntry } from "../../scoring/records.js";
+import { wilsonInterval } from "../../scoring/statistics.js";
+import { formatTable3, summarize } from "../../scoring/summary.js";
 
 /** A top-5 list whose classes are `classes`, probabilities decreasing. */
 function top(...classes: number[]): TopEntry[] {

@@ -1,7 +1,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { taskProtectionFromEnvironment } from "../../pipeline/task-protection.js";
+import { taskProtectionFromEnvironment } from "../../queue/task-protection.js";
 
 interface SeenRequest {
   method: string | undefined;

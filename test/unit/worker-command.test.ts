@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { ConfigurationError } from "../../model/errors.js";
 import { parseWorkerArgs, workerOptionsFrom } from "../../handlers/worker-command.js";
-import { resolveWorkerTiming } from "../../pipeline/worker.js";
+import { resolveWorkerTiming } from "../../queue/worker.js";
 import type { Synsets } from "../../model/synsets.js";
 
 const QUEUE = "https://sqs.eu-west-1.amazonaws.com/123456789012/batches";

@@ -1,8 +1,8 @@
 import { Capture, Match, type Template } from "aws-cdk-lib/assertions";
 import { beforeAll, describe, expect, it } from "vitest";
 import { AGGREGATE_OUTPUTS } from "../../../infra/aggregator.js";
-import { STATUS_FILE } from "../../../pipeline/aggregate.js";
-import { RESULTS_FILE, SUMMARY_FILE } from "../../../pipeline/results.js";
+import { STATUS_FILE } from "../../../queue/aggregate.js";
+import { RESULTS_FILE, SUMMARY_FILE } from "../../../scoring/results.js";
 import { resourcesOfType, synthStack } from "./synth-app.js";
 
 let template: Template;
@@ -71,7 +71,7 @@ describe("the aggregator Lambda", () => {
     });
   });
 
-  it("may write exactly the files pipeline/aggregate.ts writes, and the report", () => {
+  it("may write exactly the files queue/aggregate.ts writes, and the report", () => {
     // Prepare
     const resources = new Capture();
 

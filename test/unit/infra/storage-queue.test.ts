@@ -2,7 +2,7 @@ import { Capture, Match, type Template } from "aws-cdk-lib/assertions";
 import { beforeAll, describe, expect, it } from "vitest";
 import { DROP_IMAGE_SUFFIXES } from "../../../infra/drop-folder.js";
 import { LOG_BUCKET_EXPIRY_DAYS, LOG_PREFIXES } from "../../../infra/storage.js";
-import { HEARTBEAT_SECONDS, MAX_RECEIVE_COUNT, VISIBILITY_TIMEOUT_SECONDS } from "../../../pipeline/queue-timing.js";
+import { HEARTBEAT_SECONDS, MAX_RECEIVE_COUNT, VISIBILITY_TIMEOUT_SECONDS } from "../../../queue/queue-timing.js";
 import { resourcesOfType, synthStack } from "./synth-app.js";
 
 let template: Template;

@@ -2,7 +2,7 @@ import { ChangeMessageVisibilityCommand, DeleteMessageCommand, type Message, typ
 import { DeadlineExceededError } from "../model/errors.js";
 import { recordProgress } from "./health-file.js";
 
-/** ECS task scale-in protection (pipeline/task-protection.ts), or anything shaped like it. */
+/** ECS task scale-in protection (queue/task-protection.ts), or anything shaped like it. */
 export interface BatchProtection {
   protect(expiresInMinutes: number): Promise<unknown>;
   release(): Promise<unknown>;

@@ -1,5 +1,5 @@
 import type { RunFacts, Summary } from "./records.js";
-import type { Location } from "./storage.js";
+import type { Location } from "../storage/location.js";
 
 /**
  * run.json: how a run went (engine, backend, wall time, crops/s). Kept out of summary.json on

@@ -1,4 +1,4 @@
-import type { ImageInput } from "./scorer.js";
+import type { ImageInput } from "./image-input.js";
 
 /**
  * Passes `inputs` through in order, with the `read()` of up to `depth` inputs started before

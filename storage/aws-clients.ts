@@ -2,7 +2,7 @@ import { S3Client, type S3ClientConfig } from "@aws-sdk/client-s3";
 import { SQSClient, type SQSClientConfig } from "@aws-sdk/client-sqs";
 import { ConfigurationError } from "../model/errors.js";
 
-/** The AWS clients pipeline/ talks to; every function that uses one takes it as a parameter. */
+/** The AWS clients scoring/ and queue/ talk to; every function that uses one takes it as a parameter. */
 export interface AwsClients {
   readonly s3: S3Client;
   readonly sqs: SQSClient;

@@ -3,7 +3,7 @@ import { mkdir, open } from "node:fs/promises";
 import { dirname } from "node:path";
 import { StorageError } from "../model/errors.js";
 import type { ResultRecord, Summary } from "./records.js";
-import { LocalLocation } from "./storage.js";
+import { LocalLocation } from "../storage/location.js";
 
 export const RESULTS_FILE = "results.jsonl";
 export const SUMMARY_FILE = "summary.json";

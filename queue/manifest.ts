@@ -7,7 +7,7 @@ import { StorageError } from "../model/errors.js";
 import type { EngineChoice } from "../model/load.js";
 import type { CropCount } from "../model/predict.js";
 import type { Flavour } from "../model/preprocess.js";
-import type { Location } from "./storage.js";
+import type { Location } from "../storage/location.js";
 
 /**
  * The contract between `plan`, the workers and `aggregate`: what a run scores
@@ -217,7 +217,7 @@ export function batchResultKeyFor(manifestDigest: string, batchId: string): stri
 /**
  * The manifest@1 result key, with no run identity in it.
  * @deprecated Use {@link batchResultKeyFor}; `aggregate` ignores files under this name. Kept only
- * until pipeline/worker.ts switches.
+ * until queue/worker.ts switches.
  */
 export function batchResultKey(batchId: string): string {
   return `${BATCHES_FOLDER}/${batchId}.jsonl`;

@@ -6,11 +6,11 @@ import type { JobContext } from "./batch-job.js";
 import { scoreHeld } from "./batch-job.js";
 import type { HeldMessage } from "./held-message.js";
 import type { LoadedModel } from "./model-cache.js";
-import { isFailed, type ResultRecord } from "./records.js";
+import { isFailed, type ResultRecord } from "../scoring/records.js";
 import { planDropEvent, type DropDecision, type S3ObjectEvent } from "./s3-events.js";
-import { S3Location } from "./s3-location.js";
-import type { ImageInput } from "./scorer.js";
-import { openLocation } from "./storage.js";
+import { S3Location } from "../storage/s3-location.js";
+import type { ImageInput } from "../scoring/scorer.js";
+import { openLocation } from "../storage/open-location.js";
 
 /** Largest dropped object read, in bytes: a drop folder takes uploads from people, not a curated set. */
 export const DEFAULT_DROP_MAX_BYTES = 50 * 1024 * 1024;

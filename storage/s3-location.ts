@@ -1,4 +1,3 @@
-import { readFile } from "node:fs/promises";
 import {
   DeleteObjectsCommand,
   GetObjectCommand,
@@ -9,7 +8,7 @@ import {
 import { Upload } from "@aws-sdk/lib-storage";
 import { MissingObjectError, StorageError } from "../model/errors.js";
 import { defaultS3Client } from "./aws-clients.js";
-import { assertSafeKey, isS3Url, parseS3Url, type Location } from "./storage.js";
+import { assertSafeKey, parseS3Url, type Location } from "./location.js";
 
 /**
  * Part size for uploads. S3 needs at least 5 MiB per part; staying well under the 11 MiB request
@@ -171,25 +170,5 @@ export class S3Location implements Location {
 
   child(key: string): Location {
     return new S3Location(`s3://${this.bucket}/${this.objectKey(key)}`, this.client, this.options);
-  }
-}
-
-/**
- * Reads one file named by a local path or an s3:// URL (a model, a label file, synset_words.txt).
- */
-export async function readUrl(url: string, client?: S3Client): Promise<Buffer> {
-  if (isS3Url(url)) {
-    const { bucket, key } = parseS3Url(url);
-    if (key === "" || key.endsWith("/")) {
-      throw new StorageError(`"${url}" names a prefix, not a file; give s3://bucket/path/to/file`);
-    }
-    const bytes = await new S3Location(`s3://${bucket}`, client ?? defaultS3Client()).readIfExists(key);
-    if (bytes === undefined) throw new MissingObjectError(`cannot read ${url}: no such key`);
-    return bytes;
-  }
-  try {
-    return await readFile(url);
-  } catch (error) {
-    throw new StorageError(`cannot read ${url}: ${(error as Error).message}`, { cause: error });
   }
 }

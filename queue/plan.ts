@@ -10,8 +10,8 @@ import type { CropCount } from "../model/predict.js";
 import { CROP_COUNTS } from "../model/predict.js";
 import { FLAVOURS, type Flavour } from "../model/preprocess.js";
 import type { Synsets } from "../model/synsets.js";
-import { defaultSqsClient } from "./aws-clients.js";
-import { describeProblems, labelFromPath, parseLabels } from "./labels.js";
+import { defaultSqsClient } from "../storage/aws-clients.js";
+import { describeProblems, labelFromPath, parseLabels } from "../scoring/labels.js";
 import {
   batchId,
   batchMessage,
@@ -25,8 +25,10 @@ import {
   type ManifestModel,
 } from "./manifest.js";
 import { isImageKey } from "./s3-events.js";
-import { readUrl, S3Location } from "./s3-location.js";
-import { isS3Url, LocalLocation, openLocation, sha256OfBytes, type Location } from "./storage.js";
+import { S3Location } from "../storage/s3-location.js";
+import { readUrl } from "../storage/open-location.js";
+import { isS3Url, LocalLocation, sha256OfBytes, type Location } from "../storage/location.js";
+import { openLocation } from "../storage/open-location.js";
 
 /** Images per batch (one queue message) when `--batch-size` is not given. */
 export const DEFAULT_BATCH_SIZE = 32;
@@ -89,7 +91,7 @@ export interface PlanOptions {
 
 export interface PlanResult {
   readonly runId: string;
-  /** The run's identity (pipeline/manifest.ts's digestOfManifest), carried by every message. */
+  /** The run's identity (queue/manifest.ts's digestOfManifest), carried by every message. */
   readonly manifestDigest: string;
   readonly images: number;
   readonly labelled: number;

@@ -1,7 +1,7 @@
 import { basename } from "node:path";
 import { z } from "zod";
 import { ConfigurationError, StorageError } from "../model/errors.js";
-import type { Location } from "./storage.js";
+import type { Location } from "../storage/location.js";
 
 /**
  * run-header.json, written beside results.jsonl before the first result: every setting that

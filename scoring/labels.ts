@@ -1,7 +1,7 @@
 import { NUM_CLASSES } from "../model/engine.js";
 import { LabelFileError } from "../model/errors.js";
 import type { Synsets } from "../model/synsets.js";
-import { readUrl } from "./s3-location.js";
+import { readUrl } from "../storage/open-location.js";
 
 /**
  * Label file formats, detected from content:

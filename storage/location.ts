@@ -2,13 +2,11 @@ import { createHash, randomBytes } from "node:crypto";
 import { createReadStream } from "node:fs";
 import { mkdir, readFile, readdir, rename, rm, stat, writeFile } from "node:fs/promises";
 import { dirname, join, relative, resolve, sep } from "node:path";
-import type { S3Client } from "@aws-sdk/client-s3";
 import { MissingObjectError, StorageError } from "../model/errors.js";
-import { S3Location } from "./s3-location.js";
 
 /**
  * A folder of objects addressed by `/`-separated keys: a local directory or an S3 prefix.
- * Everything in pipeline/ reads and writes through this, so `score`, `plan`, the worker and
+ * Everything in scoring/ and queue/ reads and writes through this, so `score`, `plan`, the worker and
  * `aggregate` take `s3://bucket/prefix` wherever they take a path.
  */
 export interface Location {
@@ -145,13 +143,6 @@ export function isS3Url(url: string): boolean {
   return url.startsWith("s3://");
 }
 
-/**
- * The Location a user named: `s3://bucket/prefix` (through `clients.s3`, default the client
- * built from the environment) or a local folder path.
- */
-export function openLocation(url: string, clients: { s3?: S3Client } = {}): Location {
-  return isS3Url(url) ? new S3Location(url, clients.s3) : new LocalLocation(url);
-}
 
 /** Splits `s3://bucket/some/prefix` into bucket and key (no leading slash). */
 export function parseS3Url(url: string): { bucket: string; key: string } {

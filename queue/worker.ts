@@ -8,7 +8,7 @@ import {
 } from "@aws-sdk/client-sqs";
 import { BackendUnavailableError, ConfigurationError, DeadlineExceededError, StorageError } from "../model/errors.js";
 import { loadEngine, type EngineChoice, type LoadEngineOptions } from "../model/load.js";
-import { defaultS3Client, defaultSqsClient } from "./aws-clients.js";
+import { defaultS3Client, defaultSqsClient } from "../storage/aws-clients.js";
 import { ManifestCache, runBatchJob, type JobContext } from "./batch-job.js";
 import { runDropJob, type DropSettings } from "./drop-job.js";
 import { recordProgress } from "./health-file.js";
@@ -22,7 +22,7 @@ import {
   assertHeartbeatFits,
   failureBackoffSeconds,
 } from "./queue-timing.js";
-import { readUrl } from "./s3-location.js";
+import { readUrl } from "../storage/open-location.js";
 import { classifyMessage, parseDropInput, type DropInput, type WorkItem } from "./work-message.js";
 
 export type { BatchProtection, StopMode } from "./held-message.js";

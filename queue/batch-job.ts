@@ -4,9 +4,9 @@ import type { EngineChoice } from "../model/load.js";
 import type { HeldMessage } from "./held-message.js";
 import { batchResultKeyFor, readManifestWithDigest, type BatchMessage, type ManifestWithDigest } from "./manifest.js";
 import type { LoadedModel, ModelCache } from "./model-cache.js";
-import { isFailed, type ResultRecord } from "./records.js";
-import { scoreImages, type ImageInput, type ScorerOptions } from "./scorer.js";
-import { openLocation } from "./storage.js";
+import { isFailed, type ResultRecord } from "../scoring/records.js";
+import { scoreImages, type ImageInput, type ScorerOptions } from "../scoring/scorer.js";
+import { openLocation } from "../storage/open-location.js";
 
 /** What the batch and drop jobs share: clients, class names, loaded models, the log. */
 export interface JobContext {

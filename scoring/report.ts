@@ -12,7 +12,7 @@ import type {
   Summary,
 } from "./records.js";
 import { ENSEMBLE, ONE_CROP_POSITION, classErrors, wilsonInterval } from "./statistics.js";
-import type { Location } from "./storage.js";
+import type { Location } from "../storage/location.js";
 
 /** The report's key, beside summary.json. */
 export const REPORT_FILE = "report.html";

@@ -20,7 +20,7 @@ export interface ScoredRecord {
    * How each of the 144 crop positions did on its own (the ensemble's probabilities at that
    * position): 144 characters in protocol order (scale, square, crop, mirror), each '0'..'3'
    * with bit 1 = the position's top-1 was right and bit 2 = its top-5 was right. Present only
-   * for labelled images in 144-crop runs; see pipeline/statistics.ts encodePositions.
+   * for labelled images in 144-crop runs; see scoring/statistics.ts encodePositions.
    */
   positions?: string;
 }

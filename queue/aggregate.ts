@@ -3,11 +3,11 @@ import type { ModelInfo } from "../model/engine.js";
 import { StorageError } from "../model/errors.js";
 import { schemesForCount } from "../model/predict.js";
 import { BATCHES_FOLDER, batchResultKeyFor, readManifestWithDigest, type Manifest } from "./manifest.js";
-import { isFailed, type ResultRecord, type Summary } from "./records.js";
-import { RESULTS_FILE, SUMMARY_FILE } from "./results.js";
-import type { Location } from "./storage.js";
-import { summarize } from "./summary.js";
-import { writeReport } from "./report.js";
+import { isFailed, type ResultRecord, type Summary } from "../scoring/records.js";
+import { RESULTS_FILE, SUMMARY_FILE } from "../scoring/results.js";
+import type { Location } from "../storage/location.js";
+import { summarize } from "../scoring/summary.js";
+import { writeReport } from "../scoring/report.js";
 
 /** Written on every aggregate, complete or not, so a partial run is never mistaken for a result. */
 export const STATUS_FILE = "aggregate-status.json";

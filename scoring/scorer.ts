@@ -9,16 +9,12 @@ import { ConfigurationError, MissingObjectError, ModelOutputError, StorageError,
 import { ensembleMean, labelRank, schemeMeans, schemesForCount, topKEntries } from "../model/predict.js";
 import type { Preprocess } from "../model/preprocess.js";
 import { CROP_VALUES, sampleCrops, uniqueCropWindows } from "../model/sampling.js";
+import type { ImageInput } from "./image-input.js";
 import { prefetchReads } from "./prefetch.js";
+
+export type { ImageInput } from "./image-input.js";
 import type { ResultRecord, SchemeTop5 } from "./records.js";
 import { encodePositions } from "./statistics.js";
-
-/** One image to score: its key (relative to the input), label and a way to read its bytes. */
-export interface ImageInput {
-  key: string;
-  label: number | null;
-  read(): Promise<Uint8Array>;
-}
 
 export interface ScorerOptions {
   /** The models, in --model order; more than one makes an ensemble. */

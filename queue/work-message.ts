@@ -1,6 +1,6 @@
 import { parseBatchMessage, type BatchMessage } from "./manifest.js";
 import { parseS3EventMessage, type S3ObjectEvent } from "./s3-events.js";
-import { parseS3Url } from "./storage.js";
+import { parseS3Url } from "../storage/location.js";
 
 /** The S3 prefix whose drop events a worker honours, as `--drop-input s3://bucket/prefix/` names it. */
 export interface DropInput {

@@ -1,5 +1,5 @@
 import { z } from "zod";
-import { assertSafeKey } from "./storage.js";
+import { assertSafeKey } from "../storage/location.js";
 
 /**
  * The drop folder's messages: S3 event notifications as AWS delivers them to SQS (directly, or

@@ -25,11 +25,12 @@ import { RESULTS_FILE, ResultsWriter, SUMMARY_FILE, readResumeState } from "./re
 import { RUN_FACTS_FILE, readRunFacts, withRunFacts, writeRunFacts } from "./run-facts.js";
 import type { RunHeader } from "./run-header.js";
 import { RUN_HEADER_FILE, assertSameRun, formatRunHeader, readRunHeader } from "./run-header.js";
-import { readUrl } from "./s3-location.js";
+import { readUrl } from "../storage/open-location.js";
 import type { ImageInput } from "./scorer.js";
 import { scoreImages } from "./scorer.js";
-import type { Location } from "./storage.js";
-import { LocalLocation, isS3Url, openLocation, sha256OfBytes } from "./storage.js";
+import type { Location } from "../storage/location.js";
+import { LocalLocation, isS3Url, sha256OfBytes } from "../storage/location.js";
+import { openLocation } from "../storage/open-location.js";
 import { formatTable3, summarize } from "./summary.js";
 import type { OrtDevice } from "../model/ort-engine.js";
 
