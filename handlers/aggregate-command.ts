@@ -3,7 +3,7 @@ import { aggregateRun, STATUS_FILE, type AggregateResult } from "../queue/aggreg
 import { openLocation } from "../storage/open-location.js";
 import { formatTable3 } from "../scoring/summary.js";
 import { readSynsetsUrl, WORKER_ENV } from "./worker-command.js";
-import { REPORT_FILE } from "../scoring/report.js";
+import { REPORT_FILE } from "../scoring/report/index.js";
 import { parseFlags } from "./flags.js";
 
 const HELP = `usage: googlenet-eval aggregate --out DIR|s3://b/runs/RUN [--synsets FILE|s3://...]

@@ -1,6 +1,6 @@
 import { GoogLeNetEvalError, StorageError } from "../model/errors.js";
 import type { ResultRecord, Summary } from "../scoring/records.js";
-import { writeReport } from "../scoring/report.js";
+import { writeReport } from "../scoring/report/index.js";
 import { RESULTS_FILE, SUMMARY_FILE } from "../scoring/results.js";
 import { readRunFacts, withRunFacts } from "../scoring/run-facts.js";
 import { type Location } from "../storage/location.js";

@@ -7,7 +7,7 @@ import { isFailed, type ResultRecord, type Summary } from "../scoring/records.js
 import { RESULTS_FILE, SUMMARY_FILE } from "../scoring/results.js";
 import type { Location } from "../storage/location.js";
 import { summarize } from "../scoring/summary.js";
-import { writeReport } from "../scoring/report.js";
+import { writeReport } from "../scoring/report/index.js";
 
 /** Written on every aggregate, complete or not, so a partial run is never mistaken for a result. */
 export const STATUS_FILE = "aggregate-status.json";

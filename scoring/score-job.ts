@@ -19,7 +19,7 @@ import type { LabelTable } from "./labels.js";
 import { createProgress } from "./progress.js";
 import type { ResultRecord, Summary } from "./records.js";
 import { isFailed } from "./records.js";
-import { REPORT_FILE, writeReport } from "./report.js";
+import { REPORT_FILE, writeReport } from "./report/index.js";
 import type { ResumeState } from "./results.js";
 import { RESULTS_FILE, ResultsWriter, SUMMARY_FILE, readResumeState } from "./results.js";
 import { RUN_FACTS_FILE, readRunFacts, withRunFacts, writeRunFacts } from "./run-facts.js";

@@ -1,6 +1,6 @@
 import * as vega from "vega";
 import { compile, type TopLevelSpec } from "vega-lite";
-import { SCHEMES, type Scheme } from "../model/crop-types.js";
+import { SCHEMES, type Scheme } from "../../model/crop-types.js";
 import type {
   ClassErrors,
   Comparison,
@@ -10,9 +10,9 @@ import type {
   ResultRecord,
   SchemeErrorRates,
   Summary,
-} from "./records.js";
-import { ENSEMBLE, ONE_CROP_POSITION, classErrors, wilsonInterval } from "./statistics.js";
-import type { Location } from "../storage/location.js";
+} from "../records.js";
+import { ENSEMBLE, ONE_CROP_POSITION, classErrors, wilsonInterval } from "../statistics.js";
+import type { Location } from "../../storage/location.js";
 
 /** The report's key, beside summary.json. */
 export const REPORT_FILE = "report.html";
