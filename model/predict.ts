@@ -183,3 +183,63 @@ export function labelRank(probabilities: ArrayLike<number>, label: number): numb
   if (own === undefined) throw new RangeError(`label ${label} is outside ${probabilities.length} classes`);
   return ahead;
 }
+
+/** One image's prediction under each scheme: the ensemble's means and each model's. */
+export interface ImagePrediction {
+  /** The ensemble's mean per scheme (the one model's, for a single model). */
+  readonly ensemble: Partial<Record<Scheme, Float64Array>>;
+  /** Each model's mean per scheme, in model order. */
+  readonly perModel: Partial<Record<Scheme, Float64Array>>[];
+}
+
+/**
+ * Averages one image's crop probabilities as the protocol says: per model over each scheme's
+ * crops, then over the models.
+ *
+ * @param probabilities per model, one row of `classes` values per distinct window
+ * @param computed the protocol indices of the crops computed, in order
+ * @param rowOf the row of `probabilities` of each computed crop (coinciding windows share one)
+ */
+export function predictImage(
+  probabilities: readonly ArrayLike<number>[],
+  classes: number,
+  computed: readonly number[],
+  schemeCrops: Partial<Record<Scheme, readonly number[]>>,
+  rowOf: readonly number[],
+): ImagePrediction {
+  const perModel = probabilities.map((values) => schemeMeans(values, classes, computed, schemeCrops, rowOf));
+  const ensemble: Partial<Record<Scheme, Float64Array>> = {};
+  for (const scheme of SCHEMES) {
+    if (schemeCrops[scheme] === undefined) continue;
+    ensemble[scheme] = ensembleMean(perModel.map((means) => means[scheme] as Float64Array));
+  }
+  return { ensemble, perModel };
+}
+
+/**
+ * Each computed crop judged alone, on the models' mean at that crop: whether the label is
+ * first, and whether it is among the first five. Two bits per crop per image let a run report
+ * which crops matter without keeping the crops x classes probabilities.
+ */
+export function cropVerdicts(
+  probabilities: readonly ArrayLike<number>[],
+  classes: number,
+  rowOf: readonly number[],
+  label: number,
+): { top1: boolean[]; top5: boolean[] } {
+  const top1: boolean[] = [];
+  const top5: boolean[] = [];
+  const mean = new Float64Array(classes);
+  for (const row of rowOf) {
+    mean.fill(0);
+    for (const values of probabilities) {
+      for (let c = 0; c < classes; c++) mean[c] = (mean[c] as number) + (values[row * classes + c] as number);
+    }
+    // Divide as ensembleMean does, so the crop of scheme "1" judges exactly as scheme "1".
+    for (let c = 0; c < classes; c++) mean[c] = (mean[c] as number) / probabilities.length;
+    const rank = labelRank(mean, label);
+    top1.push(rank === 0);
+    top5.push(rank < 5);
+  }
+  return { top1, top5 };
+}

@@ -8,6 +8,8 @@ import {
   schemesForCount,
   softmaxRows,
   topK,
+  cropVerdicts,
+  predictImage,
   topKEntries,
 } from "../../model/predict.js";
 import type { CropCount } from "../../model/predict.js";
@@ -171,5 +173,31 @@ describe("topKEntries", () => {
       [1, 0.6, "goldfish"],
       [2, 0.3, "great white shark"],
     ]);
+  });
+});
+
+describe("predictImage and cropVerdicts", () => {
+  // Two models, three classes, two windows; scheme "1" uses crop 0 and a made-up scheme uses both.
+  const modelA = Float32Array.from([0.5, 0.3, 0.2, 0.1, 0.1, 0.8]);
+  const modelB = Float32Array.from([0.2, 0.7, 0.1, 0.3, 0.3, 0.4]);
+
+  it("averages each model over a scheme's crops, then over the models (float64)", () => {
+    // Act
+    const { ensemble, perModel } = predictImage([modelA, modelB], 3, [0, 1], { "1": [0], "10": [0, 1] }, [0, 1]);
+
+    // Assess: by hand, (0.5+0.1)/2 = 0.3 etc., then the mean of the two models.
+    expect(Array.from(perModel[0]?.["10"] ?? []).map((v) => v.toFixed(6))).toEqual(["0.300000", "0.200000", "0.500000"]);
+    expect(Array.from(ensemble["1"] ?? []).map((v) => v.toFixed(6))).toEqual(["0.350000", "0.500000", "0.150000"]);
+    expect(Array.from(ensemble["10"] ?? []).map((v) => v.toFixed(6))).toEqual(["0.275000", "0.350000", "0.375000"]);
+    expect(ensemble["144"]).toBeUndefined();
+  });
+
+  it("judges each crop alone on the models' mean there", () => {
+    // Act: label 1. Crop 0 mean [0.35, 0.5, 0.15] ranks it first; crop 1 mean [0.2, 0.2, 0.6]:
+    // class 0 ties it with the lower index, class 2 beats it, so it is third.
+    const verdicts = cropVerdicts([modelA, modelB], 3, [0, 1], 1);
+
+    // Assess
+    expect(verdicts).toEqual({ top1: [true, false], top5: [true, true] });
   });
 });
