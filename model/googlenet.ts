@@ -8,7 +8,7 @@ import {
   type InceptionWeights,
   type LrnSpec,
   type PoolSpec,
-} from "./architecture.js";
+} from "./layer-readers.js";
 import { ModelFormatError } from "./errors.js";
 import type { Flavour } from "./preprocess.js";
 

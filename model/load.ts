@@ -1,6 +1,6 @@
 import { createHash } from "node:crypto";
 import { availableParallelism } from "node:os";
-import { describeOnnxModel } from "./architecture.js";
+import { describeOnnxModel } from "./layer-readers.js";
 import type { BackendPreference } from "./backend.js";
 import type { Engine, EngineName, ModelInfo } from "./engine.js";
 import { ENGINE_NAMES } from "./engine.js";

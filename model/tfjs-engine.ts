@@ -1,5 +1,5 @@
 import * as tf from "@tensorflow/tfjs-core";
-import { loadGoogLeNetWeights } from "./architecture.js";
+import { loadGoogLeNetWeights } from "./layer-readers.js";
 import { selectBackend, type BackendPreference } from "./backend.js";
 import { NUM_CLASSES, type Engine } from "./engine.js";
 import { ModelFormatError } from "./errors.js";

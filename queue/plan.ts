@@ -2,7 +2,7 @@ import { randomBytes } from "node:crypto";
 import { isAbsolute, relative, resolve, sep } from "node:path";
 import type { S3Client } from "@aws-sdk/client-s3";
 import { SendMessageBatchCommand, type SQSClient } from "@aws-sdk/client-sqs";
-import { describeOnnxModel } from "../model/architecture.js";
+import { describeOnnxModel } from "../model/layer-readers.js";
 import { DEFAULT_MAX_PIXELS } from "../model/decode.js";
 import { ConfigurationError, ModelFormatError, StorageError } from "../model/errors.js";
 import type { EngineChoice } from "../model/load.js";

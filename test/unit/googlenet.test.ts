@@ -1,7 +1,7 @@
 import { readFileSync } from "node:fs";
 import * as tf from "@tensorflow/tfjs-core";
 import { beforeAll, describe, expect, it } from "vitest";
-import { allConvs, loadGoogLeNetWeights, type GoogLeNetWeights } from "../../model/architecture.js";
+import { allConvs, loadGoogLeNetWeights, type GoogLeNetWeights } from "../../model/layer-readers.js";
 import { parseBackendPreference, selectBackend, type BackendPreference } from "../../model/backend.js";
 import { BackendUnavailableError, ConfigurationError } from "../../model/errors.js";
 import { buildGoogLeNet, layerWidths, parameterCount, windowPadding } from "../../model/googlenet.js";

@@ -1,6 +1,6 @@
 import { readFileSync } from "node:fs";
 import { describe, expect, it } from "vitest";
-import { describeOnnxModel, loadGoogLeNetWeights, recogniseGoogLeNet } from "../../model/architecture.js";
+import { describeOnnxModel, loadGoogLeNetWeights, recogniseGoogLeNet } from "../../model/layer-readers.js";
 import { ModelFormatError } from "../../model/errors.js";
 import { readOnnxModel } from "../../model/onnx.js";
 import {
