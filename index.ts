@@ -67,5 +67,6 @@ export { parseResultsText, RESULTS_FILE, ResultsWriter, SUMMARY_FILE } from "./s
 export type { ResumeState } from "./scoring/results.js";
 export { createProgress, progressLine } from "./scoring/progress.js";
 export type { Progress, ProgressOptions } from "./scoring/progress.js";
-export { IMAGE_EXTENSIONS, runScoreJob } from "./scoring/score-job.js";
+export { runScoreJob } from "./scoring/score-job.js";
+export { IMAGE_EXTENSIONS, isImageKey } from "./storage/image-keys.js";
 export type { ScoreJobOptions, ScoreJobResult } from "./scoring/score-job.js";

@@ -2,6 +2,7 @@ import { GoogLeNetEvalError } from "../model/errors.js";
 import { aggregateRun } from "../queue/aggregate.js";
 import { type Location } from "../storage/location.js";
 import { openLocation } from "../storage/open-location.js";
+import { decodeS3Key } from "../queue/s3-events.js";
 
 /**
  * The aggregator Lambda (infra/aggregator.ts): S3 invokes it for every `.jsonl` created under
@@ -52,7 +53,7 @@ export function runsFromEvent(event: S3EventLike): { runs: string[]; ignored: st
   const ignored: string[] = [];
   for (const record of event.Records ?? []) {
     // S3 URL-encodes keys in events, with '+' for spaces.
-    const key = decodeURIComponent(record.s3.object.key.replace(/\+/g, " "));
+    const key = decodeS3Key(record.s3.object.key);
     const match = BATCH_KEY.exec(key);
     if (!match?.[1] || (record.eventName !== undefined && !record.eventName.startsWith("ObjectCreated:"))) {
       ignored.push(key);

@@ -2,13 +2,17 @@ import * as s3 from "aws-cdk-lib/aws-s3";
 import * as s3n from "aws-cdk-lib/aws-s3-notifications";
 import type * as sqs from "aws-cdk-lib/aws-sqs";
 import { Construct } from "constructs";
+import { IMAGE_EXTENSIONS } from "../storage/image-keys.js";
 import { PREFIXES } from "./storage.js";
 
 /**
  * Image suffixes that trigger classification. S3 suffix filters are case-sensitive and a rule
  * takes one suffix, so each spelling is its own rule; cameras and phones write upper case.
  */
-export const DROP_IMAGE_SUFFIXES = [".jpg", ".jpeg", ".png", ".webp", ".JPG", ".JPEG", ".PNG", ".WEBP"] as const;
+export const DROP_IMAGE_SUFFIXES: readonly string[] = [
+  ...IMAGE_EXTENSIONS,
+  ...IMAGE_EXTENSIONS.map((extension) => extension.toUpperCase()),
+];
 
 export interface DropFolderProps {
   readonly bucket: s3.Bucket;

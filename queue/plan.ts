@@ -24,7 +24,7 @@ import {
   type ManifestBatch,
   type ManifestModel,
 } from "./manifest.js";
-import { isImageKey } from "./s3-events.js";
+import { IMAGE_EXTENSIONS, isImageKey } from "../storage/image-keys.js";
 import { S3Location } from "../storage/s3-location.js";
 import { readUrl } from "../storage/open-location.js";
 import { isS3Url, LocalLocation, sha256OfBytes, type Location } from "../storage/location.js";
@@ -238,7 +238,7 @@ async function checkOut(out: Location, replace: boolean, reads: readonly string[
 async function listImages(inputUrl: string, s3: S3Client | undefined): Promise<string[]> {
   const keys: string[] = [];
   for await (const key of openLocation(inputUrl, { s3 }).list()) if (isImageKey(key)) keys.push(key);
-  if (keys.length === 0) throw new ConfigurationError(`no images (.jpg .jpeg .png .webp) under ${inputUrl}`);
+  if (keys.length === 0) throw new ConfigurationError(`no images (${IMAGE_EXTENSIONS.join(" ")}, any case) under ${inputUrl}`);
   return keys;
 }
 

@@ -1,13 +1,12 @@
 import { z } from "zod";
 import { assertSafeKey } from "../storage/location.js";
+import { IMAGE_EXTENSIONS, isImageKey } from "../storage/image-keys.js";
 
 /**
  * The drop folder's messages: S3 event notifications as AWS delivers them to SQS (directly, or
  * wrapped in an SNS envelope when the bucket notifies a topic).
  */
 
-/** File name endings the drop folder and `plan` treat as images (case-insensitive). */
-export const IMAGE_EXTENSIONS: readonly string[] = [".jpg", ".jpeg", ".png", ".webp"];
 
 /** One object named by an S3 event record, its key already decoded. */
 export interface S3ObjectEvent {
@@ -83,11 +82,6 @@ export function parseS3EventMessage(body: unknown): S3EventMessage | undefined {
   return { kind: "objects", objects };
 }
 
-/** Whether a key names an image by its extension (the drop folder skips anything else). */
-export function isImageKey(key: string): boolean {
-  const lower = key.toLowerCase();
-  return IMAGE_EXTENSIONS.some((extension) => lower.endsWith(extension));
-}
 
 /** Whether an event announces a new object (Put, Post, Copy, CompleteMultipartUpload). */
 export function isObjectCreated(eventName: string): boolean {

@@ -33,13 +33,7 @@ import { LocalLocation, isS3Url, sha256OfBytes } from "../storage/location.js";
 import { openLocation } from "../storage/open-location.js";
 import { formatTable3, summarize } from "./summary.js";
 import type { OrtDevice } from "../model/ort-engine.js";
-
-/**
- * File extensions listed as images, case-insensitively. Only the listing goes by name:
- * decoding goes by content, so a PNG named .jpg is scored and a text file named .jpg becomes an
- * error record rather than being skipped.
- */
-export const IMAGE_EXTENSIONS: readonly string[] = [".jpg", ".jpeg", ".png", ".webp"];
+import { IMAGE_EXTENSIONS, isImageKey } from "../storage/image-keys.js";
 
 export interface ScoreJobOptions {
   /** The folder of images, listed recursively. */
@@ -99,11 +93,6 @@ export interface ScoreJobResult {
   /** Images scored (or failed) by this run; the rest were done by an earlier one. */
   readonly processed: number;
   readonly resumed: number;
-}
-
-function isImageKey(key: string): boolean {
-  const lower = key.toLowerCase();
-  return IMAGE_EXTENSIONS.some((extension) => lower.endsWith(extension));
 }
 
 /** A model file as read, before any engine loads it. */

@@ -3,11 +3,11 @@ import { StorageError } from "../../model/errors.js";
 import {
   decodeS3Key,
   dropResultKey,
-  isImageKey,
   parseS3EventMessage,
   planDropEvent,
   type S3ObjectEvent,
 } from "../../queue/s3-events.js";
+import { isImageKey } from "../../storage/image-keys.js";
 import { encodeS3EventKey, s3EventBody, s3TestEventBody } from "../helpers/emulator.js";
 
 function created(key: string, eventName = "ObjectCreated:Put"): S3ObjectEvent {
