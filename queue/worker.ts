@@ -286,10 +286,15 @@ class WorkerLoop {
   private async handle(message: Message): Promise<void> {
     const item = classifyMessage(message.Body, this.parts.dropInput);
     const held = new HeldMessage(message, this.hold);
-    if (item.kind === "poison") return this.deadLetter(held, item.reason);
-    if (item.kind === "test") {
-      await held.delete();
-      this.parts.log({ event: "s3-test-event", messageId: message.MessageId });
+    if (item.kind === "poison" || item.kind === "test") {
+      try {
+        if (item.kind === "poison") await this.deadLetter(held, item.reason);
+        else await held.delete();
+        if (item.kind === "test") this.parts.log({ event: "s3-test-event", messageId: message.MessageId });
+      } catch (error) {
+        // SQS itself failed: the message comes back after its visibility timeout and is tried again.
+        this.parts.log({ event: "queue-call-failed", messageId: message.MessageId, kind: item.kind, error: messageOf(error) });
+      }
       return;
     }
     try {

@@ -197,6 +197,23 @@ describe("the worker under storage faults, poison messages and stops (fauxqs beh
     console.log(`fault: 5 poison messages -> dead-letter queue at once, in ${seconds.toFixed(1)} s (visibility timeout 300 s)`);
   });
 
+  it("a poison message whose move to the dead-letter queue fails is moved on its next delivery", async () => {
+    // Prepare: SendMessage answers 500 to all three of the SDK's attempts once.
+    const pair = emulator.createQueue("poison-retry", { visibilityTimeoutSeconds: 2, maxReceiveCount: 5 });
+    await emulator.sqs.send(new SendMessageCommand({ QueueUrl: pair.queueUrl, MessageBody: "not json {" }));
+    const refused = proxy.addRule({ action: "SendMessage", fault: "500", times: 3 });
+    const log: Record<string, unknown>[] = [];
+
+    // Act
+    await inProcessWorker(pair.queueUrl, log);
+
+    // Assess
+    expect(refused.hits).toBe(3);
+    expect(log.find((entry) => entry.event === "queue-call-failed")).toMatchObject({ kind: "poison", error: "Internal failure (injected by the fault proxy)." });
+    expect(log.filter((entry) => entry.event === "poison" && entry.action === "moved to the dead-letter queue")).toHaveLength(1);
+    expect(emulator.server.inspectQueue(pair.dlqName)?.messages.ready.map((message) => message.body)).toEqual(["not json {"]);
+  });
+
   it("a stalled GetObject: the deadline hands the batch back and ends the worker; another worker finishes it", async () => {
     // Prepare: the first read of one photo never answers.
     const run = await plannedRun("stalled", { visibilityTimeoutSeconds: 30, maxReceiveCount: 5 });
