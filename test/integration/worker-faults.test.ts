@@ -130,12 +130,14 @@ describe("the worker under storage faults, poison messages and stops (fauxqs beh
     const run = await plannedRun("slowdown", { visibilityTimeoutSeconds: 30, maxReceiveCount: 5 });
     const slow = proxy.addRule({ method: "GET", path: `/data/images/${PHOTOS[1]}`, fault: "503", times: 2 });
     const log: Record<string, unknown>[] = [];
+    const started = proxy.now();
 
     // Act
     const stats = await inProcessWorker(run.queueUrl, log);
 
     // Assess
     expect(slow.hits).toBe(2);
+    console.log(`fault: two 503 SlowDown on one read -> retried by the SDK, both batches done on first receive, in ${((proxy.now() - started) / 1000).toFixed(1)} s`);
     expect(stats).toMatchObject({ batches: 2, failedMessages: 0 });
     expect(log.filter((entry) => entry.event === "batch-done").map((entry) => entry.receiveCount)).toEqual([1, 1]);
     const records = await batchRecords(run.out);
@@ -148,6 +150,7 @@ describe("the worker under storage faults, poison messages and stops (fauxqs beh
     const run = await plannedRun("vanished", { visibilityTimeoutSeconds: 30, maxReceiveCount: 5 });
     await emulator.s3.send(new (await import("@aws-sdk/client-s3")).DeleteObjectCommand({ Bucket: "data", Key: `images/${PHOTOS[3]}` }));
     const log: Record<string, unknown>[] = [];
+    const started = proxy.now();
 
     // Act
     const stats = await inProcessWorker(run.queueUrl, log);
@@ -157,6 +160,7 @@ describe("the worker under storage faults, poison messages and stops (fauxqs beh
     const records = await batchRecords(run.out);
     expect(records.get(PHOTOS[3] as string)).toEqual({ key: PHOTOS[3], error: `${PHOTOS[3]}: not found (listed, but gone when read)` });
     expect([...records.values()].filter((record) => "error" in record)).toHaveLength(1);
+    console.log(`fault: a listed key deleted before its batch -> its error record, the batch done, in ${((proxy.now() - started) / 1000).toFixed(1)} s`);
     // Put it back for the other tests.
     await new S3Location("s3://data", emulator.s3).write(`images/${PHOTOS[3]}`, await readFile(join(SAMPLES, PHOTOS[3] as string)));
   });
@@ -203,6 +207,7 @@ describe("the worker under storage faults, poison messages and stops (fauxqs beh
     await emulator.sqs.send(new SendMessageCommand({ QueueUrl: pair.queueUrl, MessageBody: "not json {" }));
     const refused = proxy.addRule({ action: "SendMessage", fault: "500", times: 3 });
     const log: Record<string, unknown>[] = [];
+    const started = proxy.now();
 
     // Act
     await inProcessWorker(pair.queueUrl, log);
@@ -212,6 +217,7 @@ describe("the worker under storage faults, poison messages and stops (fauxqs beh
     expect(log.find((entry) => entry.event === "queue-call-failed")).toMatchObject({ kind: "poison", error: "Internal failure (injected by the fault proxy)." });
     expect(log.filter((entry) => entry.event === "poison" && entry.action === "moved to the dead-letter queue")).toHaveLength(1);
     expect(emulator.server.inspectQueue(pair.dlqName)?.messages.ready.map((message) => message.body)).toEqual(["not json {"]);
+    console.log(`fault: dead-letter SendMessage failing (500 x3) -> logged, moved on the next delivery, in ${((proxy.now() - started) / 1000).toFixed(1)} s`);
   });
 
   it("a stalled GetObject: the deadline hands the batch back and ends the worker; another worker finishes it", async () => {
@@ -261,6 +267,7 @@ describe("the worker under storage faults, poison messages and stops (fauxqs beh
       clients: { s3: emulator.s3, sqs: emulator.sqs },
     });
     const log: Record<string, unknown>[] = [];
+    const started = proxy.now();
 
     // Act
     const stats = await inProcessWorker(pair.queueUrl, log);
@@ -271,6 +278,7 @@ describe("the worker under storage faults, poison messages and stops (fauxqs beh
     expect(String(failure?.error)).toMatch(/^model s3:\/\/data\/models\/nan\.onnx \(sha256 [0-9a-f]{8}.*\) gave NaN for class 0/);
     expect(await batchRecords(out)).toEqual(new Map());
     expect(emulator.server.inspectQueue(pair.dlqName)?.messages.ready).toHaveLength(1);
+    console.log(`fault: NaN model -> batch failed twice (backoff 2 s), dead-lettered, no batch file, in ${((proxy.now() - started) / 1000).toFixed(1)} s`);
   });
 
   it("with --require-gpu on a host without one, the worker exits 1 naming why, before taking a message", async () => {
@@ -280,6 +288,7 @@ describe("the worker under storage faults, poison messages and stops (fauxqs beh
 
     // Act
     const worker = spawnCli(["worker", "--queue", pair.queueUrl, "--require-gpu"], { ...emulator.env, GOOGLENET_EVAL_SYNSETS: SYNSETS });
+    const started = proxy.now();
     children.push(worker);
     const exit = await worker.exited;
 
@@ -289,6 +298,7 @@ describe("the worker under storage faults, poison messages and stops (fauxqs beh
       /googlenet-eval worker: BackendUnavailableError: a GPU is required, but tensorflow \(GPU, @tensorflow\/tfjs-node-gpu\) is not available: no NVIDIA driver/,
     );
     expect(emulator.server.inspectQueue(pair.queueName)?.messages.ready.map((message) => message.body)).toEqual(["left alone"]);
+    console.log(`fault: --require-gpu without a GPU -> exit 1 before any receive, in ${((proxy.now() - started) / 1000).toFixed(1)} s`);
   });
 
   it.each([
@@ -322,6 +332,7 @@ describe("the worker under storage faults, poison messages and stops (fauxqs beh
 
     // Act
     process.kill(worker.pid, "SIGTERM");
+    const stopAt = proxy.now();
     const exit = await worker.exited;
 
     // Assess
@@ -331,5 +342,6 @@ describe("the worker under storage faults, poison messages and stops (fauxqs beh
     const messages = emulator.server.inspectQueue(pair.queueName)?.messages;
     expect({ visible: messages?.ready.length }).toEqual(queueAfter);
     expect(messages?.inflight ?? []).toHaveLength(0);
+    console.log(`fault: SIGTERM mid-batch, --on-stop ${mode} ${flags.join(" ")} -> ${expected}, exit 0, in ${((proxy.now() - stopAt) / 1000).toFixed(1)} s after the signal`);
   });
 });
