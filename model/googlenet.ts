@@ -2,13 +2,13 @@ import * as tf from "@tensorflow/tfjs-core";
 import {
   allConvs,
   INCEPTION_NAMES,
-  pooledSize,
   type ConvWeights,
   type GoogLeNetWeights,
   type InceptionWeights,
   type LrnSpec,
   type PoolSpec,
-} from "./layer-readers.js";
+} from "./googlenet-weights.js";
+import { pooledSize } from "./layer-readers.js";
 import { ModelFormatError } from "./errors.js";
 import type { Flavour } from "./preprocess.js";
 

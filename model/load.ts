@@ -1,10 +1,10 @@
 import { createHash } from "node:crypto";
 import { availableParallelism } from "node:os";
-import { describeOnnxModel } from "./layer-readers.js";
 import type { BackendPreference } from "./backend.js";
 import type { Engine, EngineName, ModelInfo } from "./engine.js";
 import { ENGINE_NAMES } from "./engine.js";
 import { ConfigurationError, ModelFormatError } from "./errors.js";
+import { describeOnnxModel } from "./googlenet-recognition.js";
 import { createOrtEngine, type OrtDevice } from "./ort-engine.js";
 import type { Flavour } from "./preprocess.js";
 import { FLAVOURS } from "./preprocess.js";

@@ -1,8 +1,8 @@
 import * as tf from "@tensorflow/tfjs-core";
-import { loadGoogLeNetWeights } from "./layer-readers.js";
 import { selectBackend, type BackendPreference } from "./backend.js";
 import { NUM_CLASSES, type Engine } from "./engine.js";
 import { ModelFormatError } from "./errors.js";
+import { loadGoogLeNetWeights } from "./googlenet-recognition.js";
 import { buildGoogLeNet, type GoogLeNetModel } from "./googlenet.js";
 import { preprocessFor, type Flavour, type Preprocess } from "./preprocess.js";
 import { CROP_SIDE } from "./crop-types.js";

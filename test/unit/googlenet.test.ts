@@ -1,9 +1,10 @@
 import { readFileSync } from "node:fs";
 import * as tf from "@tensorflow/tfjs-core";
 import { beforeAll, describe, expect, it } from "vitest";
-import { allConvs, loadGoogLeNetWeights, type GoogLeNetWeights } from "../../model/layer-readers.js";
 import { parseBackendPreference, selectBackend, type BackendPreference } from "../../model/backend.js";
 import { BackendUnavailableError, ConfigurationError } from "../../model/errors.js";
+import { loadGoogLeNetWeights } from "../../model/googlenet-recognition.js";
+import { allConvs, type GoogLeNetWeights } from "../../model/googlenet-weights.js";
 import { buildGoogLeNet, layerWidths, parameterCount, windowPadding } from "../../model/googlenet.js";
 import { preprocessFor } from "../../model/preprocess.js";
 import { createTfjsEngine } from "../../model/tfjs-engine.js";

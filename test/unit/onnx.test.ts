@@ -1,7 +1,7 @@
 import { readFileSync } from "node:fs";
 import { describe, expect, it } from "vitest";
-import { describeOnnxModel, loadGoogLeNetWeights, recogniseGoogLeNet } from "../../model/layer-readers.js";
 import { ModelFormatError } from "../../model/errors.js";
+import { describeOnnxModel, loadGoogLeNetWeights, recogniseGoogLeNet } from "../../model/googlenet-recognition.js";
 import { readOnnxModel } from "../../model/onnx.js";
 import {
   decodeModel,
