@@ -2,7 +2,7 @@ import { readFileSync } from "node:fs";
 import { describe, expect, it } from "vitest";
 import { ModelFormatError } from "../../model/errors.js";
 import { describeOnnxModel, loadGoogLeNetWeights, recogniseGoogLeNet } from "../../model/googlenet-recognition.js";
-import { readOnnxModel } from "../../model/onnx.js";
+import { readOnnxModel, type OnnxAttribute, type OnnxGraph, type OnnxNode, type OnnxTensor } from "../../model/onnx.js";
 import {
   decodeModel,
   encodeModel,
@@ -170,6 +170,69 @@ describe("recogniseGoogLeNet", () => {
     // Assess
     expect(recognise).toThrow(ModelFormatError);
     expect(recognise).toThrow("broken-googlenet.onnx: expected 9 inception modules (Concat of 4 branches), found 8");
+  });
+});
+
+describe("the input affine before conv1", () => {
+  const torchvision = readOnnxModel(torchvisionBytes, "prefix.onnx");
+  const conv1At = torchvision.nodes.findIndex((node) => node.opType === "Conv");
+
+  function node(opType: string, inputs: string[], output: string, attributes: Record<string, OnnxAttribute> = {}): OnnxNode {
+    return { name: output, opType, domain: "", inputs, outputs: [output], attributes: new Map(Object.entries(attributes)) };
+  }
+
+  function ints(name: string, data: number[]): OnnxTensor {
+    return { kind: "int", name, dims: [data.length], data };
+  }
+
+  function floats(name: string, dims: number[], data: number[]): OnnxTensor {
+    return { kind: "float", name, dims, data: Float32Array.from(data) };
+  }
+
+  /** The torchvision graph with the nodes before conv1 replaced by `prefix`, which ends in "pre". */
+  function withPrefix(prefix: OnnxNode[], constants: OnnxTensor[]): OnnxGraph {
+    const initializers = new Map(torchvision.initializers);
+    for (const constant of constants) initializers.set(constant.name, constant);
+    const [conv1, ...rest] = torchvision.nodes.slice(conv1At) as [OnnxNode, ...OnnxNode[]];
+    return { ...torchvision, nodes: [...prefix, { ...conv1, inputs: ["pre", ...conv1.inputs.slice(1)] }, ...rest], initializers };
+  }
+
+  const reverse = [node("Slice", ["input", "starts", "ends", "axes", "steps"], "pre")];
+  const reverseConstants = [ints("starts", [-1]), ints("ends", [-(2 ** 31)]), ints("axes", [1]), ints("steps", [-1])];
+
+  it.each([
+    ["a Slice that reverses the channels (RGB to BGR)", reverse, reverseConstants, { source: [2, 1, 0], scale: [1, 1, 1], offset: [0, 0, 0] }],
+    ["a per-channel constant minus the image", [node("Sub", ["k", "input"], "pre")], [floats("k", [1, 3, 1, 1], [2, 4, 8])], { source: [0, 1, 2], scale: [-1, -1, -1], offset: [2, 4, 8] }],
+    ["Identity, Cast, then a division by a scalar", [node("Identity", ["input"], "i"), node("Cast", ["i"], "c"), node("Div", ["c", "k"], "pre")], [floats("k", [], [2])], { source: [0, 1, 2], scale: [0.5, 0.5, 0.5], offset: [0, 0, 0] }],
+  ])("reads %s", (_what, prefix, constants, expected) => {
+    // Act
+    const weights = recogniseGoogLeNet(withPrefix(prefix, constants));
+
+    // Assess
+    expect(weights.inputAffine).toEqual(expected);
+  });
+
+  it("gives no affine for a Slice that keeps every channel in order", () => {
+    // Act
+    const weights = recogniseGoogLeNet(withPrefix([node("Slice", ["input", "starts", "ends", "axes"], "pre")], [ints("starts", [0]), ints("ends", [2 ** 31 - 1]), ints("axes", [1])]));
+
+    // Assess
+    expect(weights.inputAffine).toBeUndefined();
+  });
+
+  it.each([
+    ["a Relu", [node("Relu", ["input"], "pre")], [], 'Relu "pre" before the first convolution: this operator is not a per-channel affine; only'],
+    ["a division by the image", [node("Div", ["k", "input"], "pre")], [floats("k", [], [2])], 'Div "pre" before the first convolution: it divides by the image'],
+    ["a constant that varies along width", [node("Mul", ["input", "k"], "pre")], [floats("k", [1, 1, 1, 3], [1, 2, 3])], 'Mul "pre" before the first convolution: its constant of shape [1, 1, 1, 3] is not per-channel'],
+    ["a spatial Slice", [node("Slice", ["input", "starts", "ends", "axes"], "pre")], [ints("starts", [0]), ints("ends", [100]), ints("axes", [2])], 'Slice "pre" before the first convolution: it slices a spatial or batch axis'],
+    ["two channels", [node("Slice", ["input", "starts", "ends", "axes"], "pre")], [ints("starts", [0]), ints("ends", [2]), ints("axes", [1])], "the input of the first convolution is not a 3-channel image (found 2 channels)"],
+  ])("refuses %s, naming the node and why", (_what, prefix, constants, message) => {
+    // Act
+    const recognise = (): unknown => recogniseGoogLeNet(withPrefix(prefix, constants));
+
+    // Assess
+    expect(recognise).toThrow(ModelFormatError);
+    expect(recognise).toThrow(`prefix.onnx: ${message}`);
   });
 });
 
