@@ -1,4 +1,6 @@
+import { existsSync } from "node:fs";
 import { readFile } from "node:fs/promises";
+import { fileURLToPath } from "node:url";
 import { NUM_CLASSES } from "./engine.js";
 import { LabelFileError } from "./errors.js";
 
@@ -66,4 +68,31 @@ export async function readSynsets(path: string): Promise<Synsets> {
     throw new LabelFileError(`cannot read synsets file ${path}: ${(error as Error).message}`, { cause: error });
   }
   return parseSynsets(text, path);
+}
+
+/**
+ * Where the package keeps the 1000 ILSVRC 2012 classes (data/synset_words.txt at the package
+ * root), looked up from this module both as source (model/synsets.ts) and as built
+ * (dist/model/synsets.js), so the same file serves a clone and an installed package.
+ */
+const BUILT_IN_CANDIDATES = ["../data/synset_words.txt", "../../data/synset_words.txt"];
+
+/**
+ * The path of the ImageNet class list shipped with the package: the default class names and
+ * WNIDs wherever no other list is given.
+ *
+ * @throws LabelFileError when the package was installed without its data folder.
+ */
+export function builtInSynsetsPath(): string {
+  const paths = BUILT_IN_CANDIDATES.map((candidate) => fileURLToPath(new URL(candidate, import.meta.url)));
+  const found = paths.find((path) => existsSync(path));
+  if (found === undefined) {
+    throw new LabelFileError(`the built-in ImageNet class list is missing from this installation; looked for ${paths.join(", ")}`);
+  }
+  return found;
+}
+
+/** The 1000 ImageNet classes shipped with the package. */
+export async function readBuiltInSynsets(): Promise<Synsets> {
+  return readSynsets(builtInSynsetsPath());
 }
