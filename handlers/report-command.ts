@@ -1,7 +1,7 @@
 import { GoogLeNetEvalError, StorageError } from "../model/errors.js";
-import type { ResultRecord, Summary } from "../scoring/records.js";
+import type { Summary } from "../scoring/records.js";
 import { writeReport } from "../scoring/report/index.js";
-import { RESULTS_FILE, SUMMARY_FILE } from "../scoring/results.js";
+import { RESULTS_FILE, SUMMARY_FILE, parseResultRecords } from "../scoring/results.js";
 import { readRunFacts, withRunFacts } from "../scoring/run-facts.js";
 import { type Location } from "../storage/location.js";
 import { openLocation } from "../storage/open-location.js";
@@ -38,21 +38,6 @@ function parseSummary(text: string, where: string): Summary {
   return summary as Summary;
 }
 
-function parseRecords(text: string, where: string): ResultRecord[] {
-  const records: ResultRecord[] = [];
-  text.split("\n").forEach((line, i) => {
-    if (line.trim() === "") return;
-    try {
-      const record = JSON.parse(line) as Partial<ResultRecord>;
-      if (typeof record.key !== "string") throw new TypeError('no "key"');
-      records.push(record as ResultRecord);
-    } catch (error) {
-      throw new StorageError(`${where}:${i + 1}: not a result record: ${(error as Error).message}`, { cause: error });
-    }
-  });
-  return records;
-}
-
 /** `googlenet-eval report <run>`: returns the exit code (0 done, 1 failed, 2 bad usage). */
 export async function reportCommand(argv: string[], deps: ReportCommandDeps = {}): Promise<number> {
   const out = deps.out ?? ((line: string) => console.log(line));
@@ -83,7 +68,7 @@ export async function reportCommand(argv: string[], deps: ReportCommandDeps = {}
       );
     }
     const summary = parseSummary(summaryBytes.toString("utf8"), where(SUMMARY_FILE));
-    const records = parseRecords(resultsBytes.toString("utf8"), where(RESULTS_FILE));
+    const records = parseResultRecords(resultsBytes.toString("utf8"), where(RESULTS_FILE));
     out(await writeReport(run, withRunFacts(summary, await readRunFacts(run)), records));
     return 0;
   } catch (error) {

@@ -3,8 +3,9 @@ import type { ModelInfo } from "../model/engine.js";
 import { StorageError } from "../model/errors.js";
 import { schemesForCount } from "../model/predict.js";
 import { BATCHES_FOLDER, batchResultKeyFor, readManifestWithDigest, type Manifest } from "./manifest.js";
-import { isFailed, type ResultRecord, type Summary } from "../scoring/records.js";
-import { RESULTS_FILE, SUMMARY_FILE } from "../scoring/results.js";
+import type { ResultRecord, Summary } from "../scoring/records.js";
+import { RESULTS_FILE, SUMMARY_FILE, parseResultRecords, serializeSummary } from "../scoring/results.js";
+import { classErrors } from "../scoring/statistics.js";
 import type { Location } from "../storage/location.js";
 import { summarize } from "../scoring/summary.js";
 import { writeReport } from "../scoring/report/index.js";
@@ -69,14 +70,7 @@ export interface AggregateStatus {
 }
 
 function parseBatch(text: string, where: string, keys: readonly string[]): ResultRecord[] {
-  const lines = text.split("\n").filter((line) => line.trim() !== "");
-  const records = lines.map((line, i) => {
-    try {
-      return JSON.parse(line) as ResultRecord;
-    } catch (error) {
-      throw new StorageError(`${where}:${i + 1}: not a JSON record: ${(error as Error).message}`, { cause: error });
-    }
-  });
+  const records = parseResultRecords(text, where);
   // A batch file is written whole by one worker; any mismatch means a stale or foreign file.
   const got = records.map((record) => record.key);
   if (got.length !== keys.length || got.some((key, i) => key !== keys[i])) {
@@ -89,33 +83,18 @@ function parseBatch(text: string, where: string, keys: readonly string[]): Resul
   return records;
 }
 
-function perClass(
+/**
+ * Per-class accuracy as an aggregated summary.json holds it: statistics' classErrors under
+ * `scheme`, without the confusions, which the report finds again from the records.
+ */
+export function perClassAccuracy(
   records: readonly ResultRecord[],
   scheme: Scheme,
   classNames: readonly string[] | undefined,
 ): ClassAccuracy[] {
-  const tally = new Map<number, { images: number; top1Wrong: number; top5Wrong: number }>();
-  const seenNames = new Map<number, string>();
-  for (const record of records) {
-    if (isFailed(record)) continue;
-    for (const entry of record.top5[scheme] ?? []) if (!seenNames.has(entry[0])) seenNames.set(entry[0], entry[2]);
-    if (record.label === null) continue;
-    const entries = record.top5[scheme] ?? [];
-    const counts = tally.get(record.label) ?? { images: 0, top1Wrong: 0, top5Wrong: 0 };
-    counts.images++;
-    if (entries[0]?.[0] !== record.label) counts.top1Wrong++;
-    if (!entries.slice(0, 5).some((entry) => entry[0] === record.label)) counts.top5Wrong++;
-    tally.set(record.label, counts);
-  }
-  return [...tally.entries()]
-    .sort(([a], [b]) => a - b)
-    .map(([index, counts]) => ({
-      class: index,
-      name: classNames?.[index] ?? seenNames.get(index) ?? null,
-      images: counts.images,
-      top1Error: counts.top1Wrong / counts.images,
-      top5Error: counts.top5Wrong / counts.images,
-    }));
+  return classErrors(records, { scheme, confusions: 0, ...(classNames ? { classNames } : {}) }).map(
+    ({ confusions: _, ...accuracy }) => accuracy,
+  );
 }
 
 function modelInfos(manifest: Manifest): ModelInfo[] {
@@ -198,11 +177,11 @@ async function finish(
     ...summarize(records, modelInfos(manifest), manifest.crops),
     runId: manifest.runId,
     perClassScheme: scheme,
-    perClass: perClass(records, scheme, options.classNames),
+    perClass: perClassAccuracy(records, scheme, options.classNames),
   };
   if (options.write ?? true) {
     await out.write(RESULTS_FILE, records.map((record) => `${JSON.stringify(record)}\n`).join(""));
-    await out.write(SUMMARY_FILE, `${JSON.stringify(summary, null, 2)}\n`);
+    await out.write(SUMMARY_FILE, serializeSummary(summary));
     await writeReport(out, summary, records, options.classNames ? { classNames: options.classNames } : {});
     // Last, so a status that says complete always has the final files beside it.
     await out.write(STATUS_FILE, serializeStatus(statusOf(manifest, manifestDigest, stock)));

@@ -16,21 +16,56 @@ export interface ResumeState {
   readonly dropped: number;
 }
 
-/** Parses the text of a results.jsonl, keeping the last line of each key. */
+/** One non-blank line of a results JSONL text: its 1-based number, its text, and its record or why it is none. */
+export type ResultLine = { readonly line: number; readonly text: string } & (
+  | { readonly record: ResultRecord; readonly error?: undefined }
+  | { readonly record?: undefined; readonly error: Error }
+);
+
+/**
+ * Every non-blank line of a results JSONL text (results.jsonl, a batch file), parsed: a record
+ * is a JSON object with a string `key`. The one reader of the format; callers choose whether a
+ * bad line is dropped (resume) or refused (aggregate, report).
+ */
+export function* resultLines(text: string): Generator<ResultLine> {
+  const lines = text.split("\n");
+  for (let i = 0; i < lines.length; i++) {
+    const line = lines[i] as string;
+    if (line.trim() === "") continue;
+    try {
+      const value = JSON.parse(line) as Partial<ResultRecord> | null;
+      if (typeof value?.key !== "string") throw new TypeError('no "key"');
+      yield { line: i + 1, text: line, record: value as ResultRecord };
+    } catch (error) {
+      yield { line: i + 1, text: line, error: error as Error };
+    }
+  }
+}
+
+/** The records of a results JSONL text, in file order; a line that is not one is refused with `where`:line. */
+export function parseResultRecords(text: string, where: string): ResultRecord[] {
+  const records: ResultRecord[] = [];
+  for (const { line, record, error } of resultLines(text)) {
+    if (error) throw new StorageError(`${where}:${line}: not a result record: ${error.message}`, { cause: error });
+    records.push(record);
+  }
+  return records;
+}
+
+/** Parses the text of a results.jsonl to resume from, keeping the last line of each key and dropping bad ones. */
 export function parseResultsText(text: string): ResumeState {
   const lines = new Map<string, string>();
   let dropped = 0;
-  for (const line of text.split("\n")) {
-    if (line.trim() === "") continue;
-    try {
-      const record = JSON.parse(line) as Partial<ResultRecord>;
-      if (typeof record.key !== "string") throw new TypeError("no key");
-      lines.set(record.key, line);
-    } catch {
-      dropped++;
-    }
+  for (const { text: line, record } of resultLines(text)) {
+    if (record) lines.set(record.key, line);
+    else dropped++;
   }
   return { lines, dropped };
+}
+
+/** summary.json's bytes: two-space JSON and a final newline, the same wherever a run is summarized. */
+export function serializeSummary(summary: Summary): string {
+  return `${JSON.stringify(summary, null, 2)}\n`;
 }
 
 /** What results.jsonl in `location` holds, read without changing anything (empty when there is none). */
@@ -118,7 +153,7 @@ export class ResultsWriter {
       if (line !== undefined) body.push(`${line}\n`);
     }
     await this.location.write(RESULTS_FILE, body.join(""));
-    await this.location.write(SUMMARY_FILE, `${JSON.stringify(summary, null, 2)}\n`);
+    await this.location.write(SUMMARY_FILE, serializeSummary(summary));
   }
 
   /** Closes the append handle. Safe to call twice. */

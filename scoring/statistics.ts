@@ -1,4 +1,5 @@
-import { CROP_NAMES, SCALES, SCHEMES, type CropName, type Scale, type Scheme } from "../model/crop-types.js";
+import { CROP_SIDE, SCHEMES, type CropName, type Scale, type Scheme } from "../model/crop-types.js";
+import { cropPlan, schemeCropIndices } from "../model/crops.js";
 import { StorageError } from "../model/errors.js";
 import {
   isFailed,
@@ -16,28 +17,31 @@ import {
   type TopEntry,
 } from "./records.js";
 
-/** Square names of a position, in protocol order (landscape names; see PositionErrors). */
-export const POSITION_SQUARES = ["left", "center", "right"] as const;
-
 /** One of the 144 crop positions, without its errors. */
 export interface Position {
   readonly scale: Scale;
-  readonly square: (typeof POSITION_SQUARES)[number];
+  readonly square: PositionErrors["square"];
   readonly crop: CropName;
   readonly mirror: boolean;
 }
 
-/** The 144 positions in protocol order: scale, then square, then crop, then mirror. */
-export const POSITIONS: readonly Position[] = SCALES.flatMap((scale) =>
-  POSITION_SQUARES.flatMap((square) =>
-    CROP_NAMES.flatMap((crop) => [false, true].map((mirror) => ({ scale, square, crop, mirror }))),
-  ),
-);
+// Positions are named as for landscape images (see PositionErrors): a portrait's top and bottom
+// squares stand where a landscape's left and right do in protocol order.
+const LANDSCAPE_SQUARE = { left: "left", top: "left", center: "center", right: "right", bottom: "right" } as const;
+
+/**
+ * The 144 positions in protocol order (scale, then square, then crop, then mirror), taken from
+ * model/crops.ts's plan so the two cannot disagree; the plan's geometry plays no part.
+ */
+export const POSITIONS: readonly Position[] = cropPlan(CROP_SIDE, CROP_SIDE).map(({ scale, square, crop, mirror }) => ({
+  scale,
+  square: LANDSCAPE_SQUARE[square],
+  crop,
+  mirror,
+}));
 
 /** Index in POSITIONS of the 1-crop scheme's only crop: 256, center square, center crop, unmirrored. */
-export const ONE_CROP_POSITION = POSITIONS.findIndex(
-  (p) => p.scale === 256 && p.square === "center" && p.crop === "center" && !p.mirror,
-);
+export const ONE_CROP_POSITION = schemeCropIndices("1")[0] as number;
 
 /**
  * Wilson score interval for `errors` out of `n`. Chosen over the normal (Wald) interval because
@@ -84,48 +88,76 @@ export function mcnemarExact(aOnly: number, bOnly: number): number {
   return Math.min(1, Math.exp(Math.LN2 + largest + Math.log(scaled)));
 }
 
-/** The `positions` string of a record from each position's own verdicts (144 each, protocol order). */
+/**
+ * The `positions` string of a record from each position's own verdicts (144 each, protocol order).
+ * A position right at top-1 is right at top-5, so its character is 0, 2 or 3, never 1.
+ */
 export function encodePositions(top1Right: readonly boolean[], top5Right: readonly boolean[]): string {
   if (top1Right.length !== POSITIONS.length || top5Right.length !== POSITIONS.length) {
     throw new RangeError(
       `encodePositions needs ${POSITIONS.length} verdicts each, got ${top1Right.length} and ${top5Right.length}`,
     );
   }
+  const impossible = top1Right.findIndex((top1, i) => top1 && !top5Right[i]);
+  if (impossible >= 0) throw new RangeError(`encodePositions: position ${impossible} is right at top-1 but wrong at top-5`);
   return top1Right.map((top1, i) => String((top1 ? 1 : 0) | (top5Right[i] ? 2 : 0))).join("");
 }
 
-const POSITIONS_PATTERN = new RegExp(`^[0-3]{${POSITIONS.length}}$`);
+const POSITIONS_PATTERN = new RegExp(`^[023]{${POSITIONS.length}}$`);
 
 /** The verdict bits of a record's `positions`, checked, with the key named when malformed. */
 export function decodePositions(positions: string, key: string): { top1: boolean[]; top5: boolean[] } {
   if (!POSITIONS_PATTERN.test(positions)) {
     throw new StorageError(
-      `record "${key}": positions must be ${POSITIONS.length} characters, each one of 0, 1, 2, 3 ` +
-        `(bit 1 = top-1 right, bit 2 = top-5 right); got ${positions.length} characters "${positions.slice(0, 20)}${positions.length > 20 ? "..." : ""}"`,
+      `record "${key}": positions must be ${POSITIONS.length} characters, each one of 0, 2, 3 ` +
+        `(bit 1 = top-1 right, bit 2 = top-5 right; a top-1 hit is a top-5 hit, so never 1); ` +
+        `got ${positions.length} characters "${positions.slice(0, 20)}${positions.length > 20 ? "..." : ""}"`,
     );
   }
   const codes = [...positions].map(Number);
   return { top1: codes.map((c) => (c & 1) !== 0), top5: codes.map((c) => (c & 2) !== 0) };
 }
 
-function isLabelled(record: ResultRecord): record is ScoredRecord & { label: number } {
+/** Whether a record was scored and has a label: the records error rates are counted over. */
+export function isLabelled(record: ResultRecord): record is ScoredRecord & { label: number } {
   return !isFailed(record) && record.label !== null && record.label !== undefined;
 }
 
-/** Both rates of `top1Errors` and `top5Errors` out of `n`, with their Wilson intervals. */
-export function errorRates(top1Errors: number, top5Errors: number, n: number): ErrorRates {
-  return {
-    top1Error: n === 0 ? 0 : top1Errors / n,
-    top5Error: n === 0 ? 0 : top5Errors / n,
-    top1Interval: wilsonInterval(top1Errors, n),
-    top5Interval: wilsonInterval(top5Errors, n),
-  };
+/** How one top-5 list did on an image's label. */
+export interface Verdict {
+  readonly top1: boolean;
+  readonly top5: boolean;
 }
 
-/** Whether a top-5 list puts `label` first (top1) and anywhere (top5). */
-function verdict(entries: readonly TopEntry[] | undefined, label: number): { top1: boolean; top5: boolean } | undefined {
-  if (!entries) return undefined;
-  return { top1: entries[0]?.[0] === label, top5: entries.slice(0, 5).some((e) => e[0] === label) };
+/** Whether a top-5 list puts `label` first (top1) and among its first five (top5). */
+export function verdictOf(entries: readonly TopEntry[], label: number): Verdict {
+  return { top1: entries[0]?.[0] === label, top5: entries.slice(0, 5).some((entry) => entry[0] === label) };
+}
+
+/**
+ * Images judged and the errors among them. Rates and their intervals are computed from these
+ * counts, so no interval is ever rebuilt from a rounded rate.
+ */
+export class ErrorCounts {
+  n = 0;
+  top1Errors = 0;
+  top5Errors = 0;
+
+  add(verdict: Verdict): void {
+    this.n++;
+    if (!verdict.top1) this.top1Errors++;
+    if (!verdict.top5) this.top5Errors++;
+  }
+
+  /** Both error rates with their Wilson intervals; 0 with [0, 1] when nothing was judged. */
+  rates(): ErrorRates {
+    return {
+      top1Error: this.n === 0 ? 0 : this.top1Errors / this.n,
+      top5Error: this.n === 0 ? 0 : this.top5Errors / this.n,
+      top1Interval: wilsonInterval(this.top1Errors, this.n),
+      top5Interval: wilsonInterval(this.top5Errors, this.n),
+    };
+  }
 }
 
 /**
@@ -134,84 +166,98 @@ function verdict(entries: readonly TopEntry[] | undefined, label: number): { top
  * run), so `summary.positions = positionErrors(records)` leaves the field out.
  */
 export function positionErrors(records: Iterable<ResultRecord>): PositionErrors[] | undefined {
-  const top1Errors = new Array<number>(POSITIONS.length).fill(0);
-  const top5Errors = new Array<number>(POSITIONS.length).fill(0);
-  let n = 0;
+  const counts = POSITIONS.map(() => new ErrorCounts());
   for (const record of records) {
     if (!isLabelled(record) || record.positions === undefined) continue;
     const { top1, top5 } = decodePositions(record.positions, record.key);
-    n++;
-    for (let i = 0; i < POSITIONS.length; i++) {
-      if (!top1[i]) top1Errors[i]!++;
-      if (!top5[i]) top5Errors[i]!++;
-    }
+    counts.forEach((c, i) => c.add({ top1: top1[i] as boolean, top5: top5[i] as boolean }));
   }
-  if (n === 0) return undefined;
-  return POSITIONS.map((position, i) => ({ ...position, ...errorRates(top1Errors[i]!, top5Errors[i]!, n) }));
+  if (counts[0]?.n === 0) return undefined;
+  return POSITIONS.map((position, i) => ({ ...position, ...(counts[i] as ErrorCounts).rates() }));
+}
+
+/** Options of schemeErrors. */
+export interface SchemeErrorsOptions {
+  /** Judge model `model`'s own top-5 (a record's `models[model]`). Default: the top-level top-5. */
+  readonly model?: number;
+  /**
+   * Schemes every labelled record must carry (the run's computed schemes); a record without one
+   * is refused. Default: none, each scheme counted over the records that carry it.
+   */
+  readonly require?: readonly Scheme[];
 }
 
 /**
- * Error rates with intervals per scheme for the records' top-level top-5 (the ensemble's, or
- * the single model's), or for model `modelIndex`'s own when given.
+ * Error rates with intervals per scheme over the labelled records, judged on the top-level
+ * top-5 (the ensemble's, or the single model's) or on one model's own. A scheme no labelled
+ * record was judged under is left out: 0/0 has no error rate.
  */
-export function schemeErrors(records: Iterable<ResultRecord>, modelIndex?: number): SchemeErrorRates {
-  const counts = new Map<Scheme, { n: number; top1: number; top5: number }>();
+export function schemeErrors(records: Iterable<ResultRecord>, options: SchemeErrorsOptions = {}): SchemeErrorRates {
+  const counts = new Map<Scheme, ErrorCounts>();
+  const required = new Set(options.require ?? []);
   for (const record of records) {
     if (!isLabelled(record)) continue;
-    const top5 = modelTop5(record, modelIndex);
+    const top5 = options.model === undefined ? record.top5 : modelTop5(record, options.model);
     for (const scheme of SCHEMES) {
-      const v = verdict(top5[scheme], record.label);
-      if (!v) continue;
-      const c = counts.get(scheme) ?? { n: 0, top1: 0, top5: 0 };
-      c.n++;
-      if (!v.top1) c.top1++;
-      if (!v.top5) c.top5++;
+      const entries = top5[scheme];
+      if (entries === undefined || entries.length === 0) {
+        if (!required.has(scheme)) continue;
+        const whose = options.model === undefined ? "" : ` from model ${options.model + 1}`;
+        throw new StorageError(`record "${record.key}": no top-5${whose} for scheme ${scheme}, which the run computed`);
+      }
+      const c = counts.get(scheme) ?? new ErrorCounts();
+      c.add(verdictOf(entries, record.label));
       counts.set(scheme, c);
     }
   }
   const rates: SchemeErrorRates = {};
   for (const scheme of SCHEMES) {
     const c = counts.get(scheme);
-    if (c) rates[scheme] = errorRates(c.top1, c.top5, c.n);
+    if (c) rates[scheme] = c.rates();
   }
   return rates;
 }
 
-function modelTop5(record: ScoredRecord, modelIndex: number | undefined): SchemeTop5 {
-  if (modelIndex === undefined) return record.top5;
+function modelTop5(record: ScoredRecord, modelIndex: number): SchemeTop5 {
   const own = record.models?.[modelIndex]?.top5;
-  // A single-model run stores no `models`; its top-level top-5 is that model's own.
   if (own) return own;
-  if (modelIndex === 0 && record.models === undefined) return record.top5;
   throw new StorageError(
-    `record "${record.key}": no top-5 for model ${modelIndex} (it lists ${record.models?.length ?? 0} models); ` +
-      "were the records written with a different --model list?",
+    `record "${record.key}": no top-5 for model ${modelIndex + 1} (it lists ${record.models?.length ?? 0} models); ` +
+      "were the records written with another list of models?",
   );
 }
 
 /**
- * Intervals for every error rate of a summary that lacks them, from its `labelled` count; rates
- * are exact fractions of that count, so the error counts are recovered by rounding.
+ * The summary with every interval it lacks (older summaries carry none), computed from error
+ * counts taken again from the run's records, never from a rate times a count. A scheme the
+ * records do not hold gets [0, 1]: nothing is known about it.
  */
-export function addIntervals(summary: Summary): Summary {
-  const n = summary.labelled;
-  const withIntervals = (rates: SchemeErrorRates): SchemeErrorRates => {
+export function addIntervals(summary: Summary, records: readonly ResultRecord[]): Summary {
+  const complete = (rates: SchemeErrorRates): boolean =>
+    Object.values(rates).every((r) => r === undefined || (r.top1Interval !== undefined && r.top5Interval !== undefined));
+  if ([summary.schemes, ...summary.models.map((m) => m.schemes)].every(complete)) return summary;
+  const withIntervals = (rates: SchemeErrorRates, model?: number): SchemeErrorRates => {
+    if (complete(rates)) return rates;
+    const counted = schemeErrors(records, model === undefined ? {} : { model });
     const out: SchemeErrorRates = {};
     for (const scheme of SCHEMES) {
       const r = rates[scheme];
       if (!r) continue;
+      const c = counted[scheme];
       out[scheme] = {
         ...r,
-        top1Interval: r.top1Interval ?? wilsonInterval(Math.round(r.top1Error * n), n),
-        top5Interval: r.top5Interval ?? wilsonInterval(Math.round(r.top5Error * n), n),
+        top1Interval: r.top1Interval ?? c?.top1Interval ?? wilsonInterval(0, 0),
+        top5Interval: r.top5Interval ?? c?.top5Interval ?? wilsonInterval(0, 0),
       };
     }
     return out;
   };
+  // One model's own rates are the top-level ones; its records carry no `models`.
+  const single = summary.models.length === 1;
   return {
     ...summary,
     schemes: withIntervals(summary.schemes),
-    models: summary.models.map((m) => ({ ...m, schemes: withIntervals(m.schemes) })),
+    models: summary.models.map((m, i) => ({ ...m, schemes: withIntervals(m.schemes, single ? undefined : i) })),
   };
 }
 
@@ -229,10 +275,11 @@ function compare(records: readonly ScoredRecord[], a: Contender, b: Contender, m
   let bOnly = 0;
   let images = 0;
   for (const record of records) {
-    const label = record.label as number;
-    const va = verdict(a.top5(record), label);
-    const vb = verdict(b.top5(record), label);
-    if (!va || !vb) continue;
+    const entriesA = a.top5(record);
+    const entriesB = b.top5(record);
+    if (!entriesA || !entriesB) continue;
+    const va = verdictOf(entriesA, record.label as number);
+    const vb = verdictOf(entriesB, record.label as number);
     images++;
     if (va[metric] && !vb[metric]) aOnly++;
     if (vb[metric] && !va[metric]) bOnly++;
@@ -282,7 +329,7 @@ export function modelComparisons(
     if (record.models?.length !== modelFiles.length) {
       throw new StorageError(
         `record "${record.key}": ${record.models?.length ?? 0} per-model top-5 lists for ${modelFiles.length} models ` +
-          `(${modelFiles.join(", ")}); were the records written with a different --model list?`,
+          `(${modelFiles.join(", ")}); were the records written with another list of models?`,
       );
     }
   }
@@ -307,7 +354,7 @@ export function modelComparisons(
 export interface ClassErrorsOptions {
   /** Scheme whose top-level top-5 is judged. Default: the largest scheme any record carries. */
   readonly scheme?: Scheme;
-  /** Class names by index. Default: the names the records' top-5 lists give each class. */
+  /** Class names by index; a class they leave out takes the name the records' top-5 lists give it. Default: those names. */
   readonly classNames?: readonly string[];
   /** How many confusions to keep per class. Default: 3. */
   readonly confusions?: number;
@@ -337,22 +384,21 @@ export function classErrors(records: Iterable<ResultRecord>, options: ClassError
   const labelled = all.filter(isLabelled);
   const scheme = options.scheme ?? [...SCHEMES].reverse().find((s) => labelled.some((r) => r.top5[s] !== undefined));
   if (scheme === undefined) return [];
-  const found = options.classNames ? undefined : namesFromRecords(all);
-  const nameOf = (index: number): string | null => options.classNames?.[index] ?? found?.get(index) ?? null;
+  let found: Map<number, string> | undefined;
+  // The records' names are read only when the given names leave a class out.
+  const nameOf = (index: number): string | null =>
+    options.classNames?.[index] ?? (found ??= namesFromRecords(all)).get(index) ?? null;
   const keep = options.confusions ?? 3;
 
-  const byClass = new Map<number, { images: number; top1: number; top5: number; predicted: Map<number, number> }>();
+  const byClass = new Map<number, { counts: ErrorCounts; predicted: Map<number, number> }>();
   for (const record of labelled) {
-    const v = verdict(record.top5[scheme], record.label);
-    if (!v) continue;
-    const c = byClass.get(record.label) ?? { images: 0, top1: 0, top5: 0, predicted: new Map<number, number>() };
-    c.images++;
-    if (!v.top5) c.top5++;
-    if (!v.top1) {
-      c.top1++;
-      const predicted = record.top5[scheme]?.[0]?.[0];
-      if (predicted !== undefined) c.predicted.set(predicted, (c.predicted.get(predicted) ?? 0) + 1);
-    }
+    const entries = record.top5[scheme];
+    if (!entries) continue;
+    const v = verdictOf(entries, record.label);
+    const c = byClass.get(record.label) ?? { counts: new ErrorCounts(), predicted: new Map<number, number>() };
+    c.counts.add(v);
+    const predicted = entries[0]?.[0];
+    if (!v.top1 && predicted !== undefined) c.predicted.set(predicted, (c.predicted.get(predicted) ?? 0) + 1);
     byClass.set(record.label, c);
   }
   return [...byClass.entries()]
@@ -365,9 +411,9 @@ export function classErrors(records: Iterable<ResultRecord>, options: ClassError
       return {
         class: index,
         name: nameOf(index),
-        images: c.images,
-        top1Error: c.top1 / c.images,
-        top5Error: c.top5 / c.images,
+        images: c.counts.n,
+        top1Error: c.counts.top1Errors / c.counts.n,
+        top5Error: c.counts.top5Errors / c.counts.n,
         confusions,
       };
     });

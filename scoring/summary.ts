@@ -1,47 +1,25 @@
-import type { Scheme } from "../model/crop-types.js";
 import { SCHEMES } from "../model/crop-types.js";
 import type { ModelInfo } from "../model/engine.js";
 import type { CropCount } from "../model/crops.js";
 import { schemesForCount } from "../model/predict.js";
-import type { ResultRecord, SchemeErrorRates, SchemeTop5, Summary } from "./records.js";
+import type { ResultRecord, SchemeErrorRates, Summary } from "./records.js";
 import { isFailed } from "./records.js";
-import { addIntervals, modelComparisons, positionErrors, schemeComparisons } from "./statistics.js";
+import { isLabelled, modelComparisons, positionErrors, schemeComparisons, schemeErrors } from "./statistics.js";
 
-interface Counts {
-  top1Wrong: number;
-  top5Wrong: number;
-}
-
-function newCounts(schemes: readonly Scheme[]): Map<Scheme, Counts> {
-  return new Map(schemes.map((scheme) => [scheme, { top1Wrong: 0, top5Wrong: 0 }]));
-}
-
-function count(counts: Map<Scheme, Counts>, top5: SchemeTop5, label: number, key: string): void {
-  for (const [scheme, tally] of counts) {
-    const entries = top5[scheme];
-    if (!entries || entries.length === 0) {
-      throw new RangeError(`result for "${key}" has no top-5 for scheme ${scheme}, which the run computed`);
-    }
-    if (entries[0]?.[0] !== label) tally.top1Wrong++;
-    if (!entries.slice(0, 5).some((entry) => entry[0] === label)) tally.top5Wrong++;
-  }
-}
-
-function rates(counts: Map<Scheme, Counts>, labelled: number): SchemeErrorRates {
-  const out: SchemeErrorRates = {};
-  // 0/0 has no error rate; leaving the schemes out says so, where NaN would print as null.
-  if (labelled === 0) return out;
-  for (const [scheme, tally] of counts) {
-    out[scheme] = { top1Error: tally.top1Wrong / labelled, top5Error: tally.top5Wrong / labelled };
-  }
-  return out;
+/** How many records there are, scored, labelled and failed, and the failed ones' keys. */
+function census(records: readonly ResultRecord[]): Pick<Summary, "images" | "scored" | "failed" | "labelled" | "failedKeys"> {
+  const failedKeys = records.filter(isFailed).map((record) => record.key);
+  const scored = records.length - failedKeys.length;
+  const labelled = records.filter(isLabelled).length;
+  return { images: records.length, scored, failed: failedKeys.length, labelled, failedKeys };
 }
 
 /**
  * summary.json for a run (../shared/PROTOCOL.md): error rates over scored images that have a
- * label, as unrounded fractions, for each scheme the run computed; failed images counted and
- * listed. For an ensemble the top-level rates are the ensemble's and `models[i]` has model i's
- * (from each record's `models[i].top5`); for one model they are the same numbers.
+ * label, as unrounded fractions with their Wilson intervals, for each scheme the run computed;
+ * failed images counted and listed. For an ensemble the top-level rates are the ensemble's and
+ * `models[i]` has model i's (from each record's `models[i].top5`); for one model they are the
+ * same numbers.
  *
  * When no scored image has a label, `schemes` is empty: there is no error rate to report.
  */
@@ -49,31 +27,11 @@ export function summarize(records: Iterable<ResultRecord>, models: readonly Mode
   // Comparisons and positions read the records again, so a one-shot iterable is kept.
   const list = Array.isArray(records) ? (records as readonly ResultRecord[]) : [...records];
   const schemes = schemesForCount(crops);
-  const ensemble = newCounts(schemes);
-  const perModel = models.map(() => newCounts(schemes));
-  let images = 0;
-  let scored = 0;
-  let labelled = 0;
-  const failedKeys: string[] = [];
-  for (const record of list) {
-    images++;
-    if (isFailed(record)) {
-      failedKeys.push(record.key);
-      continue;
-    }
-    scored++;
-    if (record.label === null) continue;
-    labelled++;
-    count(ensemble, record.top5, record.label, record.key);
-    if (models.length > 1) {
-      perModel.forEach((modelCounts, i) => {
-        const own = record.models?.[i]?.top5;
-        if (!own) throw new RangeError(`result for "${record.key}" has no top-5 for model ${i + 1} of the ensemble`);
-        count(modelCounts, own, record.label as number, record.key);
-      });
-    }
-  }
-  const ensembleRates = rates(ensemble, labelled);
+  const { images, scored, failed, labelled, failedKeys } = census(list);
+  const ensemble = schemeErrors(list, { require: schemes });
+  const own: SchemeErrorRates[] = models.map((_, i) =>
+    models.length > 1 ? schemeErrors(list, { model: i, require: schemes }) : ensemble,
+  );
   const positions = crops === 144 ? positionErrors(list) : undefined;
   const comparisons = [
     ...schemeComparisons(list, schemes),
@@ -83,22 +41,22 @@ export function summarize(records: Iterable<ResultRecord>, models: readonly Mode
       schemes,
     ),
   ];
-  return addIntervals({
+  return {
     images,
     scored,
-    failed: failedKeys.length,
+    failed,
     labelled,
-    schemes: ensembleRates,
+    schemes: ensemble,
     models: models.map((model, i) => ({
       file: model.file,
       sha256: model.sha256,
       flavour: model.flavour,
-      schemes: models.length > 1 ? rates(perModel[i] as Map<Scheme, Counts>, labelled) : rates(ensemble, labelled),
+      schemes: own[i] as SchemeErrorRates,
     })),
     failedKeys,
     ...(positions ? { positions } : {}),
     ...(labelled > 0 ? { comparisons } : {}),
-  });
+  };
 }
 
 function percent(value: number | undefined): string {

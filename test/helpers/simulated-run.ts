@@ -2,16 +2,11 @@ import { fileURLToPath } from "node:url";
 import { SCHEMES, type Scheme } from "../../model/crop-types.js";
 import { schemeCropIndices } from "../../model/crops.js";
 import { readSynsets } from "../../model/synsets.js";
-import type { ResultRecord, SchemeTop5, Summary, TopEntry } from "../../scoring/records.js";
-import {
-  POSITIONS,
-  classErrors,
-  encodePositions,
-  modelComparisons,
-  positionErrors,
-  schemeComparisons,
-  schemeErrors,
-} from "../../scoring/statistics.js";
+import type { ModelInfo } from "../../model/engine.js";
+import { perClassAccuracy } from "../../queue/aggregate.js";
+import type { ResultRecord, RunFacts, SchemeTop5, Summary, TopEntry } from "../../scoring/records.js";
+import { POSITIONS, encodePositions } from "../../scoring/statistics.js";
+import { summarize } from "../../scoring/summary.js";
 
 /** The real class names, read in place from ../shared (never copied into the repo). */
 export const SYNSET_WORDS = fileURLToPath(new URL("../../../shared/imagenet/synset_words.txt", import.meta.url));
@@ -35,7 +30,9 @@ export interface SimulatedRunOptions {
 
 export interface SimulatedRun {
   readonly records: ResultRecord[];
-  readonly modelFiles: string[];
+  /** The models as summary.json names them, in --model order. */
+  readonly models: ModelInfo[];
+  readonly crops: 10 | 144;
   readonly schemes: Scheme[];
   readonly classNames: readonly string[];
 }
@@ -143,43 +140,30 @@ export async function simulateRun(options: SimulatedRunOptions): Promise<Simulat
     records.push(record);
   }
   for (const key of options.failedKeys ?? []) records.push({ key, error: `cannot decode ${key}: premature end of JPEG data` });
-  const modelFiles = Array.from({ length: options.models }, (_, m) =>
-    m === 0 ? "../shared/models/bvlc-googlenet.onnx" : `models/bvlc-googlenet-retrained-${m}.onnx`,
-  );
-  return { records, modelFiles, schemes, classNames: names };
+  const models = Array.from({ length: options.models }, (_, m): ModelInfo => ({
+    file: m === 0 ? "../shared/models/bvlc-googlenet.onnx" : `models/bvlc-googlenet-retrained-${m}.onnx`,
+    sha256: m === 0 ? "f5e86a8bb03c8170fb631d164d3851eaddfc0cb4759b16a506b5ef6b35b41de4" : "0".repeat(63) + String(m),
+    flavour: "bvlc",
+  }));
+  return { records, models, crops: options.crops, schemes, classNames: names };
 }
 
-/** summary.json of a simulated run, built with the statistics the lead's summarize() calls. */
+/**
+ * summary.json of a simulated run as `score` writes it: the real summarize(). With `perClass`,
+ * plus the per-class accuracy the aggregate adds (queue/aggregate.ts), which the report must
+ * complete with confusions from the records.
+ */
 export function summarizeRun(run: SimulatedRun, options: { perClass?: boolean } = {}): Summary {
-  const { records, modelFiles, schemes } = run;
-  const scored = records.filter((r) => !("error" in r));
-  const summary: Summary = {
-    images: records.length,
-    scored: scored.length,
-    failed: records.length - scored.length,
-    labelled: scored.filter((r) => "label" in r && r.label !== null).length,
-    schemes: schemeErrors(records),
-    models: modelFiles.map((file, i) => ({
-      file,
-      sha256: i === 0 ? "f5e86a8bb03c8170fb631d164d3851eaddfc0cb4759b16a506b5ef6b35b41de4" : "0".repeat(63) + String(i),
-      flavour: "bvlc",
-      schemes: schemeErrors(records, i),
-    })),
-    failedKeys: records.filter((r) => "error" in r).map((r) => r.key),
-    comparisons: [...schemeComparisons(records, schemes), ...modelComparisons(records, modelFiles, schemes)],
-    run: {
-      engine: "onnxruntime",
-      backend: "cpu",
-      wallSeconds: 754.2,
-      cropsPerSecond: 118.4,
-      startedAt: "2025-01-02T03:04:05.000Z",
-    },
-  };
-  const positions = positionErrors(records);
-  if (positions) summary.positions = positions;
-  // The aggregate writes per-class accuracy without confusions; the report must fill those in.
-  if (options.perClass) {
-    summary.perClass = classErrors(records, { classNames: run.classNames }).map(({ confusions: _, ...rest }) => rest);
-  }
-  return summary;
+  const summary = summarize(run.records, run.models, run.crops);
+  if (!options.perClass) return summary;
+  return { ...summary, perClass: perClassAccuracy(run.records, run.schemes.at(-1) as Scheme, run.classNames) };
 }
+
+/** run.json of a simulated run: how it went, as `score` records it beside summary.json. */
+export const SIMULATED_RUN_FACTS: RunFacts = {
+  engine: "onnxruntime",
+  backend: "cpu",
+  wallSeconds: 754.2,
+  cropsPerSecond: 118.4,
+  startedAt: "2025-01-02T03:04:05.000Z",
+};

@@ -7,9 +7,11 @@ import { chromium, type BrowserContext, type Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { reportCommand } from "../../handlers/report-command.js";
 import type { ErrorRates, Summary } from "../../scoring/records.js";
+import { RESULTS_FILE, SUMMARY_FILE, serializeSummary } from "../../scoring/results.js";
+import { writeRunFacts } from "../../scoring/run-facts.js";
 import { ONE_CROP_POSITION } from "../../scoring/statistics.js";
 import { LocalLocation } from "../../storage/location.js";
-import { simulateRun, summarizeRun, type SimulatedRun } from "../helpers/simulated-run.js";
+import { SIMULATED_RUN_FACTS, simulateRun, summarizeRun, type SimulatedRun } from "../helpers/simulated-run.js";
 
 const CHROMIUM = "/usr/bin/chromium";
 const HAVE_CHROMIUM = existsSync(CHROMIUM);
@@ -48,13 +50,14 @@ afterAll(async () => {
   for (const folder of [...folders, userDataDir]) if (folder) await rm(folder, { recursive: true, force: true });
 });
 
-/** A run folder as `score` leaves it: results.jsonl and summary.json. */
+/** A run folder as `score` leaves it: results.jsonl, summary.json and run.json. */
 async function runFolder(run: SimulatedRun, summary: Summary): Promise<string> {
   const folder = await mkdtemp(join(tmpdir(), "report-run-"));
   folders.push(folder);
   const location = new LocalLocation(folder);
-  await location.write("results.jsonl", run.records.map((r) => JSON.stringify(r)).join("\n") + "\n");
-  await location.write("summary.json", JSON.stringify(summary, null, 2));
+  await location.write(RESULTS_FILE, run.records.map((r) => `${JSON.stringify(r)}\n`).join(""));
+  await location.write(SUMMARY_FILE, serializeSummary(summary));
+  await writeRunFacts(location, SIMULATED_RUN_FACTS);
   return folder;
 }
 
@@ -89,7 +92,7 @@ describe.skipIf(!HAVE_CHROMIUM)(BROWSER_TITLE, () => {
     let reportUrl: string;
 
     beforeAll(async () => {
-      // Prepare: a realistic run folder, summarized with the statistics summarize() will call.
+      // Prepare: a realistic run folder, summarized by summarize() itself.
       const run = await simulateRun(options);
       summary = summarizeRun(run, { perClass });
       const folder = await runFolder(run, summary);

@@ -3,7 +3,15 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import type { ResultRecord, Summary } from "../../scoring/records.js";
-import { parseResultsText, readResumeState, RESULTS_FILE, ResultsWriter, SUMMARY_FILE } from "../../scoring/results.js";
+import { StorageError } from "../../model/errors.js";
+import {
+  parseResultRecords,
+  parseResultsText,
+  readResumeState,
+  RESULTS_FILE,
+  ResultsWriter,
+  SUMMARY_FILE,
+} from "../../scoring/results.js";
 import { LocalLocation } from "../../storage/location.js";
 
 function record(key: string): ResultRecord {
@@ -136,5 +144,29 @@ describe("parseResultsText", () => {
     // Assess
     expect([...state.lines.keys()]).toEqual(keys);
     expect(state.dropped).toBe(dropped);
+  });
+});
+
+describe("parseResultRecords", () => {
+  it("reads every record in file order, blank lines skipped, repeated keys kept", () => {
+    // Prepare
+    const text = `${JSON.stringify(record("b.jpg"))}\n\n${JSON.stringify({ key: "a.jpg", error: "x" })}\n${JSON.stringify(record("b.jpg"))}\n`;
+    // Act
+    const records = parseResultRecords(text, "run/results.jsonl");
+    // Assess
+    expect(records.map((r) => r.key)).toEqual(["b.jpg", "a.jpg", "b.jpg"]);
+    expect(records[0]).toEqual(record("b.jpg"));
+  });
+
+  it.each([
+    ["garbage", "{not json", /run\/results\.jsonl:3: not a result record: .*JSON/],
+    ["a line without a key", '{"error":"x"}', /run\/results\.jsonl:3: not a result record: no "key"/],
+    ["a JSON null", "null", /run\/results\.jsonl:3: not a result record: no "key"/],
+  ])("refuses %s, naming the file and line", (_name, bad, message) => {
+    // Prepare: the bad line is the third, after a blank one.
+    const text = `${JSON.stringify(record("a.jpg"))}\n\n${bad}\n`;
+    // Act / Assess
+    expect(() => parseResultRecords(text, "run/results.jsonl")).toThrow(StorageError);
+    expect(() => parseResultRecords(text, "run/results.jsonl")).toThrow(message);
   });
 });

@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { schemeCropIndices } from "../../model/crops.js";
 import { StorageError } from "../../model/errors.js";
-import type { ResultRecord, ScoredRecord, TopEntry } from "../../scoring/records.js";
+import type { Interval, ResultRecord, ScoredRecord, Summary, TopEntry } from "../../scoring/records.js";
 import {
   ONE_CROP_POSITION,
   POSITIONS,
@@ -16,7 +16,7 @@ import {
   schemeErrors,
   wilsonInterval,
 } from "../../scoring/statistics.js";
-import { simulateRun, summarizeRun } from "../helpers/simulated-run.js";
+import { simulateRun } from "../helpers/simulated-run.js";
 
 /** A top-5 list whose first entry is `first`, then four other classes. */
 function top(first: number, ...rest: number[]): TopEntry[] {
@@ -130,9 +130,19 @@ describe("positions", () => {
   it.each([
     { name: "too short", text: "3".repeat(143) },
     { name: "a bad character", text: `${"3".repeat(143)}4` },
+    // Top-1 right and top-5 wrong cannot happen: the first of five is among the five.
+    { name: "a 1", text: `1${"3".repeat(143)}` },
   ])("names the record's key when its positions are $name", ({ text }) => {
     expect(() => decodePositions(text, "val/odd.JPEG")).toThrow(StorageError);
-    expect(() => decodePositions(text, "val/odd.JPEG")).toThrow(/record "val\/odd.JPEG": positions must be 144 characters/);
+    expect(() => decodePositions(text, "val/odd.JPEG")).toThrow(
+      /record "val\/odd.JPEG": positions must be 144 characters, each one of 0, 2, 3/,
+    );
+  });
+
+  it("refuses to encode a position right at top-1 and wrong at top-5", () => {
+    const top1 = POSITIONS.map((_, i) => i === 5);
+    const top5 = POSITIONS.map(() => false);
+    expect(() => encodePositions(top1, top5)).toThrow(/position 5 is right at top-1 but wrong at top-5/);
   });
 
   it("position (256, center, center, unmirrored) has exactly scheme 1's errors on records scored consistently", async () => {
@@ -243,18 +253,43 @@ describe("per class and intervals", () => {
     ]);
   });
 
-  it("adds the intervals a summary lacks from its labelled count", async () => {
-    // Prepare
-    const run = await simulateRun({ images: 40, models: 1, crops: 10, seed: 3 });
-    const full = summarizeRun(run);
-    const bare = {
-      ...full,
-      schemes: { "1": { top1Error: full.schemes["1"]!.top1Error, top5Error: full.schemes["1"]!.top5Error } },
+  it("adds the intervals an older summary lacks from the records' error counts, keeping those it has", () => {
+    // Prepare: under scheme 1, 3 of 4 labelled images wrong at top-1 and 1 of 4 at top-5.
+    const records: ResultRecord[] = [
+      scored("a", 7, { "1": top(7) }),
+      scored("b", 7, { "1": top(3, 7) }),
+      scored("c", 7, { "1": top(3, 2) }),
+      scored("d", 5, { "1": top(3, 5) }),
+      scored("e", null, { "1": top(1) }),
+      { key: "f", error: "cannot decode" },
+    ];
+    const kept: Interval = [0.1, 0.2];
+    const bare: Summary = {
+      images: 6,
+      scored: 5,
+      failed: 1,
+      labelled: 4,
+      schemes: { "1": { top1Error: 0.75, top5Error: 0.25, top5Interval: kept }, "10": { top1Error: 0, top5Error: 0 } },
+      models: [{ file: "m.onnx", sha256: "0".repeat(64), schemes: { "1": { top1Error: 0.75, top5Error: 0.25 } } }],
+      failedKeys: ["f"],
     };
     // Act
-    const filled = addIntervals(bare);
-    // Assess
-    expect(filled.schemes["1"]!.top1Interval).toEqual(full.schemes["1"]!.top1Interval);
-    expect(filled.schemes["1"]!.top5Interval).toEqual(full.schemes["1"]!.top5Interval);
+    const filled = addIntervals(bare, records);
+    // Assess: Wilson 95% (z = 1.96) bounds worked by hand from the closed form
+    // (p + z²/2n ± z·sqrt(p(1-p)/n + z²/4n²)) / (1 + z²/n) in 40-digit decimal arithmetic;
+    // scipy.stats.binomtest(k, n).proportion_ci(method="wilson"), with z = 1.95996, agrees to 1e-5.
+    const threeOfFour = [0.300636052442637, 0.954413937355364];
+    const oneOfFour = [0.045586062644636, 0.699363947557363];
+    const close = (got: Interval | undefined, want: readonly number[]) => {
+      expect(got).toHaveLength(2);
+      got!.forEach((bound, i) => expect(bound).toBeCloseTo(want[i]!, 12));
+    };
+    close(filled.schemes["1"]!.top1Interval, threeOfFour);
+    expect(filled.schemes["1"]!.top5Interval).toBe(kept);
+    close(filled.models[0]!.schemes["1"]!.top1Interval, threeOfFour);
+    close(filled.models[0]!.schemes["1"]!.top5Interval, oneOfFour);
+    // No record holds scheme 10, so nothing is known about its rates.
+    expect(filled.schemes["10"]).toEqual({ top1Error: 0, top5Error: 0, top1Interval: [0, 1], top5Interval: [0, 1] });
+    expect(addIntervals(filled, records)).toBe(filled);
   });
 });

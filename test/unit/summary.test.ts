@@ -1,7 +1,6 @@
 import { describe, expect, it } from "vitest";
 import type { ModelInfo } from "../../model/engine.js";
 import type { FailedRecord, ResultRecord, SchemeTop5, ScoredRecord, TopEntry } from "../../scoring/records.js";
-import { wilsonInterval } from "../../scoring/statistics.js";
 import { formatTable3, summarize } from "../../scoring/summary.js";
 
 /** A top-5 list whose classes are `classes`, probabilities decreasing. */
@@ -56,8 +55,15 @@ describe("summarize, one model", () => {
       ],
       failedKeys: ["bad.jpg", "empty.jpg"],
     });
-    expect(summary.schemes["1"]?.top1Interval).toEqual(wilsonInterval(2, 3));
-    expect(summary.models[0]?.schemes["10"]?.top5Interval).toEqual(wilsonInterval(0, 3));
+    // Wilson 95% (z = 1.96) for 2 of 3 and 0 of 3, worked by hand from the closed form in 40-digit
+    // decimal arithmetic (0 of 3: [0, z²/(3 + z²)] = [0, 3.8416/6.8416]); scipy.stats.binomtest(k, n)
+    // .proportion_ci(method="wilson"), with z = 1.95996, agrees to 1e-5.
+    const [low, high] = summary.schemes["1"]?.top1Interval ?? [];
+    expect(low).toBeCloseTo(0.207654955126488, 12);
+    expect(high).toBeCloseTo(0.938509684723839, 12);
+    const [zero, upper] = summary.models[0]?.schemes["10"]?.top5Interval ?? [];
+    expect(zero).toBe(0);
+    expect(upper).toBeCloseTo(0.561506080449018, 12);
     expect(summary.comparisons?.map((c) => [c.a, c.b, c.metric])).toEqual([
       ["10", "1", "top1"],
       ["10", "1", "top5"],
