@@ -1,0 +1,12 @@
+/** Options of renderReport and writeReport. */
+export interface ReportOptions {
+  /**
+   * Class names by index for the per-class section. Default: the names in summary.perClass,
+   * else the names the records' top-5 lists give each class.
+   */
+  readonly classNames?: readonly string[];
+  /** How many of the worst classes to list. Default: 20. */
+  readonly worstClasses?: number;
+  /** The page's title. Default: "googlenet-eval report". */
+  readonly title?: string;
+}
