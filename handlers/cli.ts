@@ -4,6 +4,7 @@ import { fileURLToPath } from "node:url";
 import { ConfigurationError, GoogLeNetEvalError } from "../model/errors.js";
 import { aggregateCommand } from "./aggregate-command.js";
 import { cropsCommand } from "./crops-command.js";
+import { flagHint, type FlagHint } from "./flags.js";
 import { planCommand } from "./plan-command.js";
 import { scoreCommand } from "./score-command.js";
 import { workerCommand } from "./worker-command.js";
@@ -12,13 +13,31 @@ import { reportCommand } from "./report-command.js";
 /** A subcommand: takes the arguments after its name, returns the process exit code. */
 export type Command = (argv: string[]) => Promise<number>;
 
+/** A subcommand's line in the usage, its entry point, and the flags of settings its errors name. */
+export interface CommandEntry {
+  readonly summary: string;
+  readonly run: Command;
+  readonly hints?: readonly FlagHint[];
+}
+
+const PREPROCESS: FlagHint = { setting: /\bpreprocess\b/, flag: "--preprocess bvlc|torchvision" };
+const OUT: FlagHint = { setting: /\boutput (folder|prefix)\b/, flag: "--out" };
+
 /**
  * The subcommands. Adding one is one line here plus its own file; each prints its own --help.
  */
-export const COMMANDS: Readonly<Record<string, { readonly summary: string; readonly run: Command }>> = {
+export const COMMANDS: Readonly<Record<string, CommandEntry>> = {
   crops: { summary: "print the 144-crop plan for an image size", run: cropsCommand },
-  score: { summary: "score a folder of images with one model or an ensemble", run: scoreCommand },
-  plan: { summary: "plan a distributed run: manifest and one queue message per batch", run: (argv) => planCommand(argv) },
+  score: {
+    summary: "score a folder of images with one model or an ensemble",
+    run: scoreCommand,
+    hints: [PREPROCESS, OUT, { setting: /\bname one backend\b/, flag: "--backend" }, { setting: /\bonnxruntime engine\b/, flag: "--engine onnxruntime" }],
+  },
+  plan: {
+    summary: "plan a distributed run: manifest and one queue message per batch",
+    run: (argv) => planCommand(argv),
+    hints: [PREPROCESS, OUT, { setting: /\breplac(e|ing)\b/, flag: "--replace" }, { setting: /\bonnxruntime engine\b/, flag: "--engine onnxruntime" }],
+  },
   worker: { summary: "score batches and drop-folder images from an SQS queue", run: workerCommand },
   aggregate: { summary: "collect a planned run's batches into results.jsonl and summary.json", run: (argv) => aggregateCommand(argv) },
   report: { summary: "(re)write report.html for a finished run folder or S3 prefix", run: (argv) => reportCommand(argv) },
@@ -40,6 +59,11 @@ function usage(): string {
   ].join("\n");
 }
 
+/** The message as one line that ends with a newline, with the flags of the settings it names. */
+function errorLine(message: string, hints: readonly FlagHint[]): string {
+  return `${message.trimEnd()}${flagHint(message, hints)}\n`;
+}
+
 /** Runs the CLI on `argv` (without node and script) and returns the exit code. */
 export async function main(argv: string[]): Promise<number> {
   const [name, ...rest] = argv;
@@ -52,15 +76,16 @@ export async function main(argv: string[]): Promise<number> {
     process.stderr.write(`unknown command "${name}"; use one of: ${Object.keys(COMMANDS).join(", ")}\n\n${usage()}\n`);
     return EXIT_USAGE;
   }
+  const hints = command.hints ?? [];
   try {
     return await command.run(rest);
   } catch (error) {
     if (error instanceof ConfigurationError) {
-      process.stderr.write(`googlenet-eval ${name}: ${error.message}\n`);
+      process.stderr.write(`googlenet-eval ${name}: ${errorLine(error.message, hints)}`);
       return EXIT_USAGE;
     }
     if (error instanceof GoogLeNetEvalError) {
-      process.stderr.write(`googlenet-eval ${name}: ${error.name}: ${error.message}\n`);
+      process.stderr.write(`googlenet-eval ${name}: ${error.name}: ${errorLine(error.message, hints)}`);
       return 1;
     }
     throw error;

@@ -31,3 +31,18 @@ export const positiveIntFlag = (flag: string) =>
 
 /** `--engine tfjs|onnxruntime|auto`, default auto. */
 export const engineFlag = (flag = "--engine") => choiceFlag(flag, ENGINE_CHOICES).default("auto");
+
+/**
+ * A setting as the layers below name it in their messages (they know no flags, STYLE.md), and
+ * the flag that sets it on this command.
+ */
+export interface FlagHint {
+  readonly setting: RegExp;
+  readonly flag: string;
+}
+
+/** The flags of the settings an error message names, as a suffix for the message; "" for none. */
+export function flagHint(message: string, hints: readonly FlagHint[]): string {
+  const flags = hints.filter((hint) => hint.setting.test(message) && !message.includes(hint.flag.split(" ")[0] as string)).map((hint) => hint.flag);
+  return flags.length === 0 ? "" : ` (on the command line: ${[...new Set(flags)].join(", ")})`;
+}

@@ -101,8 +101,8 @@ export async function loadEngine(
   const recognised = description.flavour;
   if (recognised !== undefined && options.preprocess !== undefined && options.preprocess !== recognised) {
     throw new ConfigurationError(
-      `${source} is recognised as a ${recognised} GoogLeNet, but --preprocess ${options.preprocess} was given; ` +
-        `drop --preprocess, or pass --preprocess ${recognised}`,
+      `${source} is recognised as a ${recognised} GoogLeNet, but preprocess ${options.preprocess} was asked for; ` +
+        `leave preprocess unset, or set it to ${recognised}`,
     );
   }
 
@@ -123,7 +123,7 @@ export async function loadEngine(
     if (recognised === undefined) {
       throw new ModelFormatError(
         `${source}: the tfjs engine builds GoogLeNet from the graph and does not recognise this one; ` +
-          `use --engine onnxruntime with --preprocess ${FLAVOURS.join("|")}`,
+          `use the onnxruntime engine with preprocess ${FLAVOURS.join(" or ")}`,
       );
     }
     const workers = options.tfjsWorkers ?? availableParallelism();
@@ -146,7 +146,7 @@ export async function loadEngine(
   if (flavour === undefined) {
     throw new ModelFormatError(
       `${source}: not a GoogLeNet this tool recognises, so its input convention is unknown; ` +
-        `pass --preprocess bvlc (BGR, 0..255 minus means, Caffe) or --preprocess torchvision (RGB, ImageNet mean/std)` +
+        `name it with preprocess bvlc (BGR, 0..255 minus means, Caffe) or preprocess torchvision (RGB, ImageNet mean/std)` +
         (description.unrecognisedReason ? ` (not recognised because: ${description.unrecognisedReason})` : ""),
     );
   }

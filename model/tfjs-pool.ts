@@ -316,7 +316,7 @@ export async function createTfjsPoolEngine(modelBytes: Uint8Array, options: Tfjs
   if (differing) {
     await terminateAll(threads, `tfjs pool for ${source} got mixed backends`);
     throw new BackendUnavailableError(
-      `${source}: tfjs pool workers selected different backends (${first.backend}, ${differing.backend}) for "${backend}"; name one with --backend`,
+      `${source}: tfjs pool workers selected different backends (${first.backend}, ${differing.backend}) for "${backend}"; name one backend: tensorflow, wasm or cpu`,
     );
   }
   for (const line of first.log) log(`${line}; ${workers} worker threads, a network in each`);

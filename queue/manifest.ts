@@ -144,7 +144,7 @@ export function parseManifest(text: string, where: string): Manifest {
     throw new StorageError(
       `${where} is a ${format} manifest, planned by an older googlenet-eval; this version reads only ${MANIFEST_FORMAT}, ` +
         `which also records the decoding settings (EXIF orientation, pixel limit, preprocess). ` +
-        `Plan the run again with this version (plan --replace on the same --out, or a new --out)`,
+        `Plan the run again with this version (replacing the same output prefix, or into a new one)`,
     );
   }
   const parsed = manifestSchema.safeParse(json);
@@ -186,7 +186,7 @@ export function digestOfManifest(manifest: Manifest): string {
 export async function readManifestWithDigest(out: Location): Promise<ManifestWithDigest> {
   const where = `${out.url}/${MANIFEST_KEY}`;
   const bytes = await out.readIfExists(MANIFEST_KEY);
-  if (bytes === undefined) throw new StorageError(`no manifest at ${where}; run \`googlenet-eval plan --out ${out.url}\` first`);
+  if (bytes === undefined) throw new StorageError(`no manifest at ${where}; plan the run into ${out.url} first`);
   const manifest = parseManifest(bytes.toString("utf8"), where);
   return { manifest, manifestDigest: digestOfManifest(manifest) };
 }

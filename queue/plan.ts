@@ -116,20 +116,20 @@ export const describeModelFlavour: DescribeModel = async (bytes, url, engine, pr
     if (recognised !== undefined) return { flavour: recognised };
     throw new ModelFormatError(
       `${url}: not a GoogLeNet this tool recognises, so workers would not know its input convention; ` +
-        `pass --preprocess ${FLAVOURS.join(" or --preprocess ")} (engine onnxruntime or auto)` +
+        `name it with preprocess ${FLAVOURS.join(" or preprocess ")} (engine onnxruntime or auto)` +
         (description.unrecognisedReason ? ` (not recognised because: ${description.unrecognisedReason})` : ""),
     );
   }
   if (recognised !== undefined && recognised !== preprocess) {
     throw new ConfigurationError(
-      `${url} is recognised as a ${recognised} GoogLeNet, but --preprocess ${preprocess} was given; ` +
-        `drop --preprocess, or pass --preprocess ${recognised}`,
+      `${url} is recognised as a ${recognised} GoogLeNet, but preprocess ${preprocess} was asked for; ` +
+        `leave preprocess unset, or set it to ${recognised}`,
     );
   }
   if (recognised === undefined && engine === "tfjs") {
     throw new ModelFormatError(
       `${url}: the tfjs engine builds GoogLeNet from the graph and does not recognise this one; ` +
-        `plan with --engine onnxruntime (or auto) to run it with --preprocess ${preprocess}`,
+        `plan with the onnxruntime engine (or auto) to run it with preprocess ${preprocess}`,
     );
   }
   return { flavour: preprocess };
@@ -173,7 +173,7 @@ function settingsOf(options: PlanOptions): Settings {
   if (options.preprocess !== undefined && !FLAVOURS.includes(options.preprocess)) {
     throw new ConfigurationError(`unknown preprocess "${String(options.preprocess)}"; use one of: ${FLAVOURS.join(", ")}`);
   }
-  if (options.models.length === 0) throw new ConfigurationError("plan needs at least one --model");
+  if (options.models.length === 0) throw new ConfigurationError("plan needs at least one model");
   const now = (options.now ?? (() => new Date()))();
   const runId = options.runId ?? defaultRunId(now);
   if (!/^[A-Za-z0-9_.-]+$/.test(runId)) {
@@ -216,21 +216,21 @@ async function checkOut(out: Location, replace: boolean, reads: readonly string[
   if (!replace) {
     const shown = found.slice(0, KEYS_SHOWN).join(", ");
     throw new ConfigurationError(
-      `--out ${out.url} is not empty: it holds ${found.length} object${found.length === 1 ? "" : "s"} ` +
+      `${out.url} is not empty: it holds ${found.length} object${found.length === 1 ? "" : "s"} ` +
         `(${shown}${found.length > KEYS_SHOWN ? ", ..." : ""}), and files of another run there could be taken for this one's. ` +
-        `Give the run its own empty --out, or pass --replace to delete everything under ${out.url} first. Nothing was sent`,
+        `Give the run its own empty output prefix, or replace it to delete everything under ${out.url} first. Nothing was sent`,
     );
   }
   if (out instanceof S3Location && out.prefix === "") {
-    throw new ConfigurationError(`--replace would empty the whole bucket ${out.url}; give --out a prefix, e.g. ${out.url}/runs/RUN`);
+    throw new ConfigurationError(`replacing would empty the whole bucket ${out.url}; give the run a prefix, e.g. ${out.url}/runs/RUN`);
   }
   if (out instanceof LocalLocation && isWithin(process.cwd(), out.url)) {
-    throw new ConfigurationError(`--replace would empty ${resolve(out.url)}, which holds the current directory; give --out a folder of its own`);
+    throw new ConfigurationError(`replacing would empty ${resolve(out.url)}, which holds the current directory; give the run an output folder of its own`);
   }
   const endangered = reads.filter((url) => isWithin(url, out.url));
   if (endangered.length > 0) {
     throw new ConfigurationError(
-      `--replace would delete ${endangered.join(", ")}, which this plan reads from ${out.url}; give --out a folder of its own`,
+      `replacing would delete ${endangered.join(", ")}, which this plan reads from ${out.url}; give the run an output folder of its own`,
     );
   }
 }

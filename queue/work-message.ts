@@ -53,7 +53,7 @@ export function classifyMessage(body: string | undefined, dropInput: DropInput |
     if (event === undefined) return { kind: "poison", reason: "unknown message type (neither a batch nor an S3 event)" };
     if (event.kind === "test") return { kind: "test" };
     if (dropInput === undefined) {
-      return { kind: "poison", reason: "S3 event received, but this worker watches no drop folder (--drop-input)" };
+      return { kind: "poison", reason: "S3 event received, but this worker watches no drop folder (no drop input set)" };
     }
     const outside = outsideDropInput(event.objects, dropInput);
     if (outside !== undefined) return { kind: "poison", reason: outside };

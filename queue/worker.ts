@@ -162,7 +162,7 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerStats> {
     deadLetterQueue: facts.deadLetterQueueUrl ?? null,
     maxReceiveCount: facts.maxReceiveCount ?? null,
     dropInput: options.dropInput ?? null,
-    ...(dropInput === undefined ? { note: "no --drop-input: S3 events go to the dead-letter queue" } : {}),
+    ...(dropInput === undefined ? { note: "no drop input set: S3 events go to the dead-letter queue" } : {}),
   });
   return loop.run();
 }

@@ -85,7 +85,7 @@ export function assertSameRun(before: RunHeader, now: RunHeader, out: string): v
   const there = differences.map((d) => `${d.field} ${d.before}`).join(", ");
   const here = differences.map((d) => `${d.field} ${d.now}`).join(", ");
   throw new ConfigurationError(
-    `--out ${out} already holds a run with ${there}; this run has ${here}: use another --out, or delete ${out} to start again`,
+    `${out} already holds a run with ${there}; this run has ${here}: use another output folder, or delete ${out} to start again`,
   );
 }
 
@@ -106,13 +106,13 @@ export async function readRunHeader(location: Location, out: string): Promise<Ru
   try {
     parsed = RunHeaderSchema.safeParse(JSON.parse(bytes.toString("utf8")));
   } catch (error) {
-    throw new StorageError(`${out}/${RUN_HEADER_FILE} is not valid JSON; delete ${out} to start again, or use another --out`, {
+    throw new StorageError(`${out}/${RUN_HEADER_FILE} is not valid JSON; delete ${out} to start again, or use another output folder`, {
       cause: error,
     });
   }
   if (!parsed.success) {
     const problems = parsed.error.issues.map((issue) => `${issue.path.join(".") || "(root)"}: ${issue.message}`).join("; ");
-    throw new StorageError(`${out}/${RUN_HEADER_FILE} is not a run header (${problems}); delete ${out} to start again, or use another --out`);
+    throw new StorageError(`${out}/${RUN_HEADER_FILE} is not a run header (${problems}); delete ${out} to start again, or use another output folder`);
   }
   return parsed.data;
 }

@@ -187,13 +187,13 @@ async function checkHeaderlessRun(location: Location, previous: ResumeState, hea
     try {
       earlier = JSON.parse(previousSummary.toString("utf8")) as Partial<Summary>;
     } catch (error) {
-      throw new StorageError(`${out}/${SUMMARY_FILE} is not valid JSON; remove it or use another --out`, { cause: error });
+      throw new StorageError(`${out}/${SUMMARY_FILE} is not valid JSON; remove it or use another output folder`, { cause: error });
     }
     const before = (earlier.models ?? []).map((model) => model.sha256).join(",");
     const now = header.models.map((model) => model.sha256).join(",");
     if (before !== now) {
       throw new ConfigurationError(
-        `${out} holds results of other models (sha256 ${before || "none"}); this run uses ${now}. Use another --out`,
+        `${out} holds results of other models (sha256 ${before || "none"}); this run uses ${now}. Use another output folder`,
       );
     }
   }
@@ -206,7 +206,7 @@ async function checkHeaderlessRun(location: Location, previous: ResumeState, hea
     if (found !== expected || (models > 1) !== (record.models !== undefined)) {
       throw new ConfigurationError(
         `${out}/results.jsonl holds results for schemes ${found} with ${record.models?.length ?? 1} model(s); ` +
-          `this run computes ${expected} with ${models}. Use the same --crops and --model, or another --out`,
+          `this run computes ${expected} with ${models}. Use the same crops and models, or another output folder`,
       );
     }
     break;
@@ -428,7 +428,7 @@ export async function runScoreJob(options: ScoreJobOptions): Promise<ScoreJobRes
   const stdout = options.stdout ?? process.stdout;
   const stderr = options.stderr ?? process.stderr;
   const crops = options.crops ?? 144;
-  if (options.models.length === 0) throw new ConfigurationError("score needs at least one --model FILE.onnx");
+  if (options.models.length === 0) throw new ConfigurationError("score needs at least one model");
   const inputs = await gatherInputs(options, crops, stderr);
 
   const destination = await openDestination(options);

@@ -147,9 +147,9 @@ describe("plan and aggregate keep runs apart (S3/SQS emulator)", () => {
 
     // Assess
     await expect(refused).rejects.toThrow(
-      "--out s3://data/runs/reused is not empty: it holds 2 objects (batches/b00000.jsonl, batches/b00001.jsonl), " +
-        "and files of another run there could be taken for this one's. Give the run its own empty --out, " +
-        "or pass --replace to delete everything under s3://data/runs/reused first. Nothing was sent",
+      "s3://data/runs/reused is not empty: it holds 2 objects (batches/b00000.jsonl, batches/b00001.jsonl), " +
+        "and files of another run there could be taken for this one's. Give the run its own empty output prefix, " +
+        "or replace it to delete everything under s3://data/runs/reused first. Nothing was sent",
     );
     expect(await counts(queue)).toEqual({ visible: 0, inFlight: 0 });
     expect(await keysUnder(out)).toEqual(["batches/b00000.jsonl", "batches/b00001.jsonl"]);
@@ -240,7 +240,7 @@ describe("plan and aggregate keep runs apart (S3/SQS emulator)", () => {
     // Assess
     expect(await again.exited).toBe(2);
     expect(again.stderr.join("")).toMatch(
-      /--out s3:\/\/data\/runs\/settings is not empty: it holds 1 object \(manifest\.json\), .* pass --replace .* Nothing was sent/,
+      /s3:\/\/data\/runs\/settings is not empty: it holds 1 object \(manifest\.json\), .* replace it .* Nothing was sent \(on the command line: --out, --replace\)/,
     );
     expect(await counts(queue)).toEqual({ visible: 1, inFlight: 0 });
   });
@@ -266,7 +266,7 @@ describe("plan and aggregate keep runs apart (S3/SQS emulator)", () => {
 
     // Act / Assess
     await expect(aggregateRun(out)).rejects.toThrow(
-      /^s3:\/\/data\/runs\/format-1\/manifest\.json is a googlenet-eval\/manifest@1 manifest, planned by an older googlenet-eval; .*plan --replace on the same --out, or a new --out\)$/,
+      /^s3:\/\/data\/runs\/format-1\/manifest\.json is a googlenet-eval\/manifest@1 manifest, planned by an older googlenet-eval; .*replacing the same output prefix, or into a new one\)$/,
     );
   });
 

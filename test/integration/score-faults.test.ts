@@ -105,9 +105,9 @@ describe("score: a resume must have the settings of the run it resumes", () => {
     // Assess
     expect(run.code).toBe(2);
     expect(run.out).toContain(
-      `googlenet-eval score: --out ${out} already holds a run with models[0].sha256 ${bvlcSha} (bvlc-googlenet.onnx); ` +
+      `googlenet-eval score: ${out} already holds a run with models[0].sha256 ${bvlcSha} (bvlc-googlenet.onnx); ` +
         `this run has models[0].sha256 ${torchvisionSha} (torchvision-googlenet-untrained.onnx): ` +
-        `use another --out, or delete ${out} to start again`,
+        `use another output folder, or delete ${out} to start again (on the command line: --out)`,
     );
     expect(await readFile(join(out, "results.jsonl"), "utf8")).toBe(partial);
     expect(await readFile(join(out, "run-header.json"), "utf8")).toBe(header);
@@ -120,7 +120,7 @@ describe("score: a resume must have the settings of the run it resumes", () => {
 
     // Assess
     expect(run.code).toBe(2);
-    expect(run.out).toContain(`--out ${out} already holds a run with crops 1; this run has crops 10:`);
+    expect(run.out).toContain(`${out} already holds a run with crops 1; this run has crops 10:`);
     expect(await readFile(join(out, "results.jsonl"), "utf8")).toBe(partial);
     expect((await readdir(out)).sort()).toEqual(["results.jsonl", "run-header.json"]);
   });

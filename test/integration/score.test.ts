@@ -374,7 +374,9 @@ describe("googlenet-eval score: other models", () => {
 
     // Assess
     expect(refused.code).toBe(1);
-    expect(refused.stderr).toMatch(/ModelFormatError: .*tiny-classifier\.onnx.*pass --preprocess bvlc .* or --preprocess torchvision/);
+    expect(refused.stderr).toMatch(
+      /ModelFormatError: .*tiny-classifier\.onnx.*name it with preprocess bvlc .* or preprocess torchvision .*\(on the command line: --preprocess bvlc\|torchvision\)\n/,
+    );
     expect(run.code).toBe(0);
     const records = (await readResults(join(work, "tiny"))).filter((r): r is ScoredRecord => !("error" in r));
     expect(records).toHaveLength(6);

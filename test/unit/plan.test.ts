@@ -34,7 +34,7 @@ describe("describeModelFlavour", () => {
     // Act / Assess
     await expect(describeModelFlavour(tiny, "/m/tiny.onnx", "auto")).rejects.toThrow(ModelFormatError);
     await expect(describeModelFlavour(tiny, "/m/tiny.onnx", "auto")).rejects.toThrow(
-      /^\/m\/tiny\.onnx: not a GoogLeNet this tool recognises, .*; pass --preprocess bvlc or --preprocess torchvision \(engine onnxruntime or auto\)/,
+      /^\/m\/tiny\.onnx: not a GoogLeNet this tool recognises, .*; name it with preprocess bvlc or preprocess torchvision \(engine onnxruntime or auto\)/,
     );
   });
 
@@ -42,7 +42,7 @@ describe("describeModelFlavour", () => {
     // Act / Assess
     await expect(describeModelFlavour(bvlc, "/m/bvlc.onnx", "auto", "torchvision")).rejects.toThrow(
       new ConfigurationError(
-        "/m/bvlc.onnx is recognised as a bvlc GoogLeNet, but --preprocess torchvision was given; drop --preprocess, or pass --preprocess bvlc",
+        "/m/bvlc.onnx is recognised as a bvlc GoogLeNet, but preprocess torchvision was asked for; leave preprocess unset, or set it to bvlc",
       ),
     );
   });
@@ -50,7 +50,7 @@ describe("describeModelFlavour", () => {
   it("refuses the tfjs engine for an unrecognised graph, which tfjs cannot build", async () => {
     // Act / Assess
     await expect(describeModelFlavour(tiny, "/m/tiny.onnx", "tfjs", "bvlc")).rejects.toThrow(
-      /the tfjs engine builds GoogLeNet from the graph and does not recognise this one; plan with --engine onnxruntime \(or auto\)/,
+      /the tfjs engine builds GoogLeNet from the graph and does not recognise this one; plan with the onnxruntime engine \(or auto\)/,
     );
   });
 });
@@ -89,10 +89,10 @@ describe("planRun before anything is sent", () => {
     // Act / Assess
     await expect(planRun(options)).rejects.toThrow(
       new ConfigurationError(
-        `--out ${join(dir, "run")} is not empty: it holds 6 objects ` +
+        `${join(dir, "run")} is not empty: it holds 6 objects ` +
           "(batches/b00000.jsonl, batches/b00001.jsonl, batches/b00002.jsonl, batches/b00003.jsonl, batches/b00004.jsonl, ...), " +
-          "and files of another run there could be taken for this one's. Give the run its own empty --out, " +
-          `or pass --replace to delete everything under ${join(dir, "run")} first. Nothing was sent`,
+          "and files of another run there could be taken for this one's. Give the run its own empty output prefix, " +
+          `or replace it to delete everything under ${join(dir, "run")} first. Nothing was sent`,
       ),
     );
     expect((await readdir(join(dir, "run", "batches"))).length).toBe(6);
@@ -104,8 +104,8 @@ describe("planRun before anything is sent", () => {
     const inside = { ...options, out: dir, replace: true };
     // Act / Assess
     await expect(planRun(inside)).rejects.toThrow(
-      `--replace would delete ${join(dir, "images")}, ${join(dir, "model.onnx")}, which this plan reads from ${dir}; ` +
-        "give --out a folder of its own",
+      `replacing would delete ${join(dir, "images")}, ${join(dir, "model.onnx")}, which this plan reads from ${dir}; ` +
+        "give the run an output folder of its own",
     );
     expect((await readdir(dir)).sort()).toEqual(["images", "model.onnx"]);
   });
@@ -113,7 +113,7 @@ describe("planRun before anything is sent", () => {
   it("with --replace, refuses to empty the folder it runs in", async () => {
     // Act / Assess
     await expect(planRun({ ...options, out: process.cwd(), replace: true })).rejects.toThrow(
-      /^--replace would empty .*, which holds the current directory; give --out a folder of its own$/,
+      /^replacing would empty .*, which holds the current directory; give the run an output folder of its own$/,
     );
   });
 

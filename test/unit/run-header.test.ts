@@ -91,8 +91,8 @@ describe("assertSameRun", () => {
     // Assess
     expect(error).toBeInstanceOf(ConfigurationError);
     expect((error as Error).message).toBe(
-      "--out ./r already holds a run with crops 10, exifOrientation false; " +
-        "this run has crops 144, exifOrientation true: use another --out, or delete ./r to start again",
+      "./r already holds a run with crops 10, exifOrientation false; " +
+        "this run has crops 144, exifOrientation true: use another output folder, or delete ./r to start again",
     );
   });
 });
