@@ -19,52 +19,129 @@ export interface SampleOptions {
 }
 
 /**
- * Index and weight tables along one axis of one crop: output position k reads original
- * pixels a[k] and b[k] (already multiplied by the axis stride) and blends them with w[k].
+ * Index and weight tables along one axis: output position k reads original pixels a[k] and
+ * b[k] (already multiplied by the axis stride) and blends them with w[k].
  */
 interface AxisTable {
   readonly a: Int32Array;
   readonly b: Int32Array;
   readonly w: Float64Array;
+  /** Positions filled (the tables may be longer). */
+  length: number;
 }
 
-function newAxisTable(): AxisTable {
-  return {
-    a: new Int32Array(CROP_SIDE),
-    b: new Int32Array(CROP_SIDE),
-    w: new Float64Array(CROP_SIDE),
-  };
+function newAxisTable(capacity: number): AxisTable {
+  return { a: new Int32Array(capacity), b: new Int32Array(capacity), w: new Float64Array(capacity), length: 0 };
+}
+
+/** Grows `table` to hold `length` positions; its old contents are not kept. */
+function sized(table: AxisTable, length: number): AxisTable {
+  const grown = table.a.length >= length ? table : newAxisTable(Math.max(length, 2 * table.a.length));
+  grown.length = length;
+  return grown;
 }
 
 /**
- * Fills `table` with ../shared/PROTOCOL.md "Sampling" along one axis: resized position
- * r = start + (k + 0.5) * size / 224 - 0.5, original o = (r + 0.5) * orig / resized - 0.5,
- * clamped to [0, orig - 1] because upscaled crops reach half a pixel past the edge. Tables
- * are always unmirrored: mirroring only changes where a value is written.
+ * Fills `table` with ../shared/PROTOCOL.md "Sampling" along one axis: for output position k,
+ * resized position r(k), original o = (r + 0.5) * orig / resized - 0.5, clamped to
+ * [0, orig - 1] because upscaled crops reach half a pixel past the edge.
+ *
+ * A crop window (start, size) has r = start + (k + 0.5) * size / 224 - 0.5; a span of whole
+ * resized pixels (`size` undefined) has r = start + k. For a 224 window the two are the same
+ * double (every step is exact for these small integers and halves), which is what lets
+ * `sampleCrops` cut 224 crops out of one resized region and still write the values the
+ * per-window path writes, bit for bit. Tables are always unmirrored: mirroring only changes
+ * where a value is written.
  */
 function fillAxis(
   table: AxisTable,
   start: number,
-  size: number,
+  size: number | undefined,
   resized: number,
   orig: number,
   stride: number,
 ): void {
   const last = orig - 1;
-  for (let k = 0; k < CROP_SIDE; k++) {
-    const r = start + ((k + 0.5) * size) / CROP_SIDE - 0.5;
+  const { a: as, b: bs, w: ws, length } = table;
+  for (let k = 0; k < length; k++) {
+    const r = size === undefined ? start + k : start + ((k + 0.5) * size) / CROP_SIDE - 0.5;
     let o = ((r + 0.5) * orig) / resized - 0.5;
     if (o < 0) o = 0;
     else if (o > last) o = last;
     const a = Math.floor(o);
-    table.a[k] = a * stride;
-    table.b[k] = (a < last ? a + 1 : last) * stride;
-    table.w[k] = o - a;
+    as[k] = a * stride;
+    bs[k] = (a < last ? a + 1 : last) * stride;
+    ws[k] = o - a;
   }
 }
 
 function windowKey(crop: Crop): string {
   return `${crop.resized[0]}x${crop.resized[1]}:${crop.x},${crop.y},${crop.size}`;
+}
+
+/** One sampling window of a call and the output offsets of its unmirrored and mirrored copies. */
+interface WindowGroup {
+  readonly crop: Crop;
+  readonly plain: number[];
+  readonly mirrored: number[];
+}
+
+/** Where each source colour goes in an output pixel, and its affine. */
+interface Layout {
+  readonly nhwc: boolean;
+  readonly slotR: number;
+  readonly slotG: number;
+  readonly slotB: number;
+  readonly scaleR: number;
+  readonly offR: number;
+  readonly scaleG: number;
+  readonly offG: number;
+  readonly scaleB: number;
+  readonly offB: number;
+}
+
+/** Where interpolated values go: `rowStride` values between rows, `planeStride` between channels (NCHW). */
+interface Target {
+  readonly out: Float32Array;
+  readonly base: number;
+  readonly rowStride: number;
+  readonly planeStride: number;
+}
+
+function layoutOf({ preprocess, layout }: SampleOptions): Layout {
+  // Output slot and affine for each SOURCE channel (R, G, B), so the loop reads each
+  // neighbour once and scatters to wherever the flavour wants that colour.
+  const bgr = preprocess.channelOrder === "bgr";
+  const [r, g, b] = bgr ? ([2, 1, 0] as const) : ([0, 1, 2] as const);
+  return {
+    nhwc: layout === "nhwc",
+    slotR: r,
+    slotG: g,
+    slotB: b,
+    scaleR: preprocess.scale[r],
+    offR: preprocess.offset[r],
+    scaleG: preprocess.scale[g],
+    offG: preprocess.offset[g],
+    scaleB: preprocess.scale[b],
+    offB: preprocess.offset[b],
+  };
+}
+
+/**
+ * Module-level scratch, reused across calls so a long run allocates nothing per batch: the
+ * axis tables, the resized region crops are cut from, and its left-right flip.
+ */
+const scratch = {
+  rows: newAxisTable(CROP_SIDE),
+  cols: newAxisTable(CROP_SIDE),
+  region: new Float32Array(0),
+  flipped: new Float32Array(0),
+  crop: new Float32Array(0),
+};
+
+function scratchArray(name: "region" | "flipped" | "crop", length: number): Float32Array {
+  if (scratch[name].length < length) scratch[name] = new Float32Array(length);
+  return scratch[name];
 }
 
 /**
@@ -78,6 +155,13 @@ function windowKey(crop: Crop): string {
  * antialiasing (../shared/PROTOCOL.md, "Sampling"); coordinates in float64, each value stored
  * as float32(blend * scale + offset).
  *
+ * How it is fast and still exact: the 224 windows of one scale are integer crops of the same
+ * half-pixel resize (PROTOCOL.md says so), so overlapping ones are cut from one resized region,
+ * interpolated once, with row copies (a mirrored window from the region's flip); `full`
+ * windows, and 224 windows whose region would not save work, are interpolated alone, a window
+ * and its mirror from one pass. Both paths compute each value with the same float64 operations
+ * in the same order, so the values do not depend on which path or which call wrote them.
+ *
  * @param offset element index in `out` where the first crop starts; default 0.
  * @throws RangeError when `out` is too small, the image buffer does not match its size, or a
  *   crop was planned for an image of another shape (all caller bugs, not bad input).
@@ -89,6 +173,42 @@ export function sampleCrops(
   out: Float32Array,
   offset = 0,
 ): void {
+  checkArguments(image, crops, out, offset);
+  const layout = layoutOf(options);
+  // A window and its mirror read the same neighbours, so both are written from one
+  // interpolation; exact repeats of a window (the three squares of a square image) are copied.
+  const groups = new Map<string, WindowGroup>();
+  crops.forEach((crop, n) => {
+    const key = windowKey(crop);
+    let group = groups.get(key);
+    if (group === undefined) {
+      group = { crop, plain: [], mirrored: [] };
+      groups.set(key, group);
+    }
+    (crop.mirror ? group.mirrored : group.plain).push(offset + n * CROP_VALUES);
+  });
+  const alone: WindowGroup[] = [];
+  const byScale = new Map<number, WindowGroup[]>();
+  for (const group of groups.values()) {
+    if (group.crop.size !== CROP_SIDE) alone.push(group);
+    else byScale.set(group.crop.scale, [...(byScale.get(group.crop.scale) ?? []), group]);
+  }
+  for (const windows of byScale.values()) {
+    for (const cluster of overlapping(windows)) {
+      const box = boundingBox(cluster);
+      if (box.width * box.height < cluster.length * PLANE) sampleRegion(image, cluster, box, layout, out);
+      else alone.push(...cluster);
+    }
+  }
+  for (const group of alone) sampleWindow(image, group, layout, out);
+  for (const { plain, mirrored } of groups.values()) {
+    for (const targets of [plain, mirrored]) {
+      for (const base of targets.slice(1)) out.copyWithin(base, targets[0]!, targets[0]! + CROP_VALUES);
+    }
+  }
+}
+
+function checkArguments(image: DecodedImage, crops: readonly Crop[], out: Float32Array, offset: number): void {
   const { width: W, height: H, data } = image;
   if (!Number.isInteger(W) || !Number.isInteger(H) || W < 1 || H < 1 || data.length !== W * H * 3) {
     throw new RangeError(
@@ -110,131 +230,219 @@ export function sampleCrops(
       );
     }
   }
+}
 
-  const { preprocess, layout } = options;
-  const pixelStride = layout === "nhwc" ? 3 : 1;
-  const channelStride = layout === "nhwc" ? 1 : PLANE;
-  // Output slot and affine for each SOURCE channel (R, G, B), so the loop reads each
-  // neighbour once and scatters to wherever the flavour wants that colour.
-  const bgr = preprocess.channelOrder === "bgr";
-  const slotR = (bgr ? 2 : 0) * channelStride;
-  const slotG = channelStride;
-  const slotB = (bgr ? 0 : 2) * channelStride;
-  const [scaleR, offR] = bgr ? [preprocess.scale[2], preprocess.offset[2]] : [preprocess.scale[0], preprocess.offset[0]];
-  const [scaleG, offG] = [preprocess.scale[1], preprocess.offset[1]];
-  const [scaleB, offB] = bgr ? [preprocess.scale[0], preprocess.offset[0]] : [preprocess.scale[2], preprocess.offset[2]];
+interface Box {
+  readonly x: number;
+  readonly y: number;
+  readonly width: number;
+  readonly height: number;
+}
 
-  const rows = newAxisTable();
-  const cols = newAxisTable();
-  const rowStride = W * 3;
-  const layoutInfo: Layout = { pixelStride, slotR, slotG, slotB, scaleR, offR, scaleG, offG, scaleB, offB };
+function boundingBox(windows: readonly WindowGroup[]): Box {
+  const xs = windows.map(({ crop }) => crop.x);
+  const ys = windows.map(({ crop }) => crop.y);
+  const x = Math.min(...xs);
+  const y = Math.min(...ys);
+  return { x, y, width: Math.max(...xs) + CROP_SIDE - x, height: Math.max(...ys) + CROP_SIDE - y };
+}
 
-  // A window and its mirror read the same neighbours (column j of one is column 223 - j of
-  // the other), so both are written from one interpolation; exact repeats of a window (the
-  // three squares of a square image) are copied afterwards.
-  const groups = new Map<string, { crop: Crop; plain: number[]; mirrored: number[] }>();
-  crops.forEach((crop, n) => {
-    const key = windowKey(crop);
-    let group = groups.get(key);
-    if (group === undefined) {
-      group = { crop, plain: [], mirrored: [] };
-      groups.set(key, group);
+/**
+ * Windows of one scale grouped so that windows that overlap (directly or through others) share
+ * a group: the squares of a photo overlap and give one group, while the three squares of a
+ * 10000x20 panorama lie far apart and give three.
+ */
+function overlapping(windows: readonly WindowGroup[]): WindowGroup[][] {
+  const clusters: WindowGroup[][] = [];
+  for (const window of windows) {
+    const joined = clusters.filter((cluster) =>
+      cluster.some(({ crop }) => Math.abs(crop.x - window.crop.x) < CROP_SIDE && Math.abs(crop.y - window.crop.y) < CROP_SIDE),
+    );
+    const merged = [window, ...joined.flat()];
+    for (const cluster of joined) clusters.splice(clusters.indexOf(cluster), 1);
+    clusters.push(merged);
+  }
+  return clusters;
+}
+
+/** One window (and its mirror) interpolated on its own. */
+function sampleWindow(image: DecodedImage, group: WindowGroup, layout: Layout, out: Float32Array): void {
+  const { crop, plain, mirrored } = group;
+  const rows = (scratch.rows = sized(scratch.rows, CROP_SIDE));
+  const cols = (scratch.cols = sized(scratch.cols, CROP_SIDE));
+  fillAxis(rows, crop.y, crop.size, crop.resized[1], image.height, image.width * 3);
+  fillAxis(cols, crop.x, crop.size, crop.resized[0], image.width, 3);
+  const rowStride = layout.nhwc ? CROP_SIDE * 3 : CROP_SIDE;
+  const planeStride = layout.nhwc ? 1 : PLANE;
+  // Without a partner the other half of the pair goes to a scratch crop, which keeps a
+  // single branch-free inner loop.
+  const spare: Target = { out: plain.length === 0 || mirrored.length === 0 ? scratchArray("crop", CROP_VALUES) : out, base: 0, rowStride, planeStride };
+  const plainTarget = plain.length > 0 ? { out, base: plain[0]!, rowStride, planeStride } : spare;
+  const mirroredTarget = mirrored.length > 0 ? { out, base: mirrored[0]!, rowStride, planeStride } : spare;
+  interpolate(image.data, rows, cols, layout, plainTarget, mirroredTarget);
+}
+
+/**
+ * Overlapping 224 windows of one scale: the resized image inside their bounding box is
+ * interpolated once (in the output layout, affine applied), then each window is copied out
+ * row by row, a mirrored one from the region's left-right flip.
+ */
+function sampleRegion(image: DecodedImage, windows: readonly WindowGroup[], box: Box, layout: Layout, out: Float32Array): void {
+  const [rw, rh] = windows[0]!.crop.resized;
+  const { width, height } = box;
+  const values = width * height * 3;
+  const rows = (scratch.rows = sized(scratch.rows, height));
+  const cols = (scratch.cols = sized(scratch.cols, width));
+  fillAxis(rows, box.y, undefined, rh, image.height, image.width * 3);
+  fillAxis(cols, box.x, undefined, rw, image.width, 3);
+  const region = scratchArray("region", values);
+  const rowStride = layout.nhwc ? width * 3 : width;
+  const planeStride = layout.nhwc ? 1 : width * height;
+  interpolate(image.data, rows, cols, layout, { out: region, base: 0, rowStride, planeStride }, undefined);
+  const flipped = windows.some((w) => w.mirrored.length > 0) ? flip(region, width, height, layout.nhwc) : undefined;
+  for (const { crop, plain, mirrored } of windows) {
+    const dy = crop.y - box.y;
+    const dx = crop.x - box.x;
+    if (plain.length > 0) copyWindow(region, width, height, dx, dy, layout.nhwc, out, plain[0]!);
+    if (mirrored.length > 0) copyWindow(flipped!, width, height, width - CROP_SIDE - dx, dy, layout.nhwc, out, mirrored[0]!);
+  }
+}
+
+/** The region mirrored left-right, into scratch. */
+function flip(region: Float32Array, width: number, height: number, nhwc: boolean): Float32Array {
+  const flipped = scratchArray("flipped", width * height * 3);
+  if (nhwc) {
+    const rowValues = width * 3;
+    for (let r = 0; r < height; r++) {
+      let from = r * rowValues + rowValues - 3;
+      let to = r * rowValues;
+      for (let c = 0; c < width; c++, from -= 3, to += 3) {
+        flipped[to] = region[from]!;
+        flipped[to + 1] = region[from + 1]!;
+        flipped[to + 2] = region[from + 2]!;
+      }
     }
-    (crop.mirror ? group.mirrored : group.plain).push(offset + n * CROP_VALUES);
-  });
-  let scratch: Float32Array | undefined;
-  for (const { crop, plain, mirrored } of groups.values()) {
-    fillAxis(rows, crop.y, crop.size, crop.resized[1], H, rowStride);
-    fillAxis(cols, crop.x, crop.size, crop.resized[0], W, 3);
-    // Without a partner the other half of the pair goes to a scratch crop, which keeps a
-    // single branch-free inner loop.
-    if (plain.length === 0 || mirrored.length === 0) scratch ??= new Float32Array(CROP_VALUES);
-    const plainOut = plain.length > 0 ? out : scratch!;
-    const mirroredOut = mirrored.length > 0 ? out : scratch!;
-    interpolate(data, rows, cols, layoutInfo, plainOut, plain[0] ?? 0, mirroredOut, mirrored[0] ?? 0);
-    for (const targets of [plain, mirrored]) {
-      for (const base of targets.slice(1)) out.copyWithin(base, targets[0]!, targets[0]! + CROP_VALUES);
+  } else {
+    for (let row = 0; row < 3 * height; row++) {
+      let from = row * width + width - 1;
+      let to = row * width;
+      for (let c = 0; c < width; c++, from--, to++) flipped[to] = region[from]!;
+    }
+  }
+  return flipped;
+}
+
+/** The 224 x 224 window at (dx, dy) of a region, in the output layout, to `out` at `base`. */
+function copyWindow(region: Float32Array, width: number, height: number, dx: number, dy: number, nhwc: boolean, out: Float32Array, base: number): void {
+  if (nhwc) {
+    const rowValues = CROP_SIDE * 3;
+    for (let i = 0; i < CROP_SIDE; i++) {
+      const from = ((dy + i) * width + dx) * 3;
+      out.set(region.subarray(from, from + rowValues), base + i * rowValues);
+    }
+    return;
+  }
+  for (let c = 0; c < 3; c++) {
+    for (let i = 0; i < CROP_SIDE; i++) {
+      const from = (c * height + dy + i) * width + dx;
+      out.set(region.subarray(from, from + CROP_SIDE), base + c * PLANE + i * CROP_SIDE);
     }
   }
 }
 
-/** Where each source colour goes in an output pixel, and its affine. */
-interface Layout {
-  readonly pixelStride: number;
-  readonly slotR: number;
-  readonly slotG: number;
-  readonly slotB: number;
-  readonly scaleR: number;
-  readonly offR: number;
-  readonly scaleG: number;
-  readonly offG: number;
-  readonly scaleB: number;
-  readonly offB: number;
+/**
+ * Horizontal pass of one original row: for every output column j and channel c, the blend of
+ * the row's two neighbours a[j] and b[j] with weight w[j], in float64 (the `u` of the 2-D
+ * blend, so the vertical pass gives the same doubles a per-pixel loop would).
+ */
+function blendRow(data: Uint8Array, rowStart: number, cols: AxisTable, into: Float64Array): void {
+  const { a: ca, b: cb, w: cwt, length } = cols;
+  for (let j = 0, k = 0; j < length; j++, k += 3) {
+    const left = rowStart + ca[j]!;
+    const right = rowStart + cb[j]!;
+    const wx = cwt[j]!;
+    let u = data[left]!;
+    into[k] = u + (data[right]! - u) * wx;
+    u = data[left + 1]!;
+    into[k + 1] = u + (data[right + 1]! - u) * wx;
+    u = data[left + 2]!;
+    into[k + 2] = u + (data[right + 2]! - u) * wx;
+  }
 }
 
 /**
- * The one tight loop: bilinear blend of the four neighbours per output pixel and channel,
- * written unmirrored at `plainBase` of `plainOut` and left-right flipped at `mirroredBase` of
- * `mirroredOut`.
+ * Separable bilinear: each original row an output row needs is blended horizontally once
+ * (kept while the next output row still reads it), then pairs of blended rows vertically,
+ * with the affine and channel order applied, written at `plain` and left-right flipped at
+ * `mirrored` when given. The same float64 operations in the same order as the textbook
+ * four-neighbour blend: u = p00 + (p01 - p00) wx, v likewise, value = u + (v - u) wy.
  */
 function interpolate(
   data: Uint8Array,
   rows: AxisTable,
   cols: AxisTable,
   layout: Layout,
-  plainOut: Float32Array,
-  plainBase: number,
-  mirroredOut: Float32Array,
-  mirroredBase: number,
+  plain: Target,
+  mirrored: Target | undefined,
 ): void {
-  const { pixelStride, slotR, slotG, slotB, scaleR, offR, scaleG, offG, scaleB, offB } = layout;
-  const ra = rows.a;
-  const rb = rows.b;
-  const rwt = rows.w;
-  const ca = cols.a;
-  const cb = cols.b;
-  const cwt = cols.w;
-  const rowValues = CROP_SIDE * pixelStride;
-  for (let i = 0; i < CROP_SIDE; i++) {
-    const top = ra[i]!;
-    const bottom = rb[i]!;
-    const wy = rwt[i]!;
-    let o = plainBase + i * rowValues;
-    let m = mirroredBase + i * rowValues + (CROP_SIDE - 1) * pixelStride;
-    for (let j = 0; j < CROP_SIDE; j++, o += pixelStride, m -= pixelStride) {
-      const left = ca[j]!;
-      const right = cb[j]!;
-      const wx = cwt[j]!;
-      const p00 = top + left;
-      const p01 = top + right;
-      const p10 = bottom + left;
-      const p11 = bottom + right;
-
-      let u = data[p00]!;
-      let v = data[p10]!;
-      u += (data[p01]! - u) * wx;
-      v += (data[p11]! - v) * wx;
-      let value = (u + (v - u) * wy) * scaleR + offR;
+  const { nhwc, scaleR, offR, scaleG, offG, scaleB, offB } = layout;
+  const pixelStride = nhwc ? 3 : 1;
+  const planeStride = plain.planeStride;
+  const slotR = layout.slotR * planeStride;
+  const slotG = layout.slotG * planeStride;
+  const slotB = layout.slotB * planeStride;
+  const width = cols.length;
+  const plainOut = plain.out;
+  const mirroredOut = mirrored?.out ?? plainOut;
+  const step = mirrored ? -pixelStride : pixelStride;
+  let upper = blendedRows(width, 0);
+  let lower = blendedRows(width, 1);
+  let upperRow = -1;
+  let lowerRow = -1;
+  for (let i = 0; i < rows.length; i++) {
+    const top = rows.a[i]!;
+    const bottom = rows.b[i]!;
+    const wy = rows.w[i]!;
+    // Rows only move down, so the two blended rows of the previous output row are reused.
+    if (upperRow !== top) {
+      if (lowerRow === top) {
+        [upper, lower] = [lower, upper];
+        [upperRow, lowerRow] = [lowerRow, upperRow];
+      } else {
+        blendRow(data, top, cols, upper);
+        upperRow = top;
+      }
+    }
+    if (lowerRow !== bottom) {
+      blendRow(data, bottom, cols, lower);
+      lowerRow = bottom;
+    }
+    let o = plain.base + i * plain.rowStride;
+    // Without a mirror the second store repeats the first; cheaper than a second loop.
+    let m = mirrored ? mirrored.base + i * mirrored.rowStride + (width - 1) * pixelStride : o;
+    for (let k = 0; k < 3 * width; k += 3, o += pixelStride, m += step) {
+      let u = upper[k]!;
+      let value = (u + (lower[k]! - u) * wy) * scaleR + offR;
       plainOut[o + slotR] = value;
       mirroredOut[m + slotR] = value;
-
-      u = data[p00 + 1]!;
-      v = data[p10 + 1]!;
-      u += (data[p01 + 1]! - u) * wx;
-      v += (data[p11 + 1]! - v) * wx;
-      value = (u + (v - u) * wy) * scaleG + offG;
+      u = upper[k + 1]!;
+      value = (u + (lower[k + 1]! - u) * wy) * scaleG + offG;
       plainOut[o + slotG] = value;
       mirroredOut[m + slotG] = value;
-
-      u = data[p00 + 2]!;
-      v = data[p10 + 2]!;
-      u += (data[p01 + 2]! - u) * wx;
-      v += (data[p11 + 2]! - v) * wx;
-      value = (u + (v - u) * wy) * scaleB + offB;
+      u = upper[k + 2]!;
+      value = (u + (lower[k + 2]! - u) * wy) * scaleB + offB;
       plainOut[o + slotB] = value;
       mirroredOut[m + slotB] = value;
     }
   }
+}
+
+const blended: [Float64Array, Float64Array] = [new Float64Array(3 * CROP_SIDE), new Float64Array(3 * CROP_SIDE)];
+
+/** One of the two scratch rows of horizontally blended values, at least `width` pixels long. */
+function blendedRows(width: number, which: 0 | 1): Float64Array {
+  if (blended[which].length < 3 * width) blended[which] = new Float64Array(3 * width);
+  return blended[which];
 }
 
 /**

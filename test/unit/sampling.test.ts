@@ -107,6 +107,9 @@ describe.each([
   ["synthetic 3x5 portrait", { width: 3, height: 5, seed: 2 }, null],
   ["synthetic 1x1", { width: 1, height: 1, seed: 3 }, null],
   ["synthetic 40x40 square (duplicate windows)", { width: 40, height: 40, seed: 4 }, null],
+  ["synthetic 3x7 portrait (upscaled 85x)", { width: 3, height: 7, seed: 5 }, null],
+  ["synthetic 10000x20 panorama (three squares far apart)", { width: 10000, height: 20, seed: 6 }, null],
+  ["synthetic 20x10000 strip", { width: 20, height: 10000, seed: 7 }, null],
 ] as const)("sampleCrops on %s", (_name, source, subset) => {
   let image: DecodedImage;
   beforeAll(async () => {
@@ -197,6 +200,44 @@ describe.each([
       worst = Math.max(worst, maxAbsDiff(cropAt(out, n), expected));
     });
     expect(worst).toBeLessThanOrEqual(1e-4);
+  });
+});
+
+/** Samples `crops` into a fresh buffer in calls of `perCall` crops, as a batcher with that room would. */
+function sampleInCalls(image: DecodedImage, crops: readonly Crop[], options: { preprocess: Preprocess; layout: InputLayout }, perCall: number): Float32Array {
+  const out = new Float32Array(crops.length * CROP_VALUES);
+  for (let start = 0; start < crops.length; start += perCall) {
+    sampleCrops(image, crops.slice(start, start + perCall), options, out, start * CROP_VALUES);
+  }
+  return out;
+}
+
+describe.each([
+  ["real landscape photo 500x375", "n01440764_tench.JPEG"],
+  ["real portrait photo 375x500", "n01518878_ostrich.JPEG"],
+  ["synthetic 10000x20 panorama", { width: 10000, height: 20, seed: 8 }],
+  ["synthetic 257x256 (squares one pixel apart)", { width: 257, height: 256, seed: 9 }],
+  ["synthetic 40x40 square", { width: 40, height: 40, seed: 10 }],
+] as const)("the shared-region path on %s", (_name, source) => {
+  // Both layouts and both channel orders; the copy and flip code differs by layout only.
+  it.each<[Flavour, InputLayout]>([
+    ["bvlc", "nchw"],
+    ["torchvision", "nhwc"],
+  ])("writes the same values, bit for bit, as each window sampled alone (%s, %s)", async (flavour, layout) => {
+    // Prepare: one call of all 144 cuts 224 windows out of shared resized regions; a call of one
+    // crop always interpolates that window alone; calls of 16 are what the scorer makes.
+    const image = typeof source === "string" ? await loadSample(source) : syntheticImage(source.width, source.height, source.seed);
+    const plan = cropPlan(image.width, image.height);
+    const options = { preprocess: preprocessFor(flavour), layout };
+
+    // Act
+    const together = sampleInCalls(image, plan, options, plan.length);
+    const alone = sampleInCalls(image, plan, options, 1);
+    const batched = sampleInCalls(image, plan, options, 16);
+
+    // Assess
+    expect(countDifferent(together, alone)).toBe(0);
+    expect(countDifferent(batched, alone)).toBe(0);
   });
 });
 
