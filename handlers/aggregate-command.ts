@@ -2,7 +2,7 @@ import { ConfigurationError } from "../model/errors.js";
 import { aggregateRun, STATUS_FILE, type AggregateResult } from "../queue/aggregate.js";
 import { openLocation } from "../storage/open-location.js";
 import { formatTable3 } from "../scoring/summary.js";
-import { readSynsetsUrl, WORKER_ENV } from "./worker-command.js";
+import { checkSynsetsSource, readSynsetsUrl, SYNSETS_ENV, synsetsSource } from "./class-names.js";
 import { REPORT_FILE } from "../scoring/report/index.js";
 import { parseFlags } from "./flags.js";
 
@@ -18,8 +18,10 @@ Running it again writes the same bytes.
 
 options:
   --out DIR|s3://...       the run's folder, as given to plan (required)
-  --synsets FILE|s3://...  synset_words.txt for per-class names (default: $${WORKER_ENV.synsets},
-                           else the names seen in predictions)
+  --synsets FILE|s3://...  synset_words.txt for per-class names, as given to plan (default:
+                           $${SYNSETS_ENV}, else the names the workers wrote into the batch files,
+                           which are the built-in ImageNet names unless plan was given another list;
+                           so the stack's aggregator Lambda and this command write the same bytes)
   -h, --help               show this help`;
 
 /** Exit code when batches are missing: distinct from errors (1) and usage (2) for scripts that wait. */
@@ -71,8 +73,10 @@ export async function aggregateCommand(argv: string[], env: NodeJS.ProcessEnv = 
   }
   const out = parsed.values.out;
   if (out === undefined || out === "") throw new ConfigurationError("--out DIR|s3://bucket/prefix is required");
-  const synsetsUrl = parsed.values.synsets ?? (env[WORKER_ENV.synsets] || undefined);
-  const classNames = synsetsUrl === undefined ? undefined : (await readSynsetsUrl(synsetsUrl)).names;
+  const named = parsed.values.synsets !== undefined || Boolean(env[SYNSETS_ENV]?.trim());
+  const synsets = named ? synsetsSource(parsed.values.synsets, env) : undefined;
+  if (synsets !== undefined) await checkSynsetsSource(synsets);
+  const classNames = synsets === undefined ? undefined : (await readSynsetsUrl(synsets.url)).names;
   const result = await aggregateRun(openLocation(out), classNames === undefined ? {} : { classNames });
   reportIgnored(result, out);
   if (!result.complete) {

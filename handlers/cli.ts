@@ -2,6 +2,7 @@
 import { realpathSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { ConfigurationError, GoogLeNetEvalError } from "../model/errors.js";
+import { codeVersion } from "../queue/manifest.js";
 import { aggregateCommand } from "./aggregate-command.js";
 import { cropsCommand } from "./crops-command.js";
 import { flagHint, type FlagHint } from "./flags.js";
@@ -30,7 +31,7 @@ export const COMMANDS: Readonly<Record<string, CommandEntry>> = {
   crops: { summary: "print the 144-crop plan for an image size", run: cropsCommand },
   score: {
     summary: "score a folder of images with one model or an ensemble",
-    run: scoreCommand,
+    run: (argv) => scoreCommand(argv),
     hints: [PREPROCESS, OUT, { setting: /\bname one backend\b/, flag: "--backend" }, { setting: /\bonnxruntime engine\b/, flag: "--engine onnxruntime" }],
   },
   plan: {
@@ -51,6 +52,7 @@ function usage(): string {
   const lines = Object.entries(COMMANDS).map(([name, { summary }]) => `  ${name.padEnd(width)}  ${summary}`);
   return [
     "usage: googlenet-eval <command> [options]",
+    "       googlenet-eval --version",
     "",
     "commands:",
     ...lines,
@@ -67,9 +69,17 @@ function errorLine(message: string, hints: readonly FlagHint[]): string {
 /** Runs the CLI on `argv` (without node and script) and returns the exit code. */
 export async function main(argv: string[]): Promise<number> {
   const [name, ...rest] = argv;
-  if (name === undefined || name === "--help" || name === "-h" || name === "help") {
+  if (name === undefined) {
+    process.stderr.write(`googlenet-eval: no command given\n\n${usage()}\n`);
+    return EXIT_USAGE;
+  }
+  if (name === "--help" || name === "-h" || name === "help") {
     process.stdout.write(`${usage()}\n`);
-    return name === undefined ? EXIT_USAGE : 0;
+    return 0;
+  }
+  if (name === "--version" || name === "-v" || name === "version") {
+    process.stdout.write(`googlenet-eval ${codeVersion()}\n`);
+    return 0;
   }
   const command = COMMANDS[name];
   if (!command) {

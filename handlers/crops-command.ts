@@ -1,12 +1,17 @@
-import { parseArgs } from "node:util";
 import { z } from "zod";
 import { cropPlan, formatCropPlanJson } from "../model/crops.js";
 import { ConfigurationError } from "../model/errors.js";
+import { parseFlags } from "./flags.js";
 
 const HELP = `usage: googlenet-eval crops --size WxH [--json]
 
-Prints the 144 crops of ../shared/PROTOCOL.md for an image of W x H pixels, in protocol order
-(scale, square, crop, mirror).
+Prints the 144 crops the paper tests an image of W x H pixels with (Szegedy et al. 2014,
+section 7), in this order: for each scale s in 256, 288, 320, 352, the image resized so its
+short side is s (long side floor(s * long / short)); three s x s squares along the long side
+(left, center, right, or top, center, bottom for a portrait image; offsets 0, half and all of
+the excess); in each square the 224 x 224 crops tl, tr, bl, br and center, and the full square
+(sampled down to 224); each unmirrored, then mirrored: 4 x 3 x 6 x 2 = 144. x, y and size
+are in resized-image pixels; every crop is sampled bilinearly from the original image.
 
 options:
   --size WxH   image width and height in pixels, e.g. 500x375 (required)
@@ -22,17 +27,12 @@ const Args = z.object({
 });
 
 function parse(argv: string[]): z.infer<typeof Args> | undefined {
-  let values;
-  try {
-    ({ values } = parseArgs({
-      args: argv,
-      options: { size: { type: "string" }, json: { type: "boolean" }, help: { type: "boolean", short: "h" } },
-      allowPositionals: false,
-      strict: true,
-    }));
-  } catch (error) {
-    throw new ConfigurationError(`${(error as Error).message}; valid options: --size WxH, --json, --help`, { cause: error });
-  }
+  const { values } = parseFlags("crops", {
+    args: argv,
+    options: { size: { type: "string" }, json: { type: "boolean" }, help: { type: "boolean", short: "h" } },
+    allowPositionals: false,
+    strict: true,
+  });
   if (values.help) return undefined;
   const result = Args.safeParse(values);
   if (!result.success) throw new ConfigurationError(result.error.issues.map((issue) => issue.message).join("; "));
@@ -47,12 +47,19 @@ export async function cropsCommand(argv: string[]): Promise<number> {
     return 0;
   }
   const [width, height] = args.size;
+  let plan: ReturnType<typeof cropPlan>;
+  try {
+    plan = cropPlan(width, height);
+  } catch (error) {
+    if (!(error instanceof ConfigurationError)) throw error;
+    throw new ConfigurationError(`--size ${width}x${height}: ${error.message}`, { cause: error });
+  }
   if (args.json) {
     process.stdout.write(`${formatCropPlanJson(width, height)}\n`);
     return 0;
   }
   const header = ["#", "scale", "resized", "square", "crop", "mirror", "x", "y", "size"];
-  const rows = cropPlan(width, height).map((crop, i) => [
+  const rows = plan.map((crop, i) => [
     String(i),
     String(crop.scale),
     `${crop.resized[0]}x${crop.resized[1]}`,

@@ -11,8 +11,46 @@ export function parseFlags<T extends ParseArgsConfig>(command: string, config: T
   try {
     return parseArgs(config);
   } catch (error) {
-    throw new ConfigurationError(`${(error as Error).message}; see googlenet-eval ${command} --help`, { cause: error });
+    // parseArgs explains some errors over several lines; a usage error is one line.
+    const message = (error as Error).message.replace(/\s*\n\s*/g, " ");
+    throw new ConfigurationError(`${message}; see googlenet-eval ${command} --help`, { cause: error });
   }
+}
+
+/** The release that drops the old spellings. */
+export const OLD_SPELLINGS_UNTIL = "0.2.0";
+
+/** The one-line warning for an old spelling, as the commands print it on stderr. */
+export function deprecationLine(command: string, old: string, now: string): string {
+  return `googlenet-eval ${command}: ${old} is deprecated and goes in ${OLD_SPELLINGS_UNTIL}; use ${now}\n`;
+}
+
+/** Where deprecation lines go. Default: process.stderr. */
+export type Warn = (line: string) => void;
+const toStderr: Warn = (line) => process.stderr.write(line);
+
+/**
+ * Folds old flag spellings into the new ones: `renames` maps an old option name to its new name
+ * (both without dashes). An old one given alone counts as the new one, with one warning line;
+ * both given is a usage error, since they are one setting.
+ */
+export function takeOldSpellings<V extends Record<string, unknown>>(
+  command: string,
+  values: V,
+  renames: Readonly<Record<string, string>>,
+  warn: Warn = toStderr,
+): V {
+  const merged: Record<string, unknown> = { ...values };
+  for (const [old, now] of Object.entries(renames)) {
+    if (merged[old] === undefined) continue;
+    if (merged[now] !== undefined) {
+      throw new ConfigurationError(`--${old} and --${now} are the same setting; give only --${now}`);
+    }
+    warn(deprecationLine(command, `--${old}`, `--${now}`));
+    merged[now] = merged[old];
+    delete merged[old];
+  }
+  return merged as V;
 }
 
 /** A flag that takes one of `choices`; the message lists them. */
@@ -21,16 +59,35 @@ export const choiceFlag = <T extends string>(flag: string, choices: readonly T[]
     message: `${flag} must be one of: ${choices.join(", ")}`,
   });
 
-/** An optional flag that takes a positive integer. */
-export const positiveIntFlag = (flag: string) =>
-  z
+/**
+ * A flag that takes a whole number from `min` to `max` (no upper bound when `max` is omitted);
+ * the message names the flag and the range.
+ */
+export const wholeNumberFlag = (flag: string, min: number, max: number = Number.MAX_SAFE_INTEGER, unit = "") => {
+  const range =
+    max === Number.MAX_SAFE_INTEGER
+      ? min === 1
+        ? `a positive integer${unit}`
+        : `a whole number${unit}, ${min} or more`
+      : `a whole number${unit} from ${min} to ${max}`;
+  const message = `${flag} must be ${range}`;
+  return z
     .string()
-    .regex(/^[1-9]\d*$/, `${flag} must be a positive integer`)
+    .regex(/^\d+$/, message)
     .transform(Number)
-    .optional();
+    .refine((value) => Number.isSafeInteger(value) && value >= min && value <= max, message);
+};
+
+/** An optional flag that takes a positive integer. */
+export const positiveIntFlag = (flag: string) => wholeNumberFlag(flag, 1).optional();
 
 /** `--engine tfjs|onnxruntime|auto`, default auto. */
 export const engineFlag = (flag = "--engine") => choiceFlag(flag, ENGINE_CHOICES).default("auto");
+
+/** Every zod issue of a failed parse, as one usage error. */
+export function usageError(error: z.ZodError): ConfigurationError {
+  return new ConfigurationError(error.issues.map((issue) => issue.message).join("; "));
+}
 
 /**
  * A setting as the layers below name it in their messages (they know no flags, STYLE.md), and

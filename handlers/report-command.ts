@@ -1,3 +1,4 @@
+import { parseArgs } from "node:util";
 import { GoogLeNetEvalError, StorageError } from "../model/errors.js";
 import type { Summary } from "../scoring/records.js";
 import { writeReport } from "../scoring/report/index.js";
@@ -5,10 +6,17 @@ import { RESULTS_FILE, SUMMARY_FILE, parseResultRecords } from "../scoring/resul
 import { readRunFacts, withRunFacts } from "../scoring/run-facts.js";
 import { type Location } from "../storage/location.js";
 import { openLocation } from "../storage/open-location.js";
+import { deprecationLine, OLD_SPELLINGS_UNTIL } from "./flags.js";
 
-const USAGE = `usage: googlenet-eval report <run folder or s3://bucket/prefix>
+const USAGE = `usage: googlenet-eval report --out DIR|s3://bucket/prefix
 
-Reads summary.json and results.jsonl in the run folder and (re)writes report.html beside them.`;
+Reads summary.json and results.jsonl in the run folder and (re)writes report.html beside them.
+
+options:
+  --out DIR|s3://...  the run's folder, as written by score or aggregate (required)
+  -h, --help          show this help
+
+Old spelling, accepted until ${OLD_SPELLINGS_UNTIL} with a warning: the folder as the only argument.`;
 
 /** What the command talks to; tests pass their own. */
 export interface ReportCommandDeps {
@@ -38,25 +46,47 @@ function parseSummary(text: string, where: string): Summary {
   return summary as Summary;
 }
 
-/** `googlenet-eval report <run>`: returns the exit code (0 done, 1 failed, 2 bad usage). */
+/**
+ * The run folder from `--out`, or from the old positional spelling (with a deprecation line);
+ * or that help was asked for, or the usage error's text.
+ */
+function parseReportArgs(argv: string[], warn: (line: string) => void): { out: string } | { help: true } | { error: string } {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: argv,
+      strict: true,
+      allowPositionals: true,
+      options: { out: { type: "string" }, help: { type: "boolean", short: "h" } },
+    });
+  } catch (error) {
+    return { error: `${(error as Error).message}; report takes --out DIR and --help` };
+  }
+  const { values, positionals } = parsed;
+  if (values.help) return { help: true };
+  const given = positionals.length + (values.out === undefined ? 0 : 1);
+  if (given !== 1) return { error: `report takes one run folder, got ${given}: give --out DIR|s3://bucket/prefix` };
+  if (values.out === "") return { error: "--out must name a folder or s3://bucket/prefix" };
+  if (values.out !== undefined) return { out: values.out };
+  warn(deprecationLine("report", "the run folder as an argument", "--out DIR").trimEnd());
+  return { out: positionals[0]! };
+}
+
+/** `googlenet-eval report --out <run>`: returns the exit code (0 done, 1 failed, 2 bad usage). */
 export async function reportCommand(argv: string[], deps: ReportCommandDeps = {}): Promise<number> {
   const out = deps.out ?? ((line: string) => console.log(line));
   const err = deps.err ?? ((line: string) => console.error(line));
-  if (argv.includes("--help") || argv.includes("-h")) {
+  const parsed = parseReportArgs(argv, err);
+  if ("help" in parsed) {
     out(USAGE);
     return 0;
   }
-  const unknown = argv.filter((arg) => arg.startsWith("-"));
-  if (unknown.length > 0 || argv.length !== 1) {
-    err(
-      unknown.length > 0
-        ? `unknown option ${unknown.join(", ")}; report takes no options`
-        : `report takes one run folder, got ${argv.length}`,
-    );
+  if ("error" in parsed) {
+    err(parsed.error);
     err(USAGE);
     return 2;
   }
-  const url = argv[0]!;
+  const url = parsed.out;
   try {
     const run = (deps.open ?? openLocation)(url);
     const where = (key: string): string => `${run.url.replace(/\/+$/, "")}/${key}`;

@@ -1,15 +1,14 @@
-import type { S3Client } from "@aws-sdk/client-s3";
 import { z } from "zod";
 import { BackendUnavailableError, ConfigurationError, DeadlineExceededError } from "../model/errors.js";
 import type { CropCount } from "../model/predict.js";
-import { parseSynsets, type Synsets } from "../model/synsets.js";
-import { readUrl } from "../storage/open-location.js";
+import type { Synsets } from "../model/synsets.js";
 import { DEFAULT_BATCH_DEADLINE_SECONDS, DEFAULT_STOP_TIMEOUT_SECONDS, HEARTBEAT_SECONDS } from "../queue/queue-timing.js";
 import { taskProtectionFromEnvironment } from "../queue/task-protection.js";
 import { runWorker, type WorkerOptions } from "../queue/worker.js";
 import { BACKEND_CHOICES } from "../model/load.js";
 import { ORT_DEVICES } from "../model/ort-engine.js";
-import { choiceFlag, engineFlag, parseFlags, positiveIntFlag } from "./flags.js";
+import { checkSynsetsSource, readSynsetsUrl, SYNSETS_ENV, synsetsSource, type SynsetsSource } from "./class-names.js";
+import { choiceFlag, engineFlag, parseFlags, positiveIntFlag, usageError, wholeNumberFlag } from "./flags.js";
 
 /** Environment variables the worker reads when the matching flag is absent (the ECS task sets them). */
 export const WORKER_ENV = {
@@ -17,7 +16,8 @@ export const WORKER_ENV = {
   model: "DEFAULT_MODEL",
   crops: "DEFAULT_CROPS",
   dropOut: "DROP_OUTPUT",
-  synsets: "GOOGLENET_EVAL_SYNSETS",
+  /** synset_words.txt for another label set; without it, the 1000 ImageNet classes built in. */
+  synsets: SYNSETS_ENV,
   visibilityTimeout: "VISIBILITY_TIMEOUT_SECONDS",
   /** s3://bucket/prefix/ whose drop events the worker honours; without it no drop event is. */
   dropInput: "DROP_INPUT",
@@ -41,6 +41,16 @@ export const WORKER_ENV = {
   backend: "TFJS_BACKEND",
 } as const;
 
+/**
+ * Ranges of the timing settings, as queue/worker.ts's resolveWorkerTiming checks them: checked
+ * here too, so a bad value is a usage error naming the flag and its variable.
+ */
+const MAX_SECONDS = 43_200;
+const MIN_VISIBILITY = 2;
+const MIN_DEADLINE = 1;
+const MIN_STOP_TIMEOUT = 1;
+const MAX_WAIT = 20;
+
 const HELP = `usage: googlenet-eval worker --queue URL [options]
 
 Takes messages from an SQS queue, one at a time: batches planned by \`googlenet-eval plan\`
@@ -59,31 +69,28 @@ options (each flag falls back to the environment variable named):
   --model FILE|s3://...       drop-folder model ($${WORKER_ENV.model})
   --crops N                   drop-folder crops: 1, 10 or 144 ($${WORKER_ENV.crops}, else 144)
   --drop-out DIR|s3://...     drop-folder output prefix ($${WORKER_ENV.dropOut})
-  --synsets FILE|s3://...     synset_words.txt ($${WORKER_ENV.synsets}; required)
+  --synsets FILE|s3://...     synset_words.txt for another label set ($${WORKER_ENV.synsets}, else the 1000 ImageNet classes built in)
   --engine NAME               drop-folder engine: tfjs, onnxruntime or auto ($${WORKER_ENV.engine}, else auto; batches use their manifest's)
   --backend NAME              tfjs backend: auto, tensorflow, wasm or cpu ($${WORKER_ENV.backend}, else auto)
-  --threads N                 onnxruntime threads ($${WORKER_ENV.threads}, else all cores)
+  --threads N                 onnxruntime threads, 1 or more ($${WORKER_ENV.threads}, else all cores)
   --device NAME               onnxruntime device: cpu or cuda ($${WORKER_ENV.device}, else cpu)
-  --crops-per-call N          crops per engine call ($${WORKER_ENV.cropsPerCall}, else the scorer's 16)
+  --crops-per-call N          crops per engine call, 1 or more ($${WORKER_ENV.cropsPerCall}, else the scorer's 16)
   --require-gpu               exit 1 with the reason unless the GPU loads: tfjs on native TensorFlow's GPU, or
                               onnxruntime with --device cuda ($${WORKER_ENV.requireGpu}=true)
-  --deadline S                seconds one message may take ($${WORKER_ENV.deadline}, else ${DEFAULT_BATCH_DEADLINE_SECONDS})
-  --visibility-timeout S      seconds a held message stays hidden ($${WORKER_ENV.visibilityTimeout}, else the queue's own)
+  --deadline S                seconds one message may take, ${MIN_DEADLINE} to ${MAX_SECONDS} ($${WORKER_ENV.deadline}, else ${DEFAULT_BATCH_DEADLINE_SECONDS})
+  --visibility-timeout S      seconds a held message stays hidden, ${MIN_VISIBILITY} to ${MAX_SECONDS} ($${WORKER_ENV.visibilityTimeout}, else the queue's own)
   --heartbeat S               seconds between visibility extensions, 1 to the timeout minus 1 (else the smaller of ${HEARTBEAT_SECONDS} and a fifth of the timeout)
-  --stop-timeout S            seconds between SIGTERM and SIGKILL ($${WORKER_ENV.stopTimeout}, else ${DEFAULT_STOP_TIMEOUT_SECONDS})
+  --stop-timeout S            seconds between SIGTERM and SIGKILL, ${MIN_STOP_TIMEOUT} to ${MAX_SECONDS} ($${WORKER_ENV.stopTimeout}, else ${DEFAULT_STOP_TIMEOUT_SECONDS})
   --on-stop MODE              fit, finish or abandon the message in hand on SIGTERM (default fit)
   --finish-on-stop            same as --on-stop finish
   --health-file PATH          rewritten on every turn of the loop, for a health check ($${WORKER_ENV.healthFile})
   --wait S                    long-poll seconds, 0..20 (default 20)
-  --model-cache N             models kept loaded (default 2)
+  --model-cache N             models kept loaded, 1 or more (default 2)
   -h, --help                  show this help`;
 
-const seconds = (name: string) =>
-  z
-    .string()
-    .regex(/^\d+$/, `${name} must be a whole number of seconds`)
-    .transform(Number)
-    .optional();
+const seconds = (name: string, min: number, max = MAX_SECONDS) => wholeNumberFlag(name, min, max, " of seconds").optional();
+
+const HEARTBEAT_RANGE = "--heartbeat must be from 1 to the visibility timeout minus 1";
 
 const TRUE_WORDS = ["1", "true", "yes"];
 const FALSE_WORDS = ["", "0", "false", "no"];
@@ -98,7 +105,6 @@ const Settings = z
       .transform((value) => Number(value) as CropCount),
     dropOut: z.string().min(1).optional(),
     dropInput: z.string().regex(/^s3:\/\/[^/]+/, `--drop-input / ${WORKER_ENV.dropInput} must be s3://bucket/prefix/`).optional(),
-    synsets: z.string({ required_error: `--synsets FILE (or ${WORKER_ENV.synsets}) is required for class names` }).min(1),
     engine: engineFlag(`--engine / ${WORKER_ENV.engine}`),
     backend: choiceFlag(`--backend / ${WORKER_ENV.backend}`, BACKEND_CHOICES).optional(),
     threads: positiveIntFlag(`--threads / ${WORKER_ENV.threads}`),
@@ -109,13 +115,18 @@ const Settings = z
       .refine((value) => [...TRUE_WORDS, ...FALSE_WORDS].includes(value.toLowerCase()), `${WORKER_ENV.requireGpu} must be true or false`)
       .transform((value) => TRUE_WORDS.includes(value.toLowerCase()))
       .default("false"),
-    deadline: seconds(`--deadline / ${WORKER_ENV.deadline}`),
-    visibilityTimeout: seconds(`--visibility-timeout / ${WORKER_ENV.visibilityTimeout}`),
-    heartbeat: seconds("--heartbeat"),
-    stopTimeout: seconds(`--stop-timeout / ${WORKER_ENV.stopTimeout}`),
+    deadline: seconds(`--deadline / ${WORKER_ENV.deadline}`, MIN_DEADLINE),
+    visibilityTimeout: seconds(`--visibility-timeout / ${WORKER_ENV.visibilityTimeout}`, MIN_VISIBILITY),
+    heartbeat: z
+      .string()
+      .regex(/^\d+$/, HEARTBEAT_RANGE)
+      .transform(Number)
+      .refine((value) => value >= 1 && value < MAX_SECONDS, HEARTBEAT_RANGE)
+      .optional(),
+    stopTimeout: seconds(`--stop-timeout / ${WORKER_ENV.stopTimeout}`, MIN_STOP_TIMEOUT),
     onStop: z.enum(["fit", "finish", "abandon"], { message: "--on-stop must be one of: fit, finish, abandon" }).default("fit"),
     healthFile: z.string().min(1).optional(),
-    wait: seconds("--wait"),
+    wait: seconds("--wait", 0, MAX_WAIT),
     modelCache: positiveIntFlag("--model-cache"),
     untilEmpty: z.boolean().default(false),
   })
@@ -127,12 +138,15 @@ const Settings = z
   .refine((settings) => settings.dropInput === undefined || settings.model !== undefined, {
     message: `--drop-input (${WORKER_ENV.dropInput}) needs --model and --drop-out for the results`,
   })
-  .refine((settings) => settings.heartbeat === undefined || settings.heartbeat >= 1, {
-    message: "--heartbeat must be from 1 to the visibility timeout minus 1 seconds",
-  })
-  .refine((settings) => settings.wait === undefined || settings.wait <= 20, { message: "--wait must be from 0 to 20 seconds" });
+  .superRefine((settings, context) => {
+    const { heartbeat, visibilityTimeout } = settings;
+    if (heartbeat !== undefined && visibilityTimeout !== undefined && heartbeat >= visibilityTimeout) {
+      context.addIssue({ code: "custom", message: `${HEARTBEAT_RANGE} (1 to ${visibilityTimeout - 1} here)` });
+    }
+  });
 
-export type WorkerSettings = z.infer<typeof Settings>;
+/** The worker's settings, validated; class names from --synsets, the environment or the built-in list. */
+export type WorkerSettings = z.infer<typeof Settings> & { readonly synsets: SynsetsSource };
 
 function nonEmpty(value: string | undefined): string | undefined {
   return value === undefined || value.trim() === "" ? undefined : value.trim();
@@ -179,7 +193,6 @@ export function parseWorkerArgs(argv: string[], env: NodeJS.ProcessEnv = process
     crops: values.crops ?? fromEnv("crops"),
     dropOut: values["drop-out"] ?? fromEnv("dropOut"),
     dropInput: values["drop-input"] ?? fromEnv("dropInput"),
-    synsets: values.synsets ?? fromEnv("synsets"),
     engine: values.engine ?? fromEnv("engine"),
     backend: values.backend ?? fromEnv("backend"),
     threads: values.threads ?? fromEnv("threads"),
@@ -196,13 +209,8 @@ export function parseWorkerArgs(argv: string[], env: NodeJS.ProcessEnv = process
     modelCache: values["model-cache"],
     untilEmpty: values["until-empty"],
   });
-  if (!result.success) throw new ConfigurationError(result.error.issues.map((issue) => issue.message).join("; "));
-  return result.data;
-}
-
-/** Class names from a synset_words.txt given as a path or s3:// URL. */
-export async function readSynsetsUrl(url: string, s3?: S3Client): Promise<Synsets> {
-  return parseSynsets((await readUrl(url, s3)).toString("utf8"), url);
+  if (!result.success) throw usageError(result.error);
+  return { ...result.data, synsets: synsetsSource(values.synsets, env) };
 }
 
 /** The worker options for parsed settings (clients and signal are added by the caller). */
@@ -258,7 +266,8 @@ export async function workerCommand(argv: string[]): Promise<number> {
     return 0;
   }
   await checkGpu(settings);
-  const synsets = await readSynsetsUrl(settings.synsets);
+  await checkSynsetsSource(settings.synsets);
+  const synsets = await readSynsetsUrl(settings.synsets.url);
   const controller = new AbortController();
   const stop = (signal: NodeJS.Signals): void => {
     process.stdout.write(`${JSON.stringify({ time: new Date().toISOString(), event: "stop-requested", worker: process.pid, signal })}\n`);
@@ -273,6 +282,10 @@ export async function workerCommand(argv: string[]): Promise<number> {
       protection: taskProtectionFromEnvironment(),
     });
   } catch (error) {
+    if (settings.heartbeat !== undefined && error instanceof ConfigurationError && error.cause instanceof RangeError) {
+      // The queue's own visibility timeout, read at start, is shorter than the heartbeat given.
+      throw new ConfigurationError(`${HEARTBEAT_RANGE}: ${error.message}`, { cause: error });
+    }
     if (error instanceof DeadlineExceededError || error instanceof BackendUnavailableError) {
       // The work left behind (a stalled read) may keep the event loop alive until its own
       // timeout; the task must end now so ECS starts a fresh one.

@@ -29,10 +29,10 @@ interface Run {
   stderr: string;
 }
 
-/** Runs the CLI the way a user does, through tsx. */
-function cli(args: string[]): Promise<Run> {
+/** Runs the CLI the way a user does, through tsx; `env` is the whole environment when given. */
+function cli(args: string[], env: NodeJS.ProcessEnv = process.env): Promise<Run> {
   return new Promise((done, fail) => {
-    const child = spawn("npx", ["tsx", "handlers/cli.ts", ...args], { cwd: REPO, env: { ...process.env, FORCE_COLOR: "0" } });
+    const child = spawn("npx", ["tsx", "handlers/cli.ts", ...args], { cwd: REPO, env: { ...env, FORCE_COLOR: "0" } });
     let stdout = "";
     let stderr = "";
     child.stdout.on("data", (chunk: Buffer) => (stdout += chunk.toString()));
@@ -203,7 +203,7 @@ describe("googlenet-eval score (real model, real photos, onnxruntime, 10 crops)"
     // Prepare: small batches on one thread so the run is still going when it is killed. It runs
     // as one node process (node --import tsx), so SIGKILL hits the scorer itself, not a wrapper.
     const killedOut = join(work, "killed");
-    const child = spawn(process.execPath, ["--import", "tsx", "handlers/cli.ts", ...scoreArgs(killedOut, "--batch", "2", "--threads", "1")], {
+    const child = spawn(process.execPath, ["--import", "tsx", "handlers/cli.ts", ...scoreArgs(killedOut, "--crops-per-call", "2", "--threads", "1")], {
       cwd: REPO,
       stdio: "ignore",
     });
@@ -248,6 +248,41 @@ describe("googlenet-eval score (real model, real photos, onnxruntime, 10 crops)"
       }
     });
     expect((await readSummary(killedOut)).schemes).toEqual((await readSummary(out)).schemes);
+  });
+});
+
+describe("googlenet-eval score: class names with no synsets file", () => {
+  it("names classes from the list built into the package, equal to ImageNet's synset_words.txt", async () => {
+    // Prepare: two photos alone in a folder of their own (no synset_words.txt beside them, none
+    // in the environment); the expected names read here straight from ../shared.
+    const folder = join(work, "two-photos");
+    await mkdir(folder, { recursive: true });
+    for (const [file] of PHOTOS.slice(0, 2)) await copyFile(join(SAMPLES, file), join(folder, file));
+    const names = (await readFile(SYNSETS, "utf8"))
+      .split("\n")
+      .filter((line) => line !== "")
+      .map((line) => line.slice(line.indexOf(" ") + 1).split(",")[0]?.trim());
+    const env = { ...process.env };
+    delete env.GOOGLENET_EVAL_SYNSETS;
+    const out = join(work, "built-in-names");
+
+    // Act
+    const run = await cli(["score", folder, "--model", MODEL, "--engine", "onnxruntime", "--crops", "1", "--out", out], env);
+
+    // Assess
+    expect(run.code, run.stderr).toBe(0);
+    expect(run.stderr).toMatch(/^class names: the 1000 ImageNet classes \(built in: .*data\/synset_words\.txt\)$/m);
+    const records = (await readResults(out)).filter((r): r is ScoredRecord => !("error" in r));
+    expect(records.map((r) => r.key)).toEqual(PHOTOS.slice(0, 2).map(([file]) => file));
+    expect(names).toHaveLength(1000);
+    for (const record of records) {
+      const entries = record.top5["1"] ?? [];
+      expect(entries).toHaveLength(5);
+      for (const [index, , name] of entries) expect(name).toBe(names[index]);
+    }
+    // Labels come from the WNIDs in the file names, looked up in the same built-in list.
+    expect(records.map((r) => r.label)).toEqual([0, 1]);
+    expect(records[1]?.top5["1"]?.[0]).toEqual([1, expect.any(Number), "goldfish"]);
   });
 });
 
@@ -301,8 +336,9 @@ describe("googlenet-eval score: labels and flags", () => {
     [["--crops", "7"], /--crops must be one of: 1, 10, 144/],
     [["--engine", "tfj"], /--engine must be one of: tfjs, onnxruntime, auto/],
     [["--preprocess", "caffe"], /--preprocess must be one of: bvlc, torchvision/],
-    [["--batch", "0"], /--batch must be a positive integer/],
+    [["--crops-per-call", "0"], /--crops-per-call must be a positive integer/],
     [["--frobnicate"], /Unknown option '--frobnicate'.*--help/],
+    [["--batch", "0"], /--batch is deprecated .*; use --crops-per-call\n.*--crops-per-call must be a positive integer/],
   ])("exits 2 on bad flags %j, listing the valid choices", async (extra, message) => {
     // Act
     const run = await cli(["score", images, "--model", MODEL, ...extra]);

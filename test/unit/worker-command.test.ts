@@ -65,7 +65,6 @@ describe("parseWorkerArgs", () => {
 
   it.each([
     ["no queue", [], { GOOGLENET_EVAL_SYNSETS: "s.txt" }, /--queue URL \(or QUEUE_URL\) is required/],
-    ["no synsets", ["--queue", QUEUE], {}, /GOOGLENET_EVAL_SYNSETS/],
     ["a bad crop count", ["--queue", QUEUE, "--synsets", "s", "--crops", "12"], {}, /DEFAULT_CROPS must be one of: 1, 10, 144/],
     ["a model without a drop output", ["--queue", QUEUE, "--synsets", "s"], { DEFAULT_MODEL: "m.onnx" }, /needs both --model \(DEFAULT_MODEL\) and --drop-out \(DROP_OUTPUT\)/],
     ["a drop input without a model", ["--queue", QUEUE, "--synsets", "s", "--drop-input", "s3://b/drop/"], {}, /--drop-input \(DROP_INPUT\) needs --model/],
@@ -73,14 +72,35 @@ describe("parseWorkerArgs", () => {
     ["an unknown engine", ["--queue", QUEUE, "--synsets", "s", "--engine", "tfj"], {}, /tfjs, onnxruntime, auto/],
     ["an unknown backend", ["--queue", QUEUE, "--synsets", "s"], { TFJS_BACKEND: "gpu" }, /--backend \/ TFJS_BACKEND must be one of: auto, tensorflow, wasm, cpu/],
     ["REQUIRE_GPU that is not a boolean", ["--queue", QUEUE, "--synsets", "s"], { REQUIRE_GPU: "maybe" }, /REQUIRE_GPU must be true or false/],
-    ["a heartbeat of 0", ["--queue", QUEUE, "--synsets", "s", "--heartbeat", "0"], {}, /--heartbeat must be from 1 to the visibility timeout minus 1 seconds/],
+    ["a heartbeat of 0", ["--queue", QUEUE, "--synsets", "s", "--heartbeat", "0"], {}, /^--heartbeat must be from 1 to the visibility timeout minus 1$/],
     ["an unknown stop mode", ["--queue", QUEUE, "--synsets", "s", "--on-stop", "later"], {}, /--on-stop must be one of: fit, finish, abandon/],
-    ["a long poll over 20 s", ["--queue", QUEUE, "--synsets", "s", "--wait", "21"], {}, /--wait must be from 0 to 20 seconds/],
+    ["a long poll over 20 s", ["--queue", QUEUE, "--synsets", "s", "--wait", "21"], {}, /--wait must be a whole number of seconds from 0 to 20/],
+    ["a heartbeat as long as the visibility timeout", ["--queue", QUEUE, "--heartbeat", "30"], { VISIBILITY_TIMEOUT_SECONDS: "30" }, /^--heartbeat must be from 1 to the visibility timeout minus 1 \(1 to 29 here\)$/],
+    ["a deadline of 0", ["--queue", QUEUE, "--deadline", "0"], {}, /--deadline \/ BATCH_DEADLINE_SECONDS must be a whole number of seconds from 1 to 43200/],
+    ["a visibility timeout of 1 s", ["--queue", QUEUE], { VISIBILITY_TIMEOUT_SECONDS: "1" }, /--visibility-timeout \/ VISIBILITY_TIMEOUT_SECONDS must be a whole number of seconds from 2 to 43200/],
+    ["a stop timeout past 12 hours", ["--queue", QUEUE, "--stop-timeout", "43201"], {}, /--stop-timeout \/ STOP_TIMEOUT_SECONDS must be a whole number of seconds from 1 to 43200/],
+    ["0 threads", ["--queue", QUEUE], { THREADS: "0" }, /--threads \/ THREADS must be a positive integer/],
+    ["0 crops per call", ["--queue", QUEUE, "--crops-per-call", "0"], {}, /--crops-per-call \/ CROPS_PER_CALL must be a positive integer/],
+    ["an empty model cache", ["--queue", QUEUE, "--model-cache", "0"], {}, /--model-cache must be a positive integer/],
     ["an unknown flag", ["--queue", QUEUE, "--nope"], {}, /--nope/],
   ])("refuses %s, naming the flag or variable", (_name, argv, env, pattern) => {
     // Act / Assess
     expect(() => parseWorkerArgs(argv, env)).toThrow(ConfigurationError);
     expect(() => parseWorkerArgs(argv, env)).toThrow(pattern);
+  });
+});
+
+describe("the worker's class names", () => {
+  it.each([
+    ["the built-in ImageNet list without --synsets or the variable", [], {}, "built-in", /data\/synset_words\.txt$/],
+    ["the variable's file", [], { GOOGLENET_EVAL_SYNSETS: "s3://models/other.txt" }, "env", /^s3:\/\/models\/other\.txt$/],
+    ["--synsets over the variable", ["--synsets", "mine.txt"], { GOOGLENET_EVAL_SYNSETS: "s3://models/other.txt" }, "flag", /^mine\.txt$/],
+  ])("come from %s", (_name, flags, env, from, url) => {
+    // Act
+    const settings = parseWorkerArgs(["--queue", QUEUE, ...flags], env);
+    // Assess
+    expect(settings?.synsets.from).toBe(from);
+    expect(settings?.synsets.url).toMatch(url);
   });
 });
 

@@ -1,0 +1,78 @@
+import { readFile } from "node:fs/promises";
+import { resolve } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { spawnCli } from "../helpers/cli-process.js";
+import { startEmulator, type Emulator } from "../helpers/emulator.js";
+
+/**
+ * The CLI as its own process (`node --import tsx handlers/cli.ts`), for what only a real process
+ * shows: exit codes, the streams, and settings checked against a queue read at start.
+ */
+const REPO = resolve(import.meta.dirname, "../..");
+
+async function finished(args: string[], env: Record<string, string> = {}): Promise<{ code: number | string; stdout: string; stderr: string }> {
+  const cli = spawnCli(args, env);
+  const code = await cli.exited;
+  return { code, stdout: cli.lines.join("\n"), stderr: cli.stderr.join("") };
+}
+
+let emulator: Emulator;
+const savedSynsets = process.env.GOOGLENET_EVAL_SYNSETS;
+
+beforeAll(async () => {
+  emulator = await startEmulator();
+  // spawnCli passes this process's environment on: no class-name override reaches the children.
+  delete process.env.GOOGLENET_EVAL_SYNSETS;
+});
+
+afterAll(async () => {
+  if (savedSynsets !== undefined) process.env.GOOGLENET_EVAL_SYNSETS = savedSynsets;
+  await emulator.stop();
+});
+
+describe("googlenet-eval as a process", () => {
+  it("with no command: usage on stderr, nothing on stdout, exit 2", async () => {
+    // Act
+    const ran = await finished([]);
+    // Assess
+    expect(ran.code).toBe(2);
+    expect(ran.stdout).toBe("");
+    expect(ran.stderr).toMatch(/(^|\n)googlenet-eval: no command given\n\nusage: googlenet-eval <command> \[options\]\n[\s\S]*\n$/);
+  });
+
+  it("--version prints package.json's version and exits 0", async () => {
+    // Prepare
+    const { version } = JSON.parse(await readFile(resolve(REPO, "package.json"), "utf8")) as { version: string };
+    // Act
+    const ran = await finished(["--version"]);
+    // Assess
+    expect(ran.code).toBe(0);
+    expect(ran.stdout).toBe(`googlenet-eval ${version}`);
+  });
+});
+
+describe("googlenet-eval worker against a queue", () => {
+  it("refuses a --heartbeat the queue's own visibility timeout cannot hold: exit 2, the flag and the range, no stack", async () => {
+    // Prepare
+    const queue = emulator.createQueue("cli-heartbeat", { visibilityTimeoutSeconds: 10, maxReceiveCount: 5 });
+    // Act
+    const ran = await finished(["worker", "--queue", queue.queueUrl, "--heartbeat", "30", "--until-empty"], emulator.env);
+    // Assess
+    expect(ran.code).toBe(2);
+    // (The AWS SDK may warn about the Node version first.)
+    expect(ran.stderr).toMatch(
+      /(^|\n)googlenet-eval worker: --heartbeat must be from 1 to the visibility timeout minus 1: .*visibility timeout \(10s\).*from 1 to 9 seconds\n$/,
+    );
+    expect(ran.stderr).not.toMatch(/^\s+at /m);
+  });
+
+  it("starts with no synsets file and no GOOGLENET_EVAL_SYNSETS", async () => {
+    // Prepare
+    const queue = emulator.createQueue("cli-no-synsets", { visibilityTimeoutSeconds: 10, maxReceiveCount: 5 });
+    // Act
+    const ran = await finished(["worker", "--queue", queue.queueUrl, "--until-empty", "--wait", "0"], emulator.env);
+    // Assess
+    expect(ran.code, ran.stderr).toBe(0);
+    expect(ran.stdout).toMatch(/"event":"worker-started"/);
+  });
+});
