@@ -104,9 +104,9 @@ describe.skipIf(!HAVE_CHROMIUM && !UNDER_CI)(BROWSER_TITLE, () => {
       summary = summarizeRun(run, { perClass });
       const folder = await runFolder(run, summary);
       printed = [];
-      // Act: rebuild the report as `googlenet-eval report <folder>` does, then open it.
+      // Act: rebuild the report as `googlenet-eval report --out <folder>` does, then open it.
       const started = Date.now();
-      exitCode = await reportCommand([folder], { out: (line) => printed.push(line), err: (line) => printed.push(line) });
+      exitCode = await reportCommand(["--out", folder], { out: (line) => printed.push(line), err: (line) => printed.push(line) });
       console.log(`report for "${options.images} images" rendered in ${Date.now() - started} ms`);
       reportUrl = pathToFileURL(join(folder, "report.html")).href;
       page = await context!.newPage();
@@ -275,7 +275,7 @@ describe("googlenet-eval report, on bad input", () => {
   it.each([
     { name: "no folder", argv: [], code: 2, message: /report takes one run folder, got 0/ },
     { name: "an unknown option", argv: ["--open", "x"], code: 2, message: /Unknown option '--open'.*; report takes --out DIR and --help/ },
-    { name: "a folder without a run", argv: ["EMPTY"], code: 1, message: /no summary\.json and results\.jsonl in .*report-empty-/ },
+    { name: "a folder without a run", argv: ["--out", "EMPTY"], code: 1, message: /no summary\.json and results\.jsonl in .*report-empty-/ },
   ])("$name: exits $code and says why", async ({ argv, code, message }) => {
     // Prepare
     const empty = await mkdtemp(join(tmpdir(), "report-empty-"));
@@ -295,7 +295,7 @@ describe("googlenet-eval report, on bad input", () => {
     await new LocalLocation(folder).write("results.jsonl", `${JSON.stringify(run.records[0])}\n{"key": "b", \n`);
     const lines: string[] = [];
     // Act
-    const exit = await reportCommand([folder], { out: (l) => lines.push(l), err: (l) => lines.push(l) });
+    const exit = await reportCommand(["--out", folder], { out: (l) => lines.push(l), err: (l) => lines.push(l) });
     // Assess
     expect(exit).toBe(1);
     expect(lines.join("\n")).toMatch(/results\.jsonl:2: not a result record/);
