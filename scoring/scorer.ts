@@ -52,7 +52,7 @@ export const DEFAULT_LOOK_AHEAD = 3;
 export const DEFAULT_READ_AHEAD = 8;
 
 function validate(options: ScorerOptions): void {
-  if (options.models.length === 0) throw new ConfigurationError("scoring needs at least one model (--model FILE.onnx)");
+  if (options.models.length === 0) throw new ConfigurationError("scoring needs at least one model");
   if (options.classNames.length !== NUM_CLASSES) {
     throw new ConfigurationError(`expected ${NUM_CLASSES} class names, got ${options.classNames.length}`);
   }
