@@ -176,6 +176,8 @@ RUN groupadd --system --gid 10001 worker \
  && useradd --system --uid 10001 --gid worker --home-dir /home/worker --create-home --shell /usr/sbin/nologin worker
 WORKDIR /app
 COPY --from=build --chown=root:root /src/dist ./dist
+# The built-in ImageNet class list (model/synsets.ts finds it beside dist/).
+COPY --from=build --chown=root:root /src/data ./data
 COPY --chown=root:root package.json ./
 ENTRYPOINT ["node", "dist/handlers/cli.js", "worker"]
 # The same command, interval and start period as the task definition's health check

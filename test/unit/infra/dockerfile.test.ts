@@ -139,3 +139,15 @@ describe(".dockerignore", () => {
     expect(ignore).toContain("test");
   });
 });
+
+describe("the image's files", () => {
+  it("ships the built-in ImageNet class list beside dist/, and the build context keeps it", () => {
+    // Prepare
+    const ignored = readFileSync(join(root, ".dockerignore"), "utf8").split("\n").map((line) => line.trim());
+
+    // Assess: model/synsets.ts looks for data/synset_words.txt next to dist/.
+    expect(instructions(text).some(({ keyword, args }) => keyword === "COPY" && /\/src\/data \.\/data$/.test(args))).toBe(true);
+    expect(ignored).not.toContain("data");
+    expect(ignored).not.toContain("data/");
+  });
+});
