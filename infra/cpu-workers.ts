@@ -1,4 +1,4 @@
-import { Duration, RemovalPolicy } from "aws-cdk-lib";
+import { Duration } from "aws-cdk-lib";
 import * as ec2 from "aws-cdk-lib/aws-ec2";
 import * as ecs from "aws-cdk-lib/aws-ecs";
 import * as iam from "aws-cdk-lib/aws-iam";
@@ -12,7 +12,7 @@ import type { WorkQueue } from "./work-queue.js";
 import {
   acknowledgeEnvironment,
   acknowledgeExecutionRole,
-  grantWorkerAccess,
+  workerLogsAndRole,
   STOP_TIMEOUT_SECONDS,
   scaleOnBacklog,
   workerCluster,
@@ -67,15 +67,7 @@ export class CpuWorkers extends Construct {
     this.network = workerNetwork(this, props.vpc, props.logBucket, LOG_PREFIXES.flowLogs);
     this.cluster = workerCluster(this, this.network.vpc);
     this.cluster.enableFargateCapacityProviders();
-    this.logGroup = new logs.LogGroup(this, "Logs", {
-      retention: props.logRetention ?? logs.RetentionDays.ONE_MONTH,
-      removalPolicy: RemovalPolicy.DESTROY,
-    });
-    this.taskRole = new iam.Role(this, "TaskRole", {
-      assumedBy: new iam.ServicePrincipal("ecs-tasks.amazonaws.com"),
-      description: "googlenet-eval worker: reads models and inputs, writes batch and drop results",
-    });
-    grantWorkerAccess(this.taskRole, { ...props, cluster: this.cluster });
+    ({ logGroup: this.logGroup, taskRole: this.taskRole } = workerLogsAndRole(this, { ...props, cluster: this.cluster }));
     this.taskDefinition = new ecs.FargateTaskDefinition(this, "TaskDefinition", {
       taskRole: this.taskRole,
       cpu: props.cpuWorkerCpu,

@@ -1,4 +1,4 @@
-import { Aspects, Duration, RemovalPolicy, Stack } from "aws-cdk-lib";
+import { Aspects, Duration, Stack } from "aws-cdk-lib";
 import * as autoscaling from "aws-cdk-lib/aws-autoscaling";
 import * as ec2 from "aws-cdk-lib/aws-ec2";
 import * as ecs from "aws-cdk-lib/aws-ecs";
@@ -15,7 +15,7 @@ import type { WorkQueue } from "./work-queue.js";
 import {
   acknowledgeEnvironment,
   acknowledgeExecutionRole,
-  grantWorkerAccess,
+  workerLogsAndRole,
   STOP_TIMEOUT_SECONDS,
   scaleOnBacklog,
   workerCluster,
@@ -107,15 +107,7 @@ export class GpuWorkers extends Construct {
     });
     this.cluster.addAsgCapacityProvider(this.capacityProvider, { spotInstanceDraining: props.spot });
 
-    this.logGroup = new logs.LogGroup(this, "Logs", {
-      retention: props.logRetention ?? logs.RetentionDays.ONE_MONTH,
-      removalPolicy: RemovalPolicy.DESTROY,
-    });
-    this.taskRole = new iam.Role(this, "TaskRole", {
-      assumedBy: new iam.ServicePrincipal("ecs-tasks.amazonaws.com"),
-      description: "googlenet-eval worker: reads models and inputs, writes batch and drop results",
-    });
-    grantWorkerAccess(this.taskRole, { ...props, cluster: this.cluster });
+    ({ logGroup: this.logGroup, taskRole: this.taskRole } = workerLogsAndRole(this, { ...props, cluster: this.cluster }));
     this.taskDefinition = new ecs.Ec2TaskDefinition(this, "TaskDefinition", { taskRole: this.taskRole, networkMode: ecs.NetworkMode.BRIDGE });
     const onnxruntime = props.gpuEngine === "onnxruntime";
     this.environment = workerEnvironment(this, {

@@ -1,8 +1,9 @@
-import { Duration, Stack } from "aws-cdk-lib";
+import { Duration, RemovalPolicy, Stack } from "aws-cdk-lib";
 import * as appscaling from "aws-cdk-lib/aws-applicationautoscaling";
 import * as ec2 from "aws-cdk-lib/aws-ec2";
 import * as ecs from "aws-cdk-lib/aws-ecs";
 import * as iam from "aws-cdk-lib/aws-iam";
+import * as logs from "aws-cdk-lib/aws-logs";
 import type * as s3 from "aws-cdk-lib/aws-s3";
 import type { Construct } from "constructs";
 import { DEFAULT_BATCH_DEADLINE_SECONDS } from "../queue/queue-timing.js";
@@ -110,6 +111,26 @@ export interface WorkerAccess {
   readonly synsetsKey: string;
   readonly workQueue: WorkQueue;
   readonly cluster: ecs.Cluster;
+}
+
+/**
+ * The worker's log group and task role, with the role's access granted: the same for the GPU
+ * and the CPU fleets.
+ */
+export function workerLogsAndRole(
+  scope: Construct,
+  access: WorkerAccess & { readonly logRetention?: logs.RetentionDays | undefined },
+): { logGroup: logs.LogGroup; taskRole: iam.Role } {
+  const logGroup = new logs.LogGroup(scope, "Logs", {
+    retention: access.logRetention ?? logs.RetentionDays.ONE_MONTH,
+    removalPolicy: RemovalPolicy.DESTROY,
+  });
+  const taskRole = new iam.Role(scope, "TaskRole", {
+    assumedBy: new iam.ServicePrincipal("ecs-tasks.amazonaws.com"),
+    description: "googlenet-eval worker: reads models and inputs, writes batch and drop results",
+  });
+  grantWorkerAccess(taskRole, access);
+  return { logGroup, taskRole };
 }
 
 /**
