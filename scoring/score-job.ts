@@ -7,11 +7,9 @@ import type { CropCount } from "../model/crops.js";
 import type { Engine, ModelInfo } from "../model/engine.js";
 import { DEFAULT_MAX_PIXELS } from "../model/decode.js";
 import { ConfigurationError, LabelFileError, MissingObjectError, StorageError } from "../model/errors.js";
-import type { BackendPreference } from "../model/backend.js";
-import type { EngineChoice } from "../model/load.js";
+import type { EngineChoice, LoadEngineOptions } from "../model/load.js";
 import { loadEngine } from "../model/load.js";
 import { schemesForCount } from "../model/predict.js";
-import type { Flavour } from "../model/preprocess.js";
 import type { Synsets } from "../model/synsets.js";
 import { parseSynsets } from "../model/synsets.js";
 import { describeProblems, labelFromPath, parseLabels } from "./labels.js";
@@ -32,10 +30,12 @@ import type { Location } from "../storage/location.js";
 import { LocalLocation, isS3Url, sha256OfBytes } from "../storage/location.js";
 import { openLocation } from "../storage/open-location.js";
 import { formatTable3, summarize } from "./summary.js";
-import type { OrtDevice } from "../model/ort-engine.js";
 import { IMAGE_EXTENSIONS, isImageKey } from "../storage/image-keys.js";
 
-export interface ScoreJobOptions {
+/** The engine settings of a run, documented once in model/load.ts. */
+type EngineSettings = Pick<LoadEngineOptions, "backend" | "preprocess" | "threads" | "device" | "requireGpu" | "tfjsWorkers">;
+
+export interface ScoreJobOptions extends EngineSettings {
   /** The folder of images, listed recursively. */
   readonly input: Location;
   /**
@@ -55,18 +55,6 @@ export interface ScoreJobOptions {
   readonly models: readonly string[];
   /** Engine per model. Default: "auto". */
   readonly engine?: EngineChoice;
-  /** tfjs backend. Default: "auto". */
-  readonly backend?: BackendPreference;
-  /** Input convention for ONNX graphs the architecture reader does not recognise. No default. */
-  readonly preprocess?: Flavour;
-  /** onnxruntime intra-op threads. Default: the machine's cores. */
-  readonly threads?: number;
-  /** Where onnxruntime runs: "cpu" or "cuda". Default: "cpu". */
-  readonly device?: OrtDevice;
-  /** Refuse to run anywhere but a GPU (tfjs on native TensorFlow's GPU, or onnxruntime on CUDA). Default: false. */
-  readonly requireGpu?: boolean;
-  /** Worker threads of the tfjs engine on the wasm or cpu backend. Default: the machine's cores. */
-  readonly tfjsWorkers?: number;
   /** Crops per image. Default: 144. */
   readonly crops?: CropCount;
   /** Label file (val.txt, LOC_val_solution.csv, synset labels; path or s3:// URL). Default: WNIDs in file or folder names. */
@@ -252,12 +240,7 @@ async function loadModels(
         await loadEngine(bytes, {
           source: file,
           engine: options.engine ?? "auto",
-          ...(options.backend !== undefined ? { backend: options.backend } : {}),
-          ...(options.preprocess !== undefined ? { preprocess: options.preprocess } : {}),
-          ...(options.threads !== undefined ? { threads: options.threads } : {}),
-          ...(options.device !== undefined ? { device: options.device } : {}),
-          ...(options.requireGpu !== undefined ? { requireGpu: options.requireGpu } : {}),
-          ...(options.tfjsWorkers !== undefined ? { tfjsWorkers: options.tfjsWorkers } : {}),
+          ...engineSettingsOf(options),
         }),
       );
     }
@@ -409,6 +392,12 @@ async function finishRun(
   const shownReport = destination.remote ? `${options.out.replace(/\/+$/, "")}/${REPORT_FILE}` : reportPath;
   stdout.write(`${table}\nreport: ${shownReport}\n`);
   return { summary, table, processed: done.processed, resumed: keys.length - done.processed };
+}
+
+/** The engine settings given, without undefined entries (exactOptionalPropertyTypes). */
+function engineSettingsOf(options: EngineSettings): EngineSettings {
+  const keys = ["backend", "preprocess", "threads", "device", "requireGpu", "tfjsWorkers"] as const;
+  return Object.fromEntries(keys.filter((key) => options[key] !== undefined).map((key) => [key, options[key]])) as EngineSettings;
 }
 
 /**
