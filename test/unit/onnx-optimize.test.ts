@@ -132,7 +132,7 @@ describe("rewriteSlowNodes graph shape", () => {
   });
 
   it.each([
-    [{ windowSum: "band" } as unknown as RewriteOptions, /use one of: conv, pool/],
+    [{ windowSum: "band" } as unknown as RewriteOptions, /use one of: conv, channel-conv, pool/],
     [{ power: "cube" } as unknown as RewriteOptions, /use one of: auto, pow, exp/],
   ])("refuses an unknown variant %j, listing the valid ones", (options, message) => {
     // Act / Assess
@@ -143,6 +143,7 @@ describe("rewriteSlowNodes graph shape", () => {
 
 describe.each<[string, RewriteOptions, number]>([
   ["channel pool, square roots", { windowSum: "pool" }, 0.75],
+  ["channel-window conv, square roots", { windowSum: "channel-conv" }, 0.75],
   ["band conv, Pow", { power: "pow" }, 0.75],
   ["band conv, Exp/Log", { power: "exp" }, 0.75],
   ["band conv, beta 0.6 through Pow", {}, 0.6],
