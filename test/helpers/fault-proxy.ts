@@ -129,6 +129,10 @@ export async function startFaultProxy(target: string): Promise<FaultProxy> {
   };
   const handle = (req: http.IncomingMessage, res: http.ServerResponse): void => handleRequest(req, res, state);
   const server = http.createServer(handle);
+  // Never close an idle keep-alive socket first: Node's default (5 s) races a client reusing it,
+  // and on a loaded machine that race becomes an ECONNRESET the test did not inject, using up
+  // one of the SDK's attempts (seen as a lost retry under three parallel suites).
+  server.keepAliveTimeout = 600_000;
   // Answering "checkContinue" ourselves means a faulted upload is refused before its body is sent,
   // as S3 does; forwarded ones get their 100 Continue from the emulator (see forward()).
   server.on("checkContinue", handle);
