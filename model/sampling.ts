@@ -1,6 +1,6 @@
 import { CROP_SIDE } from "./crop-types.js";
 import type { Crop } from "./crop-types.js";
-import { resizedSize } from "./crops.js";
+import { cropPlan, resizedSize } from "./crops.js";
 import type { DecodedImage } from "./decode.js";
 import type { InputLayout } from "./engine.js";
 import type { Preprocess } from "./preprocess.js";
@@ -75,6 +75,19 @@ function fillAxis(
   }
 }
 
+/**
+ * Original-pixel indices and weights along one axis of one crop, unmirrored: output position k
+ * (0..223) reads pixels a[k] and b[k] (plain indices along that axis) and blends them with
+ * w[k] (../shared/PROTOCOL.md "Sampling", clamped at the edges). The same tables the host
+ * sampler uses, for cutting crops elsewhere (model/device-crops.ts).
+ */
+export function cropAxis(crop: Crop, axis: "x" | "y", original: number): { a: Int32Array; b: Int32Array; w: Float64Array } {
+  const table = sized(newAxisTable(CROP_SIDE), CROP_SIDE);
+  const [start, resized] = axis === "x" ? [crop.x, crop.resized[0]] : [crop.y, crop.resized[1]];
+  fillAxis(table, start, crop.size, resized, original, 1);
+  return { a: table.a, b: table.b, w: table.w };
+}
+
 function windowKey(crop: Crop): string {
   return `${crop.resized[0]}x${crop.resized[1]}:${crop.x},${crop.y},${crop.size}`;
 }
@@ -129,17 +142,15 @@ function layoutOf({ preprocess, layout }: SampleOptions): Layout {
 
 /**
  * Module-level scratch, reused across calls so a long run allocates nothing per batch: the
- * axis tables, the resized region crops are cut from, and its left-right flip.
+ * axis tables and a crop for the unused half of a window's mirror pair.
  */
 const scratch = {
   rows: newAxisTable(CROP_SIDE),
   cols: newAxisTable(CROP_SIDE),
-  region: new Float32Array(0),
-  flipped: new Float32Array(0),
   crop: new Float32Array(0),
 };
 
-function scratchArray(name: "region" | "flipped" | "crop", length: number): Float32Array {
+function scratchArray(name: "crop", length: number): Float32Array {
   if (scratch[name].length < length) scratch[name] = new Float32Array(length);
   return scratch[name];
 }
@@ -157,10 +168,14 @@ function scratchArray(name: "region" | "flipped" | "crop", length: number): Floa
  *
  * How it is fast and still exact: the 224 windows of one scale are integer crops of the same
  * half-pixel resize (PROTOCOL.md says so), so overlapping ones are cut from one resized region,
- * interpolated once, with row copies (a mirrored window from the region's flip); `full`
- * windows, and 224 windows whose region would not save work, are interpolated alone, a window
- * and its mirror from one pass. Both paths compute each value with the same float64 operations
- * in the same order, so the values do not depend on which path or which call wrote them.
+ * interpolated once (separably: each original row blended horizontally once), with row copies,
+ * a mirrored window from the region's flip. The regions of the image sampled last are kept
+ * (the image itself only weakly), so the calls a batched run makes for one image interpolate
+ * each scale once; an image's pixels must therefore not change between calls. `full` windows,
+ * and windows a region would not save work for, are interpolated alone, a window and its
+ * mirror in one pass. Every path computes each value with the same float64 operations in the
+ * same order, so the values do not depend on the path or on how the crops were split into
+ * calls.
  *
  * @param offset element index in `out` where the first crop starts; default 0.
  * @throws RangeError when `out` is too small, the image buffer does not match its size, or a
@@ -193,12 +208,19 @@ export function sampleCrops(
     if (group.crop.size !== CROP_SIDE) alone.push(group);
     else byScale.set(group.crop.scale, [...(byScale.get(group.crop.scale) ?? []), group]);
   }
-  for (const windows of byScale.values()) {
-    for (const cluster of overlapping(windows)) {
-      const box = boundingBox(cluster);
-      if (box.width * box.height < cluster.length * PLANE) sampleRegion(image, cluster, box, layout, out);
-      else alone.push(...cluster);
+  const cache = regionsOf(image, options);
+  for (const [scale, windows] of byScale) {
+    const placed = new Set<WindowGroup>();
+    for (const cluster of cache.clustersOf(scale)) {
+      const inside = windows.filter(({ crop }) => contains(cluster.box, crop));
+      if (inside.length === 0) continue;
+      for (const window of inside) placed.add(window);
+      // A region pays off once it serves two windows: later calls for this image reuse it.
+      const region = cache.regions.get(cluster) ?? (inside.length >= 2 && cluster.saves ? makeRegion(image, cluster, layout, cache) : undefined);
+      if (region) cutWindows(region, inside, layout, out);
+      else alone.push(...inside);
     }
+    alone.push(...windows.filter((window) => !placed.has(window)));
   }
   for (const group of alone) sampleWindow(image, group, layout, out);
   for (const { plain, mirrored } of groups.values()) {
@@ -239,30 +261,104 @@ interface Box {
   readonly height: number;
 }
 
-function boundingBox(windows: readonly WindowGroup[]): Box {
-  const xs = windows.map(({ crop }) => crop.x);
-  const ys = windows.map(({ crop }) => crop.y);
+function contains(box: Box, crop: Crop): boolean {
+  return crop.x >= box.x && crop.y >= box.y && crop.x + CROP_SIDE <= box.x + box.width && crop.y + CROP_SIDE <= box.y + box.height;
+}
+
+function boundingBox(crops: readonly Crop[]): Box {
+  const xs = crops.map((crop) => crop.x);
+  const ys = crops.map((crop) => crop.y);
   const x = Math.min(...xs);
   const y = Math.min(...ys);
   return { x, y, width: Math.max(...xs) + CROP_SIDE - x, height: Math.max(...ys) + CROP_SIDE - y };
 }
 
 /**
- * Windows of one scale grouped so that windows that overlap (directly or through others) share
- * a group: the squares of a photo overlap and give one group, while the three squares of a
- * 10000x20 panorama lie far apart and give three.
+ * 224 windows of one scale grouped so that windows that overlap (directly or through others)
+ * share a group: the squares of a photo overlap and give one group, while the three squares of
+ * a 10000x20 panorama lie far apart and give three.
  */
-function overlapping(windows: readonly WindowGroup[]): WindowGroup[][] {
-  const clusters: WindowGroup[][] = [];
-  for (const window of windows) {
-    const joined = clusters.filter((cluster) =>
-      cluster.some(({ crop }) => Math.abs(crop.x - window.crop.x) < CROP_SIDE && Math.abs(crop.y - window.crop.y) < CROP_SIDE),
-    );
-    const merged = [window, ...joined.flat()];
+function overlapping(crops: readonly Crop[]): Crop[][] {
+  const clusters: Crop[][] = [];
+  for (const crop of crops) {
+    const joined = clusters.filter((cluster) => cluster.some((c) => Math.abs(c.x - crop.x) < CROP_SIDE && Math.abs(c.y - crop.y) < CROP_SIDE));
     for (const cluster of joined) clusters.splice(clusters.indexOf(cluster), 1);
-    clusters.push(merged);
+    clusters.push([crop, ...joined.flat()]);
   }
   return clusters;
+}
+
+/** Overlapping 224 windows of the crop plan at one scale, and whether one region for them costs less than sampling each. */
+interface Cluster {
+  readonly resized: readonly [number, number];
+  readonly box: Box;
+  readonly saves: boolean;
+}
+
+/** A cluster's resized region, interpolated once, and its left-right flip once a mirrored window needs it. */
+interface Region {
+  readonly cluster: Cluster;
+  readonly values: Float32Array;
+  flipped: Float32Array | undefined;
+}
+
+/**
+ * The regions of the image sampled last: the scorer samples an image in calls of a batch's
+ * room (16 crops), so each scale's region is interpolated once per image instead of once per
+ * call. The image is held weakly; its buffers go back to `spare` when another image comes.
+ */
+interface RegionCache {
+  image: WeakRef<DecodedImage> | undefined;
+  options: string;
+  readonly clusters: Map<number, Cluster[]>;
+  readonly regions: Map<Cluster, Region>;
+  readonly spare: Float32Array[];
+  clustersOf(scale: number): Cluster[];
+}
+
+const cache: RegionCache = {
+  image: undefined,
+  options: "",
+  clusters: new Map(),
+  regions: new Map(),
+  spare: [],
+  clustersOf(scale: number): Cluster[] {
+    return this.clusters.get(scale) ?? [];
+  },
+};
+
+function regionsOf(image: DecodedImage, options: SampleOptions): RegionCache {
+  const key = JSON.stringify([options.layout, options.preprocess]);
+  if (cache.image?.deref() === image && cache.options === key) return cache;
+  for (const region of cache.regions.values()) {
+    cache.spare.push(region.values);
+    if (region.flipped) cache.spare.push(region.flipped);
+  }
+  cache.regions.clear();
+  cache.clusters.clear();
+  cache.image = new WeakRef(image);
+  cache.options = key;
+  const windows = new Map<string, Crop>();
+  for (const crop of cropPlan(image.width, image.height)) {
+    if (crop.size === CROP_SIDE && !crop.mirror) windows.set(windowKey(crop), crop);
+  }
+  for (const scale of new Set([...windows.values()].map((crop) => crop.scale))) {
+    const crops = [...windows.values()].filter((crop) => crop.scale === scale);
+    cache.clusters.set(
+      scale,
+      overlapping(crops).map((cluster) => {
+        const box = boundingBox(cluster);
+        return { resized: cluster[0]!.resized, box, saves: box.width * box.height < cluster.length * PLANE };
+      }),
+    );
+  }
+  return cache;
+}
+
+/** A buffer of at least `length` values from the cache's spares, or a new one. */
+function buffer(length: number): Float32Array {
+  const at = cache.spare.findIndex((spare) => spare.length >= length);
+  return at >= 0 ? (cache.spare.splice(at, 1)[0] as Float32Array) : new Float32Array(length);
 }
 
 /** One window (and its mirror) interpolated on its own. */
@@ -283,34 +379,41 @@ function sampleWindow(image: DecodedImage, group: WindowGroup, layout: Layout, o
 }
 
 /**
- * Overlapping 224 windows of one scale: the resized image inside their bounding box is
- * interpolated once (in the output layout, affine applied), then each window is copied out
- * row by row, a mirrored one from the region's left-right flip.
+ * The resized image inside a cluster's box, interpolated once in the output layout (affine
+ * applied) and kept in the cache for the image's later calls.
  */
-function sampleRegion(image: DecodedImage, windows: readonly WindowGroup[], box: Box, layout: Layout, out: Float32Array): void {
-  const [rw, rh] = windows[0]!.crop.resized;
-  const { width, height } = box;
-  const values = width * height * 3;
-  const rows = (scratch.rows = sized(scratch.rows, height));
-  const cols = (scratch.cols = sized(scratch.cols, width));
+function makeRegion(image: DecodedImage, cluster: Cluster, layout: Layout, regions: RegionCache): Region {
+  const [rw, rh] = cluster.resized;
+  const { box } = cluster;
+  const rows = (scratch.rows = sized(scratch.rows, box.height));
+  const cols = (scratch.cols = sized(scratch.cols, box.width));
   fillAxis(rows, box.y, undefined, rh, image.height, image.width * 3);
   fillAxis(cols, box.x, undefined, rw, image.width, 3);
-  const region = scratchArray("region", values);
-  const rowStride = layout.nhwc ? width * 3 : width;
-  const planeStride = layout.nhwc ? 1 : width * height;
-  interpolate(image.data, rows, cols, layout, { out: region, base: 0, rowStride, planeStride }, undefined);
-  const flipped = windows.some((w) => w.mirrored.length > 0) ? flip(region, width, height, layout.nhwc) : undefined;
+  const values = buffer(box.width * box.height * 3);
+  const rowStride = layout.nhwc ? box.width * 3 : box.width;
+  const planeStride = layout.nhwc ? 1 : box.width * box.height;
+  interpolate(image.data, rows, cols, layout, { out: values, base: 0, rowStride, planeStride }, undefined);
+  const region: Region = { cluster, values, flipped: undefined };
+  regions.regions.set(cluster, region);
+  return region;
+}
+
+/** Windows of a region copied out row by row, a mirrored one from the region's flip. */
+function cutWindows(region: Region, windows: readonly WindowGroup[], layout: Layout, out: Float32Array): void {
+  const { width, height } = region.cluster.box;
+  if (region.flipped === undefined && windows.some((w) => w.mirrored.length > 0)) {
+    region.flipped = flip(region.values, buffer(width * height * 3), width, height, layout.nhwc);
+  }
   for (const { crop, plain, mirrored } of windows) {
-    const dy = crop.y - box.y;
-    const dx = crop.x - box.x;
-    if (plain.length > 0) copyWindow(region, width, height, dx, dy, layout.nhwc, out, plain[0]!);
-    if (mirrored.length > 0) copyWindow(flipped!, width, height, width - CROP_SIDE - dx, dy, layout.nhwc, out, mirrored[0]!);
+    const dy = crop.y - region.cluster.box.y;
+    const dx = crop.x - region.cluster.box.x;
+    if (plain.length > 0) copyWindow(region.values, width, height, dx, dy, layout.nhwc, out, plain[0]!);
+    if (mirrored.length > 0) copyWindow(region.flipped!, width, height, width - CROP_SIDE - dx, dy, layout.nhwc, out, mirrored[0]!);
   }
 }
 
-/** The region mirrored left-right, into scratch. */
-function flip(region: Float32Array, width: number, height: number, nhwc: boolean): Float32Array {
-  const flipped = scratchArray("flipped", width * height * 3);
+/** The region mirrored left-right, into `flipped`. */
+function flip(region: Float32Array, flipped: Float32Array, width: number, height: number, nhwc: boolean): Float32Array {
   if (nhwc) {
     const rowValues = width * 3;
     for (let r = 0; r < height; r++) {
@@ -388,13 +491,10 @@ function interpolate(
   const { nhwc, scaleR, offR, scaleG, offG, scaleB, offB } = layout;
   const pixelStride = nhwc ? 3 : 1;
   const planeStride = plain.planeStride;
-  const slotR = layout.slotR * planeStride;
-  const slotG = layout.slotG * planeStride;
-  const slotB = layout.slotB * planeStride;
+  const slots: Slots = { r: layout.slotR * planeStride, g: layout.slotG * planeStride, b: layout.slotB * planeStride, scaleR, offR, scaleG, offG, scaleB, offB };
   const width = cols.length;
   const plainOut = plain.out;
   const mirroredOut = mirrored?.out ?? plainOut;
-  const step = mirrored ? -pixelStride : pixelStride;
   let upper = blendedRows(width, 0);
   let lower = blendedRows(width, 1);
   let upperRow = -1;
@@ -417,23 +517,69 @@ function interpolate(
       blendRow(data, bottom, cols, lower);
       lowerRow = bottom;
     }
-    let o = plain.base + i * plain.rowStride;
-    // Without a mirror the second store repeats the first; cheaper than a second loop.
-    let m = mirrored ? mirrored.base + i * mirrored.rowStride + (width - 1) * pixelStride : o;
-    for (let k = 0; k < 3 * width; k += 3, o += pixelStride, m += step) {
-      let u = upper[k]!;
-      let value = (u + (lower[k]! - u) * wy) * scaleR + offR;
-      plainOut[o + slotR] = value;
-      mirroredOut[m + slotR] = value;
-      u = upper[k + 1]!;
-      value = (u + (lower[k + 1]! - u) * wy) * scaleG + offG;
-      plainOut[o + slotG] = value;
-      mirroredOut[m + slotG] = value;
-      u = upper[k + 2]!;
-      value = (u + (lower[k + 2]! - u) * wy) * scaleB + offB;
-      plainOut[o + slotB] = value;
-      mirroredOut[m + slotB] = value;
+    const o = plain.base + i * plain.rowStride;
+    if (mirrored) {
+      const m = mirrored.base + i * mirrored.rowStride + (width - 1) * pixelStride;
+      blendRowPairMirrored(upper, lower, wy, width, pixelStride, slots, plainOut, o, mirroredOut, m);
+    } else {
+      blendRowPair(upper, lower, wy, width, pixelStride, slots, plainOut, o);
     }
+  }
+}
+
+/** Output slots (offsets of R, G, B within a pixel) and per-channel affine. */
+interface Slots {
+  readonly r: number;
+  readonly g: number;
+  readonly b: number;
+  readonly scaleR: number;
+  readonly offR: number;
+  readonly scaleG: number;
+  readonly offG: number;
+  readonly scaleB: number;
+  readonly offB: number;
+}
+
+/** Vertical pass of one output row: value = (u + (v - u) wy) * scale + offset, per channel. */
+function blendRowPair(upper: Float64Array, lower: Float64Array, wy: number, width: number, pixelStride: number, slots: Slots, out: Float32Array, at: number): void {
+  const { r, g, b, scaleR, offR, scaleG, offG, scaleB, offB } = slots;
+  for (let k = 0, o = at; k < 3 * width; k += 3, o += pixelStride) {
+    let u = upper[k]!;
+    out[o + r] = (u + (lower[k]! - u) * wy) * scaleR + offR;
+    u = upper[k + 1]!;
+    out[o + g] = (u + (lower[k + 1]! - u) * wy) * scaleG + offG;
+    u = upper[k + 2]!;
+    out[o + b] = (u + (lower[k + 2]! - u) * wy) * scaleB + offB;
+  }
+}
+
+/** As blendRowPair, each value also written left-right flipped from `mirrorAt` (the last pixel) down. */
+function blendRowPairMirrored(
+  upper: Float64Array,
+  lower: Float64Array,
+  wy: number,
+  width: number,
+  pixelStride: number,
+  slots: Slots,
+  out: Float32Array,
+  at: number,
+  mirrorOut: Float32Array,
+  mirrorAt: number,
+): void {
+  const { r, g, b, scaleR, offR, scaleG, offG, scaleB, offB } = slots;
+  for (let k = 0, o = at, m = mirrorAt; k < 3 * width; k += 3, o += pixelStride, m -= pixelStride) {
+    let u = upper[k]!;
+    let value = (u + (lower[k]! - u) * wy) * scaleR + offR;
+    out[o + r] = value;
+    mirrorOut[m + r] = value;
+    u = upper[k + 1]!;
+    value = (u + (lower[k + 1]! - u) * wy) * scaleG + offG;
+    out[o + g] = value;
+    mirrorOut[m + g] = value;
+    u = upper[k + 2]!;
+    value = (u + (lower[k + 2]! - u) * wy) * scaleB + offB;
+    out[o + b] = value;
+    mirrorOut[m + b] = value;
   }
 }
 

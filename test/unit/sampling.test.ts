@@ -203,11 +203,16 @@ describe.each([
   });
 });
 
-/** Samples `crops` into a fresh buffer in calls of `perCall` crops, as a batcher with that room would. */
+/**
+ * Samples `crops` into a fresh buffer in calls of `perCall` crops, as a batcher with that room
+ * would. The image is a fresh object each time, so regions the sampler kept from an earlier
+ * call for the same object (it keeps the last image's) play no part.
+ */
 function sampleInCalls(image: DecodedImage, crops: readonly Crop[], options: { preprocess: Preprocess; layout: InputLayout }, perCall: number): Float32Array {
+  const fresh = { ...image };
   const out = new Float32Array(crops.length * CROP_VALUES);
   for (let start = 0; start < crops.length; start += perCall) {
-    sampleCrops(image, crops.slice(start, start + perCall), options, out, start * CROP_VALUES);
+    sampleCrops(fresh, crops.slice(start, start + perCall), options, out, start * CROP_VALUES);
   }
   return out;
 }
@@ -223,7 +228,7 @@ describe.each([
   it.each<[Flavour, InputLayout]>([
     ["bvlc", "nchw"],
     ["torchvision", "nhwc"],
-  ])("writes the same values, bit for bit, as each window sampled alone (%s, %s)", async (flavour, layout) => {
+  ])("writes the same values, bit for bit, as each window sampled alone, in one call or in calls of 16 (%s, %s)", async (flavour, layout) => {
     // Prepare: one call of all 144 cuts 224 windows out of shared resized regions; a call of one
     // crop always interpolates that window alone; calls of 16 are what the scorer makes.
     const image = typeof source === "string" ? await loadSample(source) : syntheticImage(source.width, source.height, source.seed);
@@ -303,6 +308,31 @@ describe("sampleCrops batching and subsets", () => {
     let wrong = 0;
     for (let k = 0; k < out.length; k++) if (out[k] !== expected[k % 3]) wrong++;
     expect(wrong).toBe(0);
+  });
+
+  it("keeps no region of one image for another of the same size, nor across layouts", () => {
+    // Prepare: two images of one size interleaved call by call, and two option sets for one
+    // image, against each sampled fresh and whole.
+    const first = syntheticImage(120, 90, 21);
+    const second = syntheticImage(120, 90, 22);
+    const crops = cropPlan(120, 90);
+    const nhwc = { preprocess: preprocessFor("torchvision"), layout: "nhwc" as const };
+    const expected = (image: DecodedImage, opts: typeof options | typeof nhwc) => sampleInCalls(image, crops, opts, crops.length);
+    const outs = [first, second].map(() => new Float32Array(crops.length * CROP_VALUES));
+    const other = new Float32Array(crops.length * CROP_VALUES);
+
+    // Act
+    for (let start = 0; start < crops.length; start += 16) {
+      const slice = crops.slice(start, start + 16);
+      sampleCrops(first, slice, options, outs[0]!, start * CROP_VALUES);
+      sampleCrops(second, slice, options, outs[1]!, start * CROP_VALUES);
+      sampleCrops(second, slice, nhwc, other, start * CROP_VALUES);
+    }
+
+    // Assess
+    expect(countDifferent(outs[0]!, expected(first, options))).toBe(0);
+    expect(countDifferent(outs[1]!, expected(second, options))).toBe(0);
+    expect(countDifferent(other, expected(second, nhwc))).toBe(0);
   });
 
   it("refuses a buffer too small for the crops at that offset", () => {
