@@ -1,24 +1,30 @@
-import { spawn } from "node:child_process";
 import { accessSync } from "node:fs";
 import { availableParallelism, cpus, loadavg } from "node:os";
-import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import type { BackendPreference } from "../model/backend.js";
 import { ConfigurationError } from "../model/errors.js";
 import { nativeTensorflowLoads } from "../model/load.js";
 import { DEFAULT_BATCH_CROPS } from "../scoring/scorer.js";
+import { runGpu } from "./gpu.js";
 import { MODEL } from "./measure.js";
-import type { Measurement, Task } from "./measure.js";
+import type { Measurement } from "./measure.js";
+import { Report, fixed, round, table } from "./report.js";
+import { run } from "./run-task.js";
+import { runSoak } from "./soak.js";
 
 /**
  * `npm run bench [-- --quick] [-- --batch N --threads N]`: raw engine throughput, the 144-crop
- * pipeline end to end with each engine, the plain-loop baseline of issue 5, and peak RSS, on
- * ../shared/models/bvlc-googlenet.onnx and real photos from ../shared/imagenet/samples. Each
- * measurement runs in its own child process so peaks do not mix; the last stdout line is one
- * JSON object (see README, "Benchmark").
+ * pipeline end to end with each engine, the plain-loop baseline of issue 5, peak RSS, the
+ * feeder ceiling (scoreImages with an engine that answers at once) and what the LRNs cost
+ * onnxruntime, on ../shared/models/bvlc-googlenet.onnx and real photos from
+ * ../shared/imagenet/samples. Each measurement runs in its own child process so peaks do not
+ * mix; the last stdout line is one JSON object (see README, "Speed").
+ *
+ * More: `--soak` adds the memory soak (`--soak-images N` at 1 crop, default 10,000;
+ * `--soak-images-144 N`, default 1,000; `--soak-only` runs nothing else; `--child-env K=V`
+ * sets the measuring processes' environment), and `--gpu` measures the tfjs engine on a GPU
+ * instead, refusing where none loads.
  */
-
-const MEASURE = fileURLToPath(new URL("./measure.js", import.meta.url));
 
 interface Settings {
   readonly quick: boolean;
@@ -35,6 +41,16 @@ interface Settings {
   readonly sweep: boolean;
   /** Where onnxruntime's time goes, from its own profiler. */
   readonly profile: boolean;
+  /** Images of the feeder measurement (144 crops each). */
+  readonly feederImages: number;
+  /** Seconds of alternating calls for lrnCostRatio. */
+  readonly lrnSeconds: number;
+  /** The memory soak: images at 1 crop and at 144 crops; undefined without --soak. */
+  readonly soak: { readonly oneCrop: number; readonly allCrops: number; readonly only: boolean } | undefined;
+  /** --gpu: measure the tfjs engine on native TensorFlow with a GPU, or refuse. */
+  readonly gpu: boolean;
+  /** --child-env KEY=VALUE (repeatable): environment of the measuring processes, to try a remedy. */
+  readonly childEnv: Record<string, string>;
 }
 
 function positive(name: string, value: string | undefined, fallback: number): number {
@@ -55,11 +71,19 @@ function parseSettings(argv: string[]): Settings {
       "tfjs-images": { type: "string" },
       "no-sweep": { type: "boolean", default: false },
       profile: { type: "boolean" },
+      "feeder-images": { type: "string" },
+      soak: { type: "boolean", default: false },
+      "soak-only": { type: "boolean", default: false },
+      "soak-images": { type: "string" },
+      "soak-images-144": { type: "string" },
+      gpu: { type: "boolean", default: false },
+      "child-env": { type: "string", multiple: true },
     },
     strict: true,
   });
   const quick = values.quick === true;
   const ortImages = positive("images", values.images, quick ? 6 : 200);
+  const soak = values.soak === true || values["soak-only"] === true;
   return {
     quick,
     batch: positive("batch", values.batch, DEFAULT_BATCH_CROPS),
@@ -71,80 +95,71 @@ function parseSettings(argv: string[]): Settings {
     rawSeconds: quick ? 4 : 10,
     sweep: !quick && values["no-sweep"] !== true,
     profile: values.profile ?? !quick,
+    feederImages: positive("feeder-images", values["feeder-images"], quick ? 40 : 200),
+    lrnSeconds: quick ? 8 : 30,
+    soak: soak
+      ? {
+          oneCrop: positive("soak-images", values["soak-images"], 10_000),
+          allCrops: positive("soak-images-144", values["soak-images-144"], 1_000),
+          only: values["soak-only"] === true,
+        }
+      : undefined,
+    gpu: values.gpu === true,
+    childEnv: Object.fromEntries(
+      (values["child-env"] ?? []).map((pair) => {
+        const at = pair.indexOf("=");
+        if (at < 1) throw new ConfigurationError(`--child-env takes KEY=VALUE, got "${pair}"`);
+        return [pair.slice(0, at), pair.slice(at + 1)];
+      }),
+    ),
   };
 }
 
-function run(task: Task): Promise<Measurement> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [MEASURE, JSON.stringify(task)], { stdio: ["ignore", "pipe", "inherit"] });
-    let stdout = "";
-    child.stdout.on("data", (chunk: Buffer) => (stdout += chunk.toString()));
-    child.on("error", reject);
-    child.on("close", (code) => {
-      const last = stdout.trim().split("\n").pop() ?? "";
-      if (code !== 0) reject(new Error(`measurement ${JSON.stringify(task)} exited with ${code}`));
-      else resolve(JSON.parse(last) as Measurement);
-    });
-  });
+/** The engines alone and in the pipeline, as issue 5 measured them; the figures the JSON line is built from. */
+interface EngineFigures {
+  readonly ortRaw: Measurement;
+  readonly ortRawBefore: Measurement;
+  readonly tfjsRaw: Measurement;
+  readonly poolSpeedup: number | undefined;
+  readonly ortPipeline: Measurement;
+  readonly tfjsPipeline: Measurement;
+  readonly plain: Measurement;
+  readonly pipelineBackend: BackendPreference;
 }
 
-const fixed = (value: number | undefined, digits = 1): string => (value === undefined ? "-" : value.toFixed(digits));
-
-function table(header: string[], rows: string[][]): string {
-  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? "").length)));
-  const line = (cells: string[]) => `| ${cells.map((c, i) => c.padEnd(widths[i] as number)).join(" | ")} |`;
-  return [line(header), line(widths.map((w) => "-".repeat(w))), ...rows.map(line)].join("\n");
-}
-
-async function main(): Promise<void> {
-  const settings = parseSettings(process.argv.slice(2));
-  const { batch, threads, rawSeconds } = settings;
-  const cpuModel = cpus()[0]?.model ?? "unknown";
-  const log = (line: string) => process.stdout.write(`${line}\n`);
-  const loadAt = () => loadavg().map((l) => l.toFixed(2)).join(" ");
-  const started = performance.now();
-  log(`# googlenet-eval bench${settings.quick ? " (--quick)" : ""}: ${cpuModel}, ${availableParallelism()} cores, node ${process.version}`);
-  log(`batch ${batch}, onnxruntime threads ${threads}, load average at start ${loadAt()}`);
-
+async function sweep(report: Report, threads: number): Promise<void> {
   const rows: string[][] = [];
-  const add = (what: string, m: Measurement, extra = "") => {
-    rows.push([what, fixed(m.cropsPerSec), fixed(m.imagesPerSec, 3), fixed(m.cropsPerSec > 0 ? 1000 / m.cropsPerSec : undefined, 2), fixed(m.peakRssMB, 0), extra]);
-    log(`  ${what}: ${fixed(m.cropsPerSec)} crops/s${m.imagesPerSec ? `, ${fixed(m.imagesPerSec, 3)} images/s` : ""}, peak RSS ${fixed(m.peakRssMB, 0)} MB ${extra} (load ${loadAt()})`);
-  };
-
-  // Batch and thread sweep of the engine alone: how the pipeline's defaults were chosen.
-  if (settings.sweep) {
-    const sweep: string[][] = [];
-    for (const t of [...new Set([1, threads])]) {
-      for (const b of [1, 4, 8, 16, 32, 48]) {
-        const m = await run({ kind: "raw", engine: "onnxruntime", batch: b, threads: t, seconds: 4, minCalls: 2 });
-        sweep.push([String(t), String(b), fixed(m.cropsPerSec), fixed(1000 / m.cropsPerSec, 2), fixed(m.peakRssMB, 0)]);
-        log(`  sweep threads ${t} batch ${b}: ${fixed(m.cropsPerSec)} crops/s, peak RSS ${fixed(m.peakRssMB, 0)} MB`);
-      }
+  for (const t of [...new Set([1, threads])]) {
+    for (const b of [1, 4, 8, 16, 32, 48]) {
+      const m = await run({ kind: "raw", engine: "onnxruntime", batch: b, threads: t, seconds: 4, minCalls: 2 });
+      rows.push([String(t), String(b), fixed(m.cropsPerSec), fixed(1000 / m.cropsPerSec, 2), fixed(m.peakRssMB, 0)]);
+      report.log(`  sweep threads ${t} batch ${b}: ${fixed(m.cropsPerSec)} crops/s, peak RSS ${fixed(m.peakRssMB, 0)} MB`);
     }
-    log("\nonnxruntime alone (rewritten graph), by batch and threads:");
-    log(table(["threads", "batch", "crops/s", "ms/crop", "peak RSS MB"], sweep));
-    log("");
   }
+  report.log("\nonnxruntime alone (rewritten graph), by batch and threads:");
+  report.log(table(["threads", "batch", "crops/s", "ms/crop", "peak RSS MB"], rows));
+  report.log("");
+}
 
+async function measureEngines(report: Report, settings: Settings): Promise<EngineFigures> {
+  const { batch, threads, rawSeconds } = settings;
   const ortRaw = await run({ kind: "raw", engine: "onnxruntime", batch, threads, seconds: rawSeconds, minCalls: 3 });
-  add("onnxruntime alone, rewritten graph", ortRaw);
+  report.add("onnxruntime alone, rewritten graph", ortRaw);
   if (!settings.quick) {
     // The engine sleeps idle threads (model/ort-engine.ts allowSpinning); this row shows what spinning would give alone.
     const spinning = await run({ kind: "raw", engine: "onnxruntime", batch, threads, seconds: rawSeconds, minCalls: 3, allowSpinning: true });
-    add("onnxruntime alone, rewritten, spinning threads", spinning);
+    report.add("onnxruntime alone, rewritten, spinning threads", spinning);
   }
   const ortRawBefore = await run({ kind: "raw", engine: "onnxruntime-unmodified", batch, threads, seconds: rawSeconds, minCalls: 3 });
-  add("onnxruntime alone, file as stored (before)", ortRawBefore);
+  report.add("onnxruntime alone, file as stored (before)", ortRawBefore);
 
   const tfjsBackends: BackendPreference[] = ["wasm"];
-  const notes: string[] = [];
   if (await nativeTensorflowLoads()) tfjsBackends.unshift("tensorflow");
-  else notes.push("tfjs-node does not load here: no tensorflow backend measured");
+  else report.notes.push("tfjs-node does not load here: no tensorflow backend measured");
   const tfjsRawSingle: Partial<Record<string, Measurement>> = {};
   for (const backend of tfjsBackends) {
     tfjsRawSingle[backend] = await run({ kind: "raw", engine: "tfjs", backend, tfjsWorkers: 1, batch, threads, seconds: rawSeconds, minCalls: 1 });
-    add(`tfjs ${backend} alone, this thread`, tfjsRawSingle[backend] as Measurement);
+    report.add(`tfjs ${backend} alone, this thread`, tfjsRawSingle[backend] as Measurement);
   }
   // The pipeline's tfjs engine: for wasm, the worker pool over every core.
   const pipelineBackend = tfjsBackends[0] as BackendPreference;
@@ -154,100 +169,144 @@ async function main(): Promise<void> {
     try {
       tfjsRaw = await run({ kind: "raw", engine: "tfjs", backend: pipelineBackend, batch, threads, seconds: rawSeconds, minCalls: 1 });
       poolSpeedup = tfjsRaw.cropsPerSec / (tfjsRawSingle[pipelineBackend] as Measurement).cropsPerSec;
-      add(`tfjs ${pipelineBackend} alone, pool of ${availableParallelism()} workers`, tfjsRaw, `x${fixed(poolSpeedup, 2)} vs one thread`);
+      report.add(`tfjs ${pipelineBackend} alone, pool of ${availableParallelism()} workers`, tfjsRaw, `x${fixed(poolSpeedup, 2)} vs one thread`);
     } catch (error) {
-      notes.push(`tfjs worker pool not measured: ${(error as Error).message}`);
+      report.notes.push(`tfjs worker pool not measured: ${(error as Error).message}`);
     }
   }
 
-  const ortPipeline = await run({
-    kind: "pipeline",
-    engine: "onnxruntime",
-    batch,
-    threads,
-    images: settings.ortImages,
-    rssAfter: settings.rssAfter,
-  });
-  const growth = ortPipeline.rssAfterMB && ortPipeline.rssEndMB ? ortPipeline.rssEndMB / ortPipeline.rssAfterMB - 1 : undefined;
-  add(
+  const ortPipeline = await run({ kind: "pipeline", engine: "onnxruntime", batch, threads, images: settings.ortImages, rssAfter: settings.rssAfter });
+  const growth = rssGrowth(ortPipeline);
+  report.add(
     `pipeline onnxruntime, ${ortPipeline.images} images x 144`,
     ortPipeline,
     `RSS ${fixed(ortPipeline.rssAfterMB, 0)} MB after ${settings.rssAfter} images, ${fixed(ortPipeline.rssEndMB, 0)} MB at the end (${growth === undefined ? "-" : `${(growth * 100).toFixed(1)}%`})`,
   );
-  if (ortPipeline.rssTraceMB) log(`  RSS every ${settings.rssAfter} images (MB): ${ortPipeline.rssTraceMB.join(" ")}`);
+  if (ortPipeline.rssTraceMB) report.log(`  RSS every ${settings.rssAfter} images (MB): ${ortPipeline.rssTraceMB.join(" ")}`);
   const tfjsPipeline = await run({ kind: "pipeline", engine: "tfjs", backend: pipelineBackend, batch, threads, images: settings.tfjsImages });
-  add(`pipeline tfjs ${tfjsPipeline.backend ?? pipelineBackend}, ${tfjsPipeline.images} images x 144`, tfjsPipeline);
+  report.add(`pipeline tfjs ${tfjsPipeline.backend ?? pipelineBackend}, ${tfjsPipeline.images} images x 144`, tfjsPipeline);
   const plain = await run({ kind: "plain-loop", threads, images: settings.plainImages });
-  add(`plain loop: file as stored, batches of 48, ${plain.images} images`, plain);
-
-  if (settings.profile) {
-    const profiles: Measurement[] = [];
-    for (const rewritten of [false, true]) profiles.push(await run({ kind: "profile", rewritten, batch, threads, runs: 3 }));
-    const ops = [...new Set(profiles.flatMap((p) => (p.opMsPerRun ?? []).map(([op]) => op)))];
-    const msOf = (p: Measurement, op: string) => p.opMsPerRun?.find(([name]) => name === op)?.[1] ?? 0;
-    const total = (p: Measurement) => (p.opMsPerRun ?? []).reduce((sum, [, ms]) => sum + ms, 0);
-    const [before, after] = profiles as [Measurement, Measurement];
-    log(`
-onnxruntime's profiler, kernel ms per run of ${batch} crops at ${threads} threads (file as stored | rewritten):`);
-    log(
-      table(
-        ["op", "stored ms", "stored %", "rewritten ms", "rewritten %"],
-        ops
-          .sort((a, b) => msOf(after, b) - msOf(after, a))
-          .filter((op) => msOf(before, op) + msOf(after, op) >= 0.05)
-          .map((op) => [
-            op,
-            fixed(msOf(before, op)),
-            fixed((100 * msOf(before, op)) / total(before)),
-            fixed(msOf(after, op)),
-            fixed((100 * msOf(after, op)) / total(after)),
-          ]),
-      ),
-    );
-    log(`kernel total ${fixed(total(before))} ms | ${fixed(total(after))} ms per run\n`);
-  }
-
-  const ortEfficiency = ortPipeline.cropsPerSec / ortRaw.cropsPerSec;
-  const tfjsEfficiency = tfjsPipeline.cropsPerSec / tfjsRaw.cropsPerSec;
-  const speedup = (ortPipeline.imagesPerSec ?? 0) / (plain.imagesPerSec ?? 1);
-  log("");
-  log(table(["measurement", "crops/s", "images/s", "ms/crop", "peak RSS MB", "note"], rows));
-  log("");
-  log(`onnxruntime efficiency (pipeline / alone) ${ortEfficiency.toFixed(3)}; tfjs efficiency ${tfjsEfficiency.toFixed(3)}`);
-  log(`144-crop score with onnxruntime vs the plain loop: x${speedup.toFixed(2)} images/s`);
-  log(`rewrite: x${(ortRaw.cropsPerSec / ortRawBefore.cropsPerSec).toFixed(2)} crops/s for onnxruntime alone`);
-  log(`pipeline crops/s count the crops the engine computed (coinciding windows of square images once); images/s is per image of 144 crops`);
-  for (const note of notes) log(`note: ${note}`);
-  log(`load average at end ${loadAt()}; ${((performance.now() - started) / 1000).toFixed(0)} s in all`);
-
-  const result = {
-    ortRawCropsPerSec: round(ortRaw.cropsPerSec),
-    ortPipelineCropsPerSec: round(ortPipeline.cropsPerSec),
-    ortEfficiency: round(ortEfficiency, 3),
-    tfjsRawCropsPerSec: round(tfjsRaw.cropsPerSec),
-    tfjsPipelineCropsPerSec: round(tfjsPipeline.cropsPerSec),
-    tfjsEfficiency: round(tfjsEfficiency, 3),
-    peakRssMB: round(Math.max(ortPipeline.peakRssMB, tfjsPipeline.peakRssMB), 0),
-    backend: tfjsPipeline.backend ?? pipelineBackend,
-    batch,
-    threads,
-    ortSpeedupVsPlainLoop: round(speedup, 3),
-    ortRewriteSpeedup: round(ortRaw.cropsPerSec / ortRawBefore.cropsPerSec, 3),
-    ...(poolSpeedup !== undefined ? { tfjsPoolSpeedup: round(poolSpeedup, 3) } : {}),
-    ortPipelineImagesPerSec: round(ortPipeline.imagesPerSec ?? 0, 3),
-    tfjsPipelineImagesPerSec: round(tfjsPipeline.imagesPerSec ?? 0, 3),
-    ortPeakRssMB: round(ortPipeline.peakRssMB, 0),
-    tfjsPeakRssMB: round(tfjsPipeline.peakRssMB, 0),
-    ...(growth !== undefined ? { rssGrowth: round(growth, 3), rssGrowthImages: [settings.rssAfter, ortPipeline.images] } : {}),
-    cpuModel,
-    loadAverage: round(loadavg()[0] ?? 0, 2),
-  };
-  log(JSON.stringify(result));
+  report.add(`plain loop: file as stored, batches of 48, ${plain.images} images`, plain);
+  return { ortRaw, ortRawBefore, tfjsRaw, poolSpeedup, ortPipeline, tfjsPipeline, plain, pipelineBackend };
 }
 
-function round(value: number, digits = 1): number {
-  const scale = 10 ** digits;
-  return Math.round(value * scale) / scale;
+function rssGrowth(m: Measurement): number | undefined {
+  return m.rssAfterMB && m.rssEndMB ? m.rssEndMB / m.rssAfterMB - 1 : undefined;
+}
+
+async function profile(report: Report, batch: number, threads: number): Promise<void> {
+  const profiles: Measurement[] = [];
+  for (const rewritten of [false, true]) profiles.push(await run({ kind: "profile", rewritten, batch, threads, runs: 3 }));
+  const ops = [...new Set(profiles.flatMap((p) => (p.opMsPerRun ?? []).map(([op]) => op)))];
+  const msOf = (p: Measurement, op: string) => p.opMsPerRun?.find(([name]) => name === op)?.[1] ?? 0;
+  const total = (p: Measurement) => (p.opMsPerRun ?? []).reduce((sum, [, ms]) => sum + ms, 0);
+  const [before, after] = profiles as [Measurement, Measurement];
+  report.log(`\nonnxruntime's profiler, kernel ms per run of ${batch} crops at ${threads} threads (file as stored | rewritten):`);
+  report.log(
+    table(
+      ["op", "stored ms", "stored %", "rewritten ms", "rewritten %"],
+      ops
+        .sort((a, b) => msOf(after, b) - msOf(after, a))
+        .filter((op) => msOf(before, op) + msOf(after, op) >= 0.05)
+        .map((op) => [op, fixed(msOf(before, op)), fixed((100 * msOf(before, op)) / total(before)), fixed(msOf(after, op)), fixed((100 * msOf(after, op)) / total(after))]),
+    ),
+  );
+  report.log(`kernel total ${fixed(total(before))} ms | ${fixed(total(after))} ms per run\n`);
+}
+
+/**
+ * Issue 11's figures: the feeder ceiling for the default GPU engine's path (tfjs, NHWC) with
+ * an engine that answers at once, and what the LRNs cost onnxruntime against the graph
+ * without them.
+ */
+async function measureFeederAndLrn(report: Report, settings: Settings, ortRaw: Measurement): Promise<Record<string, number>> {
+  const { batch, threads } = settings;
+  const feeder = await run({ kind: "feeder", batch, images: settings.feederImages });
+  report.add(`feeder ceiling: scoreImages + writer, engine answering at once (tfjs NHWC), ${feeder.images} images x 144`, feeder, `x${fixed(feeder.cropsPerSec / ortRaw.cropsPerSec)} onnxruntime alone`);
+  const lrn = await run({ kind: "lrn-cost", batch, threads, seconds: settings.lrnSeconds });
+  report.add("onnxruntime, rewritten graph, alternating with the LRN-free graph", lrn, `LRN-free ${fixed(lrn.referenceCropsPerSec)} crops/s: x${fixed(lrn.ratio, 3)} time per crop (CPU time x${fixed(lrn.cpuRatio, 3)})`);
+  return {
+    feederCropsPerSec: round(feeder.cropsPerSec),
+    feederToOrtRaw: round(feeder.cropsPerSec / ortRaw.cropsPerSec, 1),
+    feederPeakRssMB: round(feeder.peakRssMB, 0),
+    lrnCostRatio: round(lrn.ratio ?? 0, 3),
+    lrnCostRatioCpu: round(lrn.cpuRatio ?? 0, 3),
+    lrnFreeCropsPerSec: round(lrn.referenceCropsPerSec ?? 0),
+  };
+}
+
+function engineJson(f: EngineFigures, settings: Settings): Record<string, unknown> {
+  const ortEfficiency = f.ortPipeline.cropsPerSec / f.ortRaw.cropsPerSec;
+  const tfjsEfficiency = f.tfjsPipeline.cropsPerSec / f.tfjsRaw.cropsPerSec;
+  const speedup = (f.ortPipeline.imagesPerSec ?? 0) / (f.plain.imagesPerSec ?? 1);
+  const growth = rssGrowth(f.ortPipeline);
+  return {
+    ortRawCropsPerSec: round(f.ortRaw.cropsPerSec),
+    ortPipelineCropsPerSec: round(f.ortPipeline.cropsPerSec),
+    ortEfficiency: round(ortEfficiency, 3),
+    tfjsRawCropsPerSec: round(f.tfjsRaw.cropsPerSec),
+    tfjsPipelineCropsPerSec: round(f.tfjsPipeline.cropsPerSec),
+    tfjsEfficiency: round(tfjsEfficiency, 3),
+    peakRssMB: round(Math.max(f.ortPipeline.peakRssMB, f.tfjsPipeline.peakRssMB), 0),
+    backend: f.tfjsPipeline.backend ?? f.pipelineBackend,
+    batch: settings.batch,
+    threads: settings.threads,
+    ortSpeedupVsPlainLoop: round(speedup, 3),
+    ortRewriteSpeedup: round(f.ortRaw.cropsPerSec / f.ortRawBefore.cropsPerSec, 3),
+    ...(f.poolSpeedup !== undefined ? { tfjsPoolSpeedup: round(f.poolSpeedup, 3) } : {}),
+    ortPipelineImagesPerSec: round(f.ortPipeline.imagesPerSec ?? 0, 3),
+    tfjsPipelineImagesPerSec: round(f.tfjsPipeline.imagesPerSec ?? 0, 3),
+    ortPeakRssMB: round(f.ortPipeline.peakRssMB, 0),
+    tfjsPeakRssMB: round(f.tfjsPipeline.peakRssMB, 0),
+    ...(growth !== undefined ? { rssGrowth: round(growth, 3), rssGrowthImages: [settings.rssAfter, f.ortPipeline.images] } : {}),
+  };
+}
+
+async function main(): Promise<void> {
+  const settings = parseSettings(process.argv.slice(2));
+  const { batch, threads } = settings;
+  const cpuModel = cpus()[0]?.model ?? "unknown";
+  const report = new Report();
+  const started = performance.now();
+  const mode = settings.gpu ? " (--gpu)" : settings.soak?.only ? " (--soak-only)" : settings.quick ? " (--quick)" : "";
+  report.log(`# googlenet-eval bench${mode}: ${cpuModel}, ${availableParallelism()} cores, node ${process.version}`);
+  report.log(`batch ${batch}, onnxruntime threads ${threads}, load average at start ${report.loadAt()}`);
+
+  let result: Record<string, unknown> = {};
+  if (settings.gpu) {
+    result = await runGpu(report, { batch, threads, rawSeconds: settings.rawSeconds, images: settings.tfjsImages, feederImages: settings.feederImages });
+  } else {
+    if (settings.soak?.only !== true) {
+      if (settings.sweep) await sweep(report, threads);
+      const figures = await measureEngines(report, settings);
+      const feederAndLrn = await measureFeederAndLrn(report, settings, figures.ortRaw);
+      if (settings.profile) await profile(report, batch, threads);
+      result = { ...engineJson(figures, settings), ...feederAndLrn };
+    }
+    if (settings.soak) result = { ...result, ...(await runSoak(report, { ...settings.soak, batch, threads, env: settings.childEnv })) };
+    report.table();
+    summarise(report, result);
+  }
+  for (const note of report.notes) report.log(`note: ${note}`);
+  report.log(`load average at end ${report.loadAt()}; ${((performance.now() - started) / 1000).toFixed(0)} s in all`);
+  report.log(JSON.stringify({ ...result, cpuModel, loadAverage: round(loadavg()[0] ?? 0, 2) }));
+}
+
+/** The ratios the issues set targets for, in words. */
+function summarise(report: Report, result: Record<string, unknown>): void {
+  const n = (key: string) => (typeof result[key] === "number" ? (result[key] as number) : undefined);
+  if (n("ortEfficiency") !== undefined) {
+    report.log(`onnxruntime efficiency (pipeline / alone) ${fixed(n("ortEfficiency"), 3)}; tfjs efficiency ${fixed(n("tfjsEfficiency"), 3)}`);
+    report.log(`144-crop score with onnxruntime vs the plain loop: x${fixed(n("ortSpeedupVsPlainLoop"), 2)} images/s`);
+    report.log(`rewrite: x${fixed(n("ortRewriteSpeedup"), 2)} crops/s for onnxruntime alone`);
+    report.log(`feeder ceiling ${fixed(n("feederCropsPerSec"))} crops/s = x${fixed(n("feederToOrtRaw"))} onnxruntime alone (target >= 80)`);
+    report.log(`LRN cost: rewritten graph x${fixed(n("lrnCostRatio"), 3)} the time per crop of the graph without LRN (target <= 1.12)`);
+    report.log(`pipeline crops/s count the crops the engine computed (coinciding windows of square images once); images/s is per image of 144 crops`);
+  }
+  for (const key of ["soak1", "soak144"] as const) {
+    const soak = result[key] as { images: number; crops: number; rssGrowth: number; rssAfterImages: number } | undefined;
+    if (soak) report.log(`soak ${soak.images} images x ${soak.crops}: RSS ${(100 * soak.rssGrowth).toFixed(1)}% from image ${soak.rssAfterImages} to the end (target <= 10%)`);
+  }
 }
 
 // A missing model fails here, naming the file, not after minutes of measuring.

@@ -5,9 +5,12 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import * as ort from "onnxruntime-node";
 import type { BackendPreference } from "../model/backend.js";
-import { cropPlan } from "../model/crops.js";
+import type { Crop } from "../model/crop-types.js";
+import { cropPlan, cropsForCount } from "../model/crops.js";
 import { decodeImage } from "../model/decode.js";
-import type { Engine } from "../model/engine.js";
+import type { CropCount } from "../model/crops.js";
+import type { Engine, InputLayout } from "../model/engine.js";
+import { measureEngines } from "../model/engine-meter.js";
 import { loadEngine } from "../model/load.js";
 import { rewriteSlowNodes } from "../model/onnx-optimize.js";
 import { createOrtEngine } from "../model/ort-engine.js";
@@ -19,6 +22,8 @@ import { ResultsWriter } from "../scoring/results.js";
 import type { ImageInput } from "../scoring/scorer.js";
 import { scoreImages } from "../scoring/scorer.js";
 import { summarize } from "../scoring/summary.js";
+import { withoutLrn } from "./lrn-reference.js";
+import { createNullEngine } from "./null-engine.js";
 
 /**
  * One measurement, run in its own process (bench/bench.ts spawns `node dist/bench/measure.js
@@ -31,6 +36,8 @@ export type Task =
       /** "onnxruntime" runs the graph the pipeline runs (rewritten); "onnxruntime-unmodified" the file as stored. */
       readonly engine: "onnxruntime" | "onnxruntime-unmodified" | "tfjs";
       readonly backend?: BackendPreference;
+      /** Refuse to run anywhere but a GPU (model/load.ts requireGpu). */
+      readonly requireGpu?: boolean;
       readonly tfjsWorkers?: number;
       readonly batch: number;
       readonly threads: number;
@@ -43,15 +50,40 @@ export type Task =
       readonly kind: "pipeline";
       readonly engine: "onnxruntime" | "tfjs";
       readonly backend?: BackendPreference;
+      readonly requireGpu?: boolean;
       readonly tfjsWorkers?: number;
       readonly batch: number;
       readonly threads: number;
       readonly images: number;
       readonly allowSpinning?: boolean;
+      /** Crops per image. Default: 144. */
+      readonly crops?: CropCount;
       /** Record RSS after this many images (the growth check's reference point). */
       readonly rssAfter?: number;
+      /** Trace RSS every this many images. Default: `rssAfter`. */
+      readonly rssEvery?: number;
+    }
+  | {
+      /**
+       * The feeder ceiling: `scoreImages` and the results writer with an engine that answers at
+       * once, in the layout of the default GPU engine (tfjs, NHWC), so only the host's work counts.
+       */
+      readonly kind: "feeder";
+      readonly batch: number;
+      readonly images: number;
+      readonly layout?: InputLayout;
     }
   | { readonly kind: "plain-loop"; readonly threads: number; readonly images: number }
+  | {
+      /**
+       * What the LRNs cost as the engine runs them: the rewritten graph against the same graph
+       * with its LRN nodes removed, in alternating calls of `batch` crops for `seconds`.
+       */
+      readonly kind: "lrn-cost";
+      readonly batch: number;
+      readonly threads: number;
+      readonly seconds: number;
+    }
   | {
       /** onnxruntime's own profiler on the graph the pipeline runs: kernel time per op type. */
       readonly kind: "profile";
@@ -77,6 +109,13 @@ export interface Measurement {
   readonly note?: string;
   /** For "profile": kernel milliseconds per run by op type, largest first. */
   readonly opMsPerRun?: [op: string, ms: number][];
+  /** For "lrn-cost": the reference graph's crops/s, and time per crop rewritten / reference (wall and process CPU). */
+  readonly referenceCropsPerSec?: number;
+  readonly ratio?: number;
+  readonly cpuRatio?: number;
+  /** For scoring runs: the engine's device and the share of the run it had no call running (model/engine-meter.ts). */
+  readonly device?: string;
+  readonly idleShare?: number;
 }
 
 /** The repository root, from dist/bench/ when built or bench/ under tsx. */
@@ -123,6 +162,7 @@ async function loadFor(task: Extract<Task, { kind: "raw" | "pipeline" }>): Promi
     threads: task.threads,
     ...(task.backend !== undefined ? { backend: task.backend } : {}),
     ...(task.tfjsWorkers !== undefined ? { tfjsWorkers: task.tfjsWorkers } : {}),
+    ...(task.requireGpu === true ? { requireGpu: true } : {}),
   });
   return engine;
 }
@@ -147,15 +187,29 @@ async function measureRaw(task: Extract<Task, { kind: "raw" }>): Promise<Measure
   }
 }
 
-async function measurePipeline(task: Extract<Task, { kind: "pipeline" }>): Promise<Measurement> {
-  const files = await samplePhotos(task.images);
+interface ScoringRun {
+  readonly images: number;
+  readonly batch: number;
+  readonly crops: CropCount;
+  readonly rssAfter?: number | undefined;
+  readonly rssEvery?: number | undefined;
+}
+
+/**
+ * `scoreImages` over the first `run.images` sample photos (cycled past 1000, with unique keys)
+ * and the results writer, as `score` runs them; RSS is read after `rssAfter` images and every
+ * `rssEvery` images. Crops count the windows the engine computed (coinciding ones once).
+ */
+async function scoreAndWrite(engine: Engine, run: ScoringRun): Promise<Measurement> {
+  const files = await samplePhotos(run.images);
   const synsets = await readSynsets(join(SHARED, "imagenet/synset_words.txt"));
   const labels = await readLabels(join(SHARED, "imagenet/samples-val.txt"), { synsets });
-  const engine = await loadFor(task);
   const out = await mkdtemp(join(tmpdir(), "googlenet-bench-"));
+  const computed = cropsForCount(run.crops);
+  const rssEvery = run.rssEvery ?? run.rssAfter;
   try {
     // Same warm-up as the raw measurement, so the two are compared on equal terms.
-    await engine.classify(new Float32Array(task.batch * CROP_VALUES), task.batch);
+    await engine.classify(new Float32Array(run.batch * CROP_VALUES), run.batch);
     // Keys must be unique when photos repeat (a long run cycles through the samples).
     const keys = files.map((file, i) => (i < 1000 ? file : `${Math.floor(i / 1000)}/${file}`));
     const inputs: ImageInput[] = files.map((file, i) => ({
@@ -165,6 +219,7 @@ async function measurePipeline(task: Extract<Task, { kind: "pipeline" }>): Promi
     }));
     const info = { file: MODEL, sha256: "bench", flavour: engine.flavour };
     const writer = await ResultsWriter.open(out);
+    const usage = measureEngines([engine]);
     let done = 0;
     let crops = 0;
     let rssAfterMB: number | undefined;
@@ -173,22 +228,26 @@ async function measurePipeline(task: Extract<Task, { kind: "pipeline" }>): Promi
     try {
       for await (const record of scoreImages(inputs, {
         models: [{ engine, info }],
-        crops: 144,
+        crops: run.crops,
         classNames: synsets.names,
         applyExifOrientation: false,
-        batchCrops: task.batch,
+        batchCrops: run.batch,
       })) {
         await writer.append(record);
-        if (!("error" in record)) crops += uniqueCropWindows(cropPlan(record.width, record.height)).unique.length;
+        if (!("error" in record)) {
+          const plan = cropPlan(record.width, record.height);
+          crops += uniqueCropWindows(computed.map((i) => plan[i] as Crop)).unique.length;
+        }
         done++;
-        if (done === task.rssAfter) rssAfterMB = statusMB("VmRSS");
-        if (task.rssAfter !== undefined && done % task.rssAfter === 0) rssTraceMB.push(Math.round(statusMB("VmRSS")));
+        if (done === run.rssAfter) rssAfterMB = statusMB("VmRSS");
+        if (rssEvery !== undefined && done % rssEvery === 0) rssTraceMB.push(Math.round(statusMB("VmRSS")));
       }
-      await writer.finish(keys, summarize(writer.records(keys), [info], 144));
+      await writer.finish(keys, summarize(writer.records(keys), [info], run.crops));
     } finally {
       await writer.close();
     }
     const seconds = (performance.now() - start) / 1000;
+    const { device, idleShare } = usage.finish();
     return {
       crops,
       images: done,
@@ -198,11 +257,32 @@ async function measurePipeline(task: Extract<Task, { kind: "pipeline" }>): Promi
       peakRssMB: statusMB("VmHWM"),
       ...(rssAfterMB !== undefined ? { rssAfterMB, rssEndMB: statusMB("VmRSS"), rssTraceMB } : {}),
       backend: engine.backend,
+      device,
+      idleShare,
     };
   } finally {
-    await engine.dispose();
     await rm(out, { recursive: true, force: true });
   }
+}
+
+async function measurePipeline(task: Extract<Task, { kind: "pipeline" }>): Promise<Measurement> {
+  const engine = await loadFor(task);
+  try {
+    return await scoreAndWrite(engine, {
+      images: task.images,
+      batch: task.batch,
+      crops: task.crops ?? 144,
+      rssAfter: task.rssAfter,
+      rssEvery: task.rssEvery,
+    });
+  } finally {
+    await engine.dispose();
+  }
+}
+
+async function measureFeeder(task: Extract<Task, { kind: "feeder" }>): Promise<Measurement> {
+  const engine = createNullEngine({ layout: task.layout ?? "nhwc" });
+  return scoreAndWrite(engine, { images: task.images, batch: task.batch, crops: 144 });
 }
 
 /**
@@ -292,10 +372,51 @@ async function measureProfile(task: Extract<Task, { kind: "profile" }>): Promise
   }
 }
 
+async function measureLrnCost(task: Extract<Task, { kind: "lrn-cost" }>): Promise<Measurement> {
+  const bytes = readFileSync(MODEL);
+  const options = { source: MODEL, flavour: "bvlc" as const, threads: task.threads, softmaxed: true };
+  const engines = [await createOrtEngine(bytes, options), await createOrtEngine(withoutLrn(bytes), { ...options, rewriteSlowNodes: false })] as const;
+  try {
+    const input = await readyBatch(task.batch, engines[0]);
+    for (const engine of engines) await engine.classify(input, task.batch);
+    const wall = [0, 0];
+    const cpu = [0, 0];
+    let pairs = 0;
+    const start = performance.now();
+    // Alternating, and in both orders, so load from other processes falls on both alike.
+    while (pairs < 3 || performance.now() - start < task.seconds * 1000) {
+      for (const k of pairs % 2 === 0 ? [0, 1] : [1, 0]) {
+        const cpuBefore = process.cpuUsage();
+        const before = performance.now();
+        await (engines[k] as Engine).classify(input, task.batch);
+        wall[k] = (wall[k] as number) + performance.now() - before;
+        const used = process.cpuUsage(cpuBefore);
+        cpu[k] = (cpu[k] as number) + (used.user + used.system) / 1000;
+      }
+      pairs++;
+    }
+    const crops = pairs * task.batch;
+    const [rewritten, reference] = wall as [number, number];
+    return {
+      crops,
+      seconds: rewritten / 1000,
+      cropsPerSec: (crops * 1000) / rewritten,
+      referenceCropsPerSec: (crops * 1000) / reference,
+      ratio: rewritten / reference,
+      cpuRatio: (cpu[0] as number) / (cpu[1] as number),
+      peakRssMB: statusMB("VmHWM"),
+    };
+  } finally {
+    for (const engine of engines) await engine.dispose();
+  }
+}
+
 export async function measure(task: Task): Promise<Measurement> {
+  if (task.kind === "lrn-cost") return measureLrnCost(task);
   if (task.kind === "profile") return measureProfile(task);
   if (task.kind === "raw") return measureRaw(task);
   if (task.kind === "pipeline") return measurePipeline(task);
+  if (task.kind === "feeder") return measureFeeder(task);
   return measurePlainLoop(task);
 }
 
