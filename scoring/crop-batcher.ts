@@ -1,5 +1,6 @@
 import type { Crop } from "../model/crop-types.js";
 import type { DecodedImage } from "../model/decode.js";
+import { takesWindows } from "../model/device-crops.js";
 import type { Engine, InputLayout, ModelInfo } from "../model/engine.js";
 import { NUM_CLASSES } from "../model/engine.js";
 import { ModelOutputError } from "../model/errors.js";
@@ -30,16 +31,20 @@ export interface Pending {
   readonly probabilities: Float32Array[];
 }
 
-/** Models that read identically sampled crops share one sampling pass. */
+/**
+ * Models that read identically sampled crops share one sampling pass; models whose engines cut
+ * their own crops (model/device-crops.ts) form one group that gets images and windows instead.
+ */
 interface SamplingGroup {
   readonly preprocess: Preprocess;
   readonly layout: InputLayout;
   readonly models: number[];
   /**
    * Two batch buffers: the engine reads one while the next batch is sampled into the other,
-   * so at most two batches of crops exist whatever the number of images.
+   * so at most two batches of crops exist whatever the number of images. Empty for the
+   * engines that take windows.
    */
-  readonly buffers: [Float32Array, Float32Array];
+  readonly buffers: [Float32Array, Float32Array] | undefined;
 }
 
 /** One stretch of a batch: windows [from, to) of an image at batch position `at`. */
@@ -48,6 +53,8 @@ interface Segment {
   readonly from: number;
   readonly to: number;
   readonly at: number;
+  /** The pixels, for engines that cut their own crops (held until the batch is classified). */
+  readonly image: DecodedImage;
 }
 
 /**
@@ -70,10 +77,13 @@ function assertFinite(out: Float32Array, info: ModelInfo, batch: readonly Segmen
 function samplingGroups(models: readonly BatchModel[], batchCrops: number): SamplingGroup[] {
   const groups = new Map<string, SamplingGroup>();
   models.forEach(({ engine }, i) => {
-    const id = JSON.stringify([engine.preprocess, engine.inputLayout]);
+    const windows = takesWindows(engine);
+    const id = windows ? "windows" : JSON.stringify([engine.preprocess, engine.inputLayout]);
     let group = groups.get(id);
     if (!group) {
-      const buffers: [Float32Array, Float32Array] = [new Float32Array(batchCrops * CROP_VALUES), new Float32Array(batchCrops * CROP_VALUES)];
+      const buffers: [Float32Array, Float32Array] | undefined = windows
+        ? undefined
+        : [new Float32Array(batchCrops * CROP_VALUES), new Float32Array(batchCrops * CROP_VALUES)];
       group = { preprocess: engine.preprocess, layout: engine.inputLayout, models: [], buffers };
       groups.set(id, group);
     }
@@ -112,11 +122,11 @@ export class CropBatcher {
       const from = pending.nextWindow;
       const to = Math.min(pending.windows.length, from + this.batchCrops - this.filled);
       const crops = pending.windows.slice(from, to);
-      for (const group of this.groups) {
-        const options = { preprocess: group.preprocess, layout: group.layout };
-        sampleCrops(pending.image as DecodedImage, crops, options, group.buffers[this.side], this.filled * CROP_VALUES);
+      const image = pending.image as DecodedImage;
+      for (const { preprocess, layout, buffers } of this.groups) {
+        if (buffers) sampleCrops(image, crops, { preprocess, layout }, buffers[this.side], this.filled * CROP_VALUES);
       }
-      this.segments.push({ pending, from, to, at: this.filled });
+      this.segments.push({ pending, from, to, at: this.filled, image });
       this.filled += to - from;
       pending.nextWindow = to;
       if (pending.nextWindow === pending.windows.length) pending.image = undefined;
@@ -154,7 +164,10 @@ export class CropBatcher {
     for (const group of this.groups) {
       for (const m of group.models) {
         const { engine, info } = this.models[m] as BatchModel;
-        const out = await engine.classify(group.buffers[buffer].subarray(0, count * CROP_VALUES), count);
+        const out =
+          group.buffers === undefined && takesWindows(engine)
+            ? await engine.classifyWindows(batch.map(({ image, pending, from, to }) => ({ image, crops: pending.windows.slice(from, to) })))
+            : await engine.classify((group.buffers as [Float32Array, Float32Array])[buffer].subarray(0, count * CROP_VALUES), count);
         assertFinite(out, info, batch);
         for (const { pending, from, to, at } of batch) {
           const rows = out.subarray(at * NUM_CLASSES, (at + to - from) * NUM_CLASSES);
