@@ -37,6 +37,10 @@ export async function runGpu(report: Report, settings: GpuSettings): Promise<Rec
   report.add(`pipeline tfjs on the GPU, ${pipeline.images} images x 144`, pipeline, `GPU idle ${(100 * (pipeline.idleShare ?? 0)).toFixed(1)}% of the run`);
   const feeder = await run({ kind: "feeder", batch, images: settings.feederImages });
   report.add(`feeder ceiling (engine answering at once), ${feeder.images} images x 144`, feeder);
+  const deviceFeeder = await run({ kind: "feeder", batch, images: settings.feederImages, path: "device" });
+  report.add(`feeder ceiling, crops cut on the device, ${deviceFeeder.images} images x 144`, deviceFeeder);
+  const cut = await run({ kind: "device-cut", backend: "tensorflow", batch, images: 4 });
+  report.add(`device-side cutting alone on the GPU, ${cut.crops} crops`, cut);
   report.table();
   return {
     device: pipeline.device ?? raw.device,
@@ -47,6 +51,8 @@ export async function runGpu(report: Report, settings: GpuSettings): Promise<Rec
     gpuIdleShare: pipeline.idleShare,
     feederCropsPerSec: round(feeder.cropsPerSec),
     feederToEngine: round(feeder.cropsPerSec / raw.cropsPerSec, 2),
+    feederDeviceCropsPerSec: round(deviceFeeder.cropsPerSec),
+    deviceCutCropsPerSec: { tensorflow: round(cut.cropsPerSec) },
     tfjsPeakRssMB: round(pipeline.peakRssMB, 0),
     batch,
   };

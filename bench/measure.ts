@@ -8,6 +8,7 @@ import type { BackendPreference } from "../model/backend.js";
 import type { Crop } from "../model/crop-types.js";
 import { cropPlan, cropsForCount } from "../model/crops.js";
 import { decodeImage } from "../model/decode.js";
+import type { DecodedImage } from "../model/decode.js";
 import type { CropCount } from "../model/crops.js";
 import type { Engine, InputLayout } from "../model/engine.js";
 import { measureEngines } from "../model/engine-meter.js";
@@ -72,6 +73,23 @@ export type Task =
       readonly batch: number;
       readonly images: number;
       readonly layout?: InputLayout;
+      /**
+       * "host": the engine takes crops the scorer sampled (what a GPU engine gets today);
+       * "device": it takes images and windows and would cut the crops itself. Default "host".
+       */
+      readonly path?: "host" | "device";
+    }
+  | {
+      /**
+       * Device-side cutting alone (model/device-crops.ts) on a tfjs backend: the 144 crops of
+       * `images` photos in calls of `batch`, upload included, each call waited for.
+       */
+      readonly kind: "device-cut";
+      readonly backend: BackendPreference;
+      readonly batch: number;
+      readonly images: number;
+      /** Cut only this many crops of each image (slow backends). Default: all 144. */
+      readonly cropsPerImage?: number;
     }
   | { readonly kind: "plain-loop"; readonly threads: number; readonly images: number }
   | {
@@ -281,8 +299,42 @@ async function measurePipeline(task: Extract<Task, { kind: "pipeline" }>): Promi
 }
 
 async function measureFeeder(task: Extract<Task, { kind: "feeder" }>): Promise<Measurement> {
-  const engine = createNullEngine({ layout: task.layout ?? "nhwc" });
+  const engine = createNullEngine({ layout: task.layout ?? "nhwc", windows: task.path === "device" });
   return scoreAndWrite(engine, { images: task.images, batch: task.batch, crops: 144 });
+}
+
+async function measureDeviceCut(task: Extract<Task, { kind: "device-cut" }>): Promise<Measurement> {
+  const { selectBackend } = await import("../model/backend.js");
+  const { DeviceCropper } = await import("../model/device-crops.js");
+  const tf = await import("@tensorflow/tfjs-core");
+  const { backend } = await selectBackend(task.backend, { log: () => undefined });
+  const files = await samplePhotos(task.images);
+  const images: DecodedImage[] = [];
+  for (const file of files) images.push(await decodeImage(await readFile(join(SAMPLES, file)), { source: file, applyExifOrientation: false }));
+  const cropper = new DeviceCropper(preprocessFor("bvlc"), "nhwc");
+  const cutAll = (list: typeof images): number => {
+    let crops = 0;
+    for (const image of list) {
+      const plan = cropPlan(image.width, image.height).slice(0, task.cropsPerImage ?? 144);
+      for (let start = 0; start < plan.length; start += task.batch) {
+        const cut = cropper.cut([{ image, crops: plan.slice(start, start + task.batch) }]);
+        // One number back: the cut is computed without timing a 10 MB download.
+        tf.tidy(() => tf.sum(cut).dataSync());
+        cut.dispose();
+        crops += Math.min(task.batch, plan.length - start);
+      }
+    }
+    return crops;
+  };
+  try {
+    cutAll(images.slice(0, 1));
+    const start = performance.now();
+    const crops = cutAll(images);
+    const seconds = (performance.now() - start) / 1000;
+    return { crops, images: images.length, seconds, cropsPerSec: crops / seconds, imagesPerSec: images.length / seconds, peakRssMB: statusMB("VmHWM"), backend };
+  } finally {
+    cropper.dispose();
+  }
 }
 
 /**
@@ -417,6 +469,7 @@ export async function measure(task: Task): Promise<Measurement> {
   if (task.kind === "raw") return measureRaw(task);
   if (task.kind === "pipeline") return measurePipeline(task);
   if (task.kind === "feeder") return measureFeeder(task);
+  if (task.kind === "device-cut") return measureDeviceCut(task);
   return measurePlainLoop(task);
 }
 

@@ -2,34 +2,10 @@ import * as tf from "@tensorflow/tfjs-core";
 import { CROP_SIDE } from "./crop-types.js";
 import type { Crop } from "./crop-types.js";
 import type { DecodedImage } from "./decode.js";
-import type { Engine, InputLayout } from "./engine.js";
+import type { InputLayout } from "./engine.js";
 import type { Preprocess } from "./preprocess.js";
 import { cropAxis } from "./sampling.js";
-
-/** Consecutive windows of one image in a batch, as the scorer packs them. */
-export interface ImageWindows {
-  readonly image: DecodedImage;
-  /** Crops of `cropPlan(image.width, image.height)`, in batch order. */
-  readonly crops: readonly Crop[];
-}
-
-/**
- * An engine that takes decoded images and crop windows instead of sampled crops, and cuts the
- * crops where it runs (a GPU): the host then only reads, decodes and averages.
- */
-export interface WindowEngine extends Engine {
-  /**
-   * Softmax probabilities for every crop of `batch`, segment after segment, crop after crop:
-   * `total crops * NUM_CLASSES` values, as `classify` would give for the same crops sampled by
-   * `sampleCrops`.
-   */
-  classifyWindows(batch: readonly ImageWindows[]): Promise<Float32Array>;
-}
-
-/** Whether an engine cuts its own crops (the scorer then hands it images and windows). */
-export function takesWindows(engine: Engine): engine is WindowEngine {
-  return typeof (engine as Partial<WindowEngine>).classifyWindows === "function";
-}
+import type { ImageWindows } from "./window-engine.js";
 
 /**
  * Cuts engine-ready crops out of decoded images on the current tfjs backend: each image is

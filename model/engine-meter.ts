@@ -1,4 +1,6 @@
 import { readFileSync, readdirSync } from "node:fs";
+import { takesWindows } from "./window-engine.js";
+import type { ImageWindows } from "./window-engine.js";
 import type { Engine } from "./engine.js";
 
 /** What engines did over a stretch of wall time (one batch of a worker, one bench run). */
@@ -31,8 +33,9 @@ interface Counter {
 const counters = new WeakMap<Engine, Counter>();
 
 /**
- * Counts an engine's calls from now on, in place: `classify` is wrapped once per engine
- * object, so engines kept in a cache across batches keep one counter.
+ * Counts an engine's calls from now on, in place: `classify` (and `classifyWindows` of an
+ * engine that cuts its own crops) is wrapped once per engine object, so engines kept in a
+ * cache across batches keep one counter.
  */
 function counterOf(engine: Engine): Counter {
   let counter = counters.get(engine);
@@ -40,16 +43,25 @@ function counterOf(engine: Engine): Counter {
   const created: Counter = { active: 0, since: 0, busyMs: 0, crops: 0 };
   counter = created;
   counters.set(engine, counter);
-  const classify = engine.classify.bind(engine);
-  engine.classify = async (input: Float32Array, count: number): Promise<Float32Array> => {
+  const timed = async (count: number, call: () => Promise<Float32Array>): Promise<Float32Array> => {
     if (created.active++ === 0) created.since = performance.now();
     created.crops += count;
     try {
-      return await classify(input, count);
+      return await call();
     } finally {
       if (--created.active === 0) created.busyMs += performance.now() - created.since;
     }
   };
+  const classify = engine.classify.bind(engine);
+  engine.classify = (input: Float32Array, count: number) => timed(count, () => classify(input, count));
+  if (takesWindows(engine)) {
+    const classifyWindows = engine.classifyWindows.bind(engine);
+    engine.classifyWindows = (batch: readonly ImageWindows[]) =>
+      timed(
+        batch.reduce((sum, { crops }) => sum + crops.length, 0),
+        () => classifyWindows(batch),
+      );
+  }
   return counter;
 }
 

@@ -1,6 +1,6 @@
 import type { Crop } from "../model/crop-types.js";
 import type { DecodedImage } from "../model/decode.js";
-import { takesWindows } from "../model/device-crops.js";
+import { takesWindows } from "../model/window-engine.js";
 import type { Engine, InputLayout, ModelInfo } from "../model/engine.js";
 import { NUM_CLASSES } from "../model/engine.js";
 import { ModelOutputError } from "../model/errors.js";

@@ -60,6 +60,22 @@ describe("measureEngines", () => {
     expect(result.idleShare).toBeLessThan(0.3);
   });
 
+  it("counts the calls of an engine that cuts its own crops", async () => {
+    // Prepare
+    const engine = {
+      ...slowEngine(10),
+      classifyWindows: async (batch: readonly { crops: readonly unknown[] }[]) =>
+        new Float32Array(batch.reduce((sum, { crops }) => sum + crops.length, 0) * NUM_CLASSES),
+    };
+    const usage = measureEngines([engine]);
+
+    // Act
+    await engine.classifyWindows([{ crops: [1, 2, 3] }, { crops: [4] }]);
+
+    // Assess
+    expect(usage.finish().crops).toBe(4);
+  });
+
   it("names a GPU only where the engine runs on one", () => {
     // Act / Assess: no NVIDIA driver on the test machines.
     expect(deviceOf({ engine: "tfjs", backend: "wasm" })).toBe("tfjs/wasm");

@@ -4,7 +4,7 @@ import sharp from "sharp";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { selectBackend } from "../../model/backend.js";
 import { DeviceCropper } from "../../model/device-crops.js";
-import type { ImageWindows, WindowEngine } from "../../model/device-crops.js";
+import type { ImageWindows, WindowEngine } from "../../model/window-engine.js";
 import type { Engine, ModelInfo } from "../../model/engine.js";
 import { NUM_CLASSES } from "../../model/engine.js";
 import { preprocessFor } from "../../model/preprocess.js";
