@@ -22,8 +22,9 @@ import { runSoak } from "./soak.js";
  *
  * More: `--soak` adds the memory soak (`--soak-images N` at 1 crop, default 10,000;
  * `--soak-images-144 N`, default 1,000; `--soak-only` runs nothing else; `--child-env K=V`
- * sets the measuring processes' environment), and `--gpu` measures the tfjs engine on a GPU
- * instead, refusing where none loads.
+ * sets the measuring processes' environment and `--soak-sharp-cache on|off` sharp's cache, to
+ * try remedies), and `--gpu` measures the tfjs engine on a GPU instead, refusing where none
+ * loads.
  */
 
 interface Settings {
@@ -46,7 +47,7 @@ interface Settings {
   /** Seconds of alternating calls for lrnCostRatio. */
   readonly lrnSeconds: number;
   /** The memory soak: images at 1 crop and at 144 crops; undefined without --soak. */
-  readonly soak: { readonly oneCrop: number; readonly allCrops: number; readonly only: boolean } | undefined;
+  readonly soak: { readonly oneCrop: number; readonly allCrops: number; readonly only: boolean; readonly sharpCache: boolean | undefined } | undefined;
   /** --gpu: measure the tfjs engine on native TensorFlow with a GPU, or refuse. */
   readonly gpu: boolean;
   /** --child-env KEY=VALUE (repeatable): environment of the measuring processes, to try a remedy. */
@@ -58,6 +59,12 @@ function positive(name: string, value: string | undefined, fallback: number): nu
   const n = Number(value);
   if (!Number.isInteger(n) || n < 1) throw new ConfigurationError(`--${name} must be a positive integer, got "${value}"`);
   return n;
+}
+
+function onOff(name: string, value: string | undefined): boolean | undefined {
+  if (value === undefined) return undefined;
+  if (value === "on" || value === "off") return value === "on";
+  throw new ConfigurationError(`--${name} must be on or off, got "${value}"`);
 }
 
 function parseSettings(argv: string[]): Settings {
@@ -78,6 +85,7 @@ function parseSettings(argv: string[]): Settings {
       "soak-images-144": { type: "string" },
       gpu: { type: "boolean", default: false },
       "child-env": { type: "string", multiple: true },
+      "soak-sharp-cache": { type: "string" },
     },
     strict: true,
   });
@@ -102,6 +110,7 @@ function parseSettings(argv: string[]): Settings {
           oneCrop: positive("soak-images", values["soak-images"], 10_000),
           allCrops: positive("soak-images-144", values["soak-images-144"], 1_000),
           only: values["soak-only"] === true,
+          sharpCache: onOff("soak-sharp-cache", values["soak-sharp-cache"]),
         }
       : undefined,
     gpu: values.gpu === true,

@@ -4,6 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import * as ort from "onnxruntime-node";
+import sharp from "sharp";
 import type { BackendPreference } from "../model/backend.js";
 import type { Crop } from "../model/crop-types.js";
 import { cropPlan, cropsForCount } from "../model/crops.js";
@@ -63,6 +64,8 @@ export type Task =
       readonly rssAfter?: number;
       /** Trace RSS every this many images. Default: `rssAfter`. */
       readonly rssEvery?: number;
+      /** sharp's libvips operation cache on or off for this run (sharp.cache(false)). Default: sharp's own (on). */
+      readonly sharpCache?: boolean;
     }
   | {
       /**
@@ -122,6 +125,12 @@ export interface Measurement {
   readonly rssEndMB?: number;
   /** RSS after every `rssAfter` images, to tell a plateau from steady growth. */
   readonly rssTraceMB?: number[];
+  /**
+   * At the same points: V8's heap in use and memory outside it held by JS objects (Buffers,
+   * typed arrays), to tell growth in JavaScript from growth in native code (libvips, glibc).
+   */
+  readonly heapTraceMB?: number[];
+  readonly externalTraceMB?: number[];
   /** The engine's backend as it reports it ("cpu" for onnxruntime, "wasm", "tensorflow"). */
   readonly backend?: string;
   readonly note?: string;
@@ -242,6 +251,8 @@ async function scoreAndWrite(engine: Engine, run: ScoringRun): Promise<Measureme
     let crops = 0;
     let rssAfterMB: number | undefined;
     const rssTraceMB: number[] = [];
+    const heapTraceMB: number[] = [];
+    const externalTraceMB: number[] = [];
     const start = performance.now();
     try {
       for await (const record of scoreImages(inputs, {
@@ -258,7 +269,12 @@ async function scoreAndWrite(engine: Engine, run: ScoringRun): Promise<Measureme
         }
         done++;
         if (done === run.rssAfter) rssAfterMB = statusMB("VmRSS");
-        if (rssEvery !== undefined && done % rssEvery === 0) rssTraceMB.push(Math.round(statusMB("VmRSS")));
+        if (rssEvery !== undefined && done % rssEvery === 0) {
+          const { heapUsed, external } = process.memoryUsage();
+          rssTraceMB.push(Math.round(statusMB("VmRSS")));
+          heapTraceMB.push(Math.round(heapUsed / 2 ** 20));
+          externalTraceMB.push(Math.round(external / 2 ** 20));
+        }
       }
       await writer.finish(keys, summarize(writer.records(keys), [info], run.crops));
     } finally {
@@ -273,7 +289,7 @@ async function scoreAndWrite(engine: Engine, run: ScoringRun): Promise<Measureme
       cropsPerSec: crops / seconds,
       imagesPerSec: done / seconds,
       peakRssMB: statusMB("VmHWM"),
-      ...(rssAfterMB !== undefined ? { rssAfterMB, rssEndMB: statusMB("VmRSS"), rssTraceMB } : {}),
+      ...(rssAfterMB !== undefined ? { rssAfterMB, rssEndMB: statusMB("VmRSS"), rssTraceMB, heapTraceMB, externalTraceMB } : {}),
       backend: engine.backend,
       device,
       idleShare,
@@ -284,6 +300,7 @@ async function scoreAndWrite(engine: Engine, run: ScoringRun): Promise<Measureme
 }
 
 async function measurePipeline(task: Extract<Task, { kind: "pipeline" }>): Promise<Measurement> {
+  if (task.sharpCache !== undefined) sharp.cache(task.sharpCache);
   const engine = await loadFor(task);
   try {
     return await scoreAndWrite(engine, {

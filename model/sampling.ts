@@ -334,6 +334,9 @@ function regionsOf(image: DecodedImage, options: SampleOptions): RegionCache {
     cache.spare.push(region.values);
     if (region.flipped) cache.spare.push(region.flipped);
   }
+  // Keep the largest few: enough for the next image of any shape to need no new buffer often,
+  // and a bound on what a long run holds.
+  cache.spare.sort((a, b) => b.length - a.length).splice(MAX_SPARES);
   cache.regions.clear();
   cache.clusters.clear();
   cache.image = new WeakRef(image);
@@ -355,10 +358,19 @@ function regionsOf(image: DecodedImage, options: SampleOptions): RegionCache {
   return cache;
 }
 
-/** A buffer of at least `length` values from the cache's spares, or a new one. */
+/** Spare region buffers kept between images: one image's regions and flips (4 scales). */
+const MAX_SPARES = 8;
+
+/**
+ * A buffer of at least `length` values: the smallest spare that fits (so a run of photos of
+ * one shape reuses the same buffers), or a new one.
+ */
 function buffer(length: number): Float32Array {
-  const at = cache.spare.findIndex((spare) => spare.length >= length);
-  return at >= 0 ? (cache.spare.splice(at, 1)[0] as Float32Array) : new Float32Array(length);
+  let best = -1;
+  cache.spare.forEach((spare, at) => {
+    if (spare.length >= length && (best < 0 || spare.length < cache.spare[best]!.length)) best = at;
+  });
+  return best >= 0 ? (cache.spare.splice(best, 1)[0] as Float32Array) : new Float32Array(length);
 }
 
 /** One window (and its mirror) interpolated on its own. */
