@@ -167,7 +167,10 @@ FROM base AS runtime
 # PTX kernels then survives between models within a task instead of failing to be written.
 # HEALTH_FILE: where the worker loop records progress and the health check reads it (the
 # task definition sets the same path).
+# MALLOC_ARENA_MAX=2: glibc's per-thread malloc arenas (sharp's and onnxruntime's threads) made
+# RSS creep over long runs while V8's heap stayed flat; two arenas hold it flat (npm run bench -- --soak).
 ENV NODE_ENV=production \
+    MALLOC_ARENA_MAX=2 \
     HOME=/home/worker \
     CUDA_CACHE_PATH=/tmp/cuda-cache \
     CUDA_CACHE_MAXSIZE=2147483648 \
