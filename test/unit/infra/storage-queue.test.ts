@@ -159,7 +159,11 @@ describe("the drop folder", () => {
       const target = (rule.QueueArn as { "Fn::GetAtt": [string, string] })["Fn::GetAtt"][0];
       const queue = resourcesOfType(template, "AWS::SQS::Queue")[target];
       expect(queueIds).toContain(target);
-      expect(queue?.RedrivePolicy).toBeDefined(); // the work queue, not the dead-letter queue
+      // The work queue (whose redrive policy names the dead-letter queue), not the dead-letter queue itself.
+      const redrive = queue?.RedrivePolicy as { deadLetterTargetArn: { "Fn::GetAtt": [string, string] }; maxReceiveCount: number };
+      expect(redrive.maxReceiveCount).toBe(5);
+      expect(redrive.deadLetterTargetArn["Fn::GetAtt"]).toEqual([expect.stringMatching(/DeadLetterQueue/), "Arn"]);
+      expect(redrive.deadLetterTargetArn["Fn::GetAtt"][0]).not.toBe(target);
     }
   });
 
