@@ -35,10 +35,10 @@ export async function runGpu(report: Report, settings: GpuSettings): Promise<Rec
   report.add("tfjs on the GPU alone", raw);
   const pipeline = await run({ kind: "pipeline", engine: "tfjs", backend: "tensorflow", requireGpu: true, batch, threads, images: settings.images });
   report.add(`pipeline tfjs on the GPU, ${pipeline.images} images x 144`, pipeline, `GPU idle ${(100 * (pipeline.idleShare ?? 0)).toFixed(1)}% of the run`);
-  const feeder = await run({ kind: "feeder", batch, images: settings.feederImages });
-  report.add(`feeder ceiling (engine answering at once), ${feeder.images} images x 144`, feeder);
-  const deviceFeeder = await run({ kind: "feeder", batch, images: settings.feederImages, path: "device" });
-  report.add(`feeder ceiling, crops cut on the device, ${deviceFeeder.images} images x 144`, deviceFeeder);
+  const hostFeeder = await run({ kind: "feeder", batch, images: settings.feederImages });
+  report.add(`feeder ceiling, crops sampled on the host (engine answering at once), ${hostFeeder.images} images x 144`, hostFeeder);
+  const feeder = await run({ kind: "feeder", batch, images: settings.feederImages, path: "device" });
+  report.add(`feeder ceiling, crops cut on the device (the tfjs engine's path here), ${feeder.images} images x 144`, feeder);
   const cut = await run({ kind: "device-cut", backend: "tensorflow", batch, images: 4 });
   report.add(`device-side cutting alone on the GPU, ${cut.crops} crops`, cut);
   report.table();
@@ -51,7 +51,7 @@ export async function runGpu(report: Report, settings: GpuSettings): Promise<Rec
     gpuIdleShare: pipeline.idleShare,
     feederCropsPerSec: round(feeder.cropsPerSec),
     feederToEngine: round(feeder.cropsPerSec / raw.cropsPerSec, 2),
-    feederDeviceCropsPerSec: round(deviceFeeder.cropsPerSec),
+    feederHostCropsPerSec: round(hostFeeder.cropsPerSec),
     deviceCutCropsPerSec: { tensorflow: round(cut.cropsPerSec) },
     tfjsPeakRssMB: round(pipeline.peakRssMB, 0),
     batch,

@@ -129,6 +129,11 @@ export interface GoogLeNetModel {
    * preprocessed for the flavour. Returns count * classes values.
    */
   probabilities(input: Float32Array, count: number): Promise<Float32Array>;
+  /**
+   * The same for crops already on the backend as [count, inputSize, inputSize, 3] (cut there by
+   * a DeviceCropper). The caller keeps and disposes `input`.
+   */
+  probabilitiesOf(input: tf.Tensor4D): Promise<Float32Array>;
   /** Frees the weight tensors. Safe to call twice. */
   dispose(): void;
 }
@@ -266,12 +271,26 @@ class TfjsGoogLeNet implements GoogLeNetModel {
   }
 
   async probabilities(input: Float32Array, count: number): Promise<Float32Array> {
-    if (this.disposed) throw new Error("GoogLeNet model used after dispose()");
     const side = this.inputSize;
     if (!Number.isInteger(count) || count < 1 || input.length !== count * side * side * 3) {
       throw new RangeError(`expected ${count} crops of ${side}x${side}x3 = ${count * side * side * 3} values, got ${input.length}`);
     }
-    const output = tf.tidy(() => this.forward(tf.tensor4d(input, [count, side, side, 3])));
+    const crops = tf.tensor4d(input, [count, side, side, 3]);
+    try {
+      return await this.probabilitiesOf(crops);
+    } finally {
+      crops.dispose();
+    }
+  }
+
+  async probabilitiesOf(input: tf.Tensor4D): Promise<Float32Array> {
+    if (this.disposed) throw new Error("GoogLeNet model used after dispose()");
+    const side = this.inputSize;
+    const [count, height, width, channels] = input.shape;
+    if (count < 1 || height !== side || width !== side || channels !== 3) {
+      throw new RangeError(`expected crops of [n, ${side}, ${side}, 3] with n >= 1, got [${input.shape.join(", ")}]`);
+    }
+    const output = tf.tidy(() => this.forward(input));
     try {
       return (await output.data()) as Float32Array;
     } finally {

@@ -6,6 +6,8 @@ import { loadGoogLeNetWeights } from "./googlenet-recognition.js";
 import { buildGoogLeNet, type GoogLeNetModel } from "./googlenet.js";
 import { preprocessFor, type Flavour, type Preprocess } from "./preprocess.js";
 import { CROP_SIDE } from "./crop-types.js";
+import { DeviceCropper } from "./device-crops.js";
+import type { ImageWindows, WindowEngine } from "./window-engine.js";
 
 export interface TfjsEngineOptions {
   /** The path or URL the model came from, for messages. */
@@ -19,6 +21,13 @@ export interface TfjsEngineOptions {
   readonly maxBatch?: number;
   /** Where the backend choice is logged. Default: one line on stderr. */
   readonly log?: (line: string) => void;
+  /**
+   * Whether the engine cuts its own crops from uploaded images (`classifyWindows`) instead of
+   * taking crops sampled on the host. Default: only on native TensorFlow ("tensorflow", a GPU
+   * when tfjs-node-gpu loads), where it spares the host the sampling; on wasm and cpu the
+   * cutting is far slower than the host sampler (bench: deviceCutCropsPerSec).
+   */
+  readonly cutOnDevice?: boolean;
 }
 
 const DEFAULT_MAX_BATCH = 16;
@@ -33,15 +42,14 @@ class TfjsEngine implements Engine {
     readonly backend: string,
     readonly flavour: Flavour,
     model: GoogLeNetModel,
-    private readonly maxBatch: number,
+    protected readonly maxBatch: number,
   ) {
     this.model = model;
     this.preprocess = preprocessFor(flavour);
   }
 
   async classify(input: Float32Array, count: number): Promise<Float32Array> {
-    const model = this.model;
-    if (!model) throw new Error("tfjs engine used after dispose()");
+    const model = this.modelInUse();
     const perCrop = CROP_SIDE * CROP_SIDE * 3;
     if (!Number.isInteger(count) || count < 0 || input.length !== count * perCrop) {
       throw new RangeError(`classify: expected ${count} crops of ${CROP_SIDE}x${CROP_SIDE}x3 = ${count * perCrop} values, got ${input.length}`);
@@ -61,6 +69,66 @@ class TfjsEngine implements Engine {
     this.model?.dispose();
     this.model = undefined;
   }
+
+  protected modelInUse(): GoogLeNetModel {
+    if (!this.model) throw new Error("tfjs engine used after dispose()");
+    return this.model;
+  }
+}
+
+/**
+ * The tfjs engine that takes images and windows: each image is uploaded once and its crops cut
+ * on the backend (model/device-crops.ts), at most `maxBatch` crops per forward pass.
+ */
+class TfjsWindowEngine extends TfjsEngine implements WindowEngine {
+  private cropper: DeviceCropper | undefined;
+
+  async classifyWindows(batch: readonly ImageWindows[]): Promise<Float32Array> {
+    const model = this.modelInUse();
+    if (tf.getBackend() !== this.backend) await tf.setBackend(this.backend);
+    // Made on first use, on the engine's backend, where its constants must live.
+    this.cropper ??= new DeviceCropper(this.preprocess, "nhwc");
+    const total = batch.reduce((sum, { crops }) => sum + crops.length, 0);
+    const out = new Float32Array(total * NUM_CLASSES);
+    let written = 0;
+    for (const part of splitWindows(batch, this.maxBatch)) {
+      const crops = this.cropper.cut(part);
+      try {
+        const probabilities = await model.probabilitiesOf(crops);
+        out.set(probabilities, written);
+        written += probabilities.length;
+      } finally {
+        crops.dispose();
+      }
+    }
+    return out;
+  }
+
+  override async dispose(): Promise<void> {
+    this.cropper?.dispose();
+    this.cropper = undefined;
+    await super.dispose();
+  }
+}
+
+/** `batch` in consecutive parts of at most `limit` crops, an image's windows split where needed. */
+function* splitWindows(batch: readonly ImageWindows[], limit: number): Generator<ImageWindows[]> {
+  let part: ImageWindows[] = [];
+  let size = 0;
+  for (const { image, crops } of batch) {
+    for (let from = 0; from < crops.length; ) {
+      const take = Math.min(limit - size, crops.length - from);
+      part.push({ image, crops: crops.slice(from, from + take) });
+      size += take;
+      from += take;
+      if (size === limit) {
+        yield part;
+        part = [];
+        size = 0;
+      }
+    }
+  }
+  if (size > 0) yield part;
 }
 
 /**
@@ -82,5 +150,11 @@ export async function createTfjsEngine(modelBytes: Uint8Array, options: TfjsEngi
     throw new ModelFormatError(`${source}: the input is ${weights.inputSize}x${weights.inputSize}; the crops are ${CROP_SIDE}x${CROP_SIDE}`);
   }
   const { backend } = await selectBackend(options.backend ?? "auto", options.log ? { log: options.log } : {});
-  return new TfjsEngine(backend, weights.flavour, buildGoogLeNet(weights), maxBatch);
+  const cutOnDevice = options.cutOnDevice ?? backend === "tensorflow";
+  if (cutOnDevice) {
+    const log = options.log ?? ((line: string) => process.stderr.write(`${line}\n`));
+    log(`googlenet-eval: tfjs cuts the crops on the ${backend} backend (each image uploaded once)`);
+  }
+  const Kind = cutOnDevice ? TfjsWindowEngine : TfjsEngine;
+  return new Kind(backend, weights.flavour, buildGoogLeNet(weights), maxBatch);
 }

@@ -1,5 +1,6 @@
 import type { S3Client } from "@aws-sdk/client-s3";
 import { StorageError } from "../model/errors.js";
+import { measureEngines } from "../model/engine-meter.js";
 import type { EngineChoice } from "../model/load.js";
 import type { HeldMessage } from "./held-message.js";
 import { batchResultKeyFor, readManifestWithDigest, type BatchMessage, type ManifestWithDigest } from "./manifest.js";
@@ -99,6 +100,8 @@ export async function runBatchJob(context: JobContext, held: HeldMessage, manife
   const receiveCount = held.receiveCount;
   context.log({ event: "batch-started", run: manifest.runId, batch: batch.id, images: batch.keys.length, receiveCount });
   const loaded = await modelsOf(context, manifest);
+  // Device, crops/s and the share of the batch the engines sat idle (on a GPU: waiting for the host).
+  const usage = measureEngines(loaded.map((model) => model.engine));
   const input = openLocation(manifest.input, { s3: context.s3 });
   const inputs: ImageInput[] = batch.keys.map((key, i) => ({ key, label: batch.labels[i] ?? null, read: () => input.read(key) }));
   const records = await scoreHeld(context, held, inputs, loaded, {
@@ -123,6 +126,7 @@ export async function runBatchJob(context: JobContext, held: HeldMessage, manife
     failures,
     seconds: Number(seconds.toFixed(3)),
     cropsPerSecond: Number((crops / seconds).toFixed(1)),
+    engine: usage.finish(),
     receiveCount,
   });
 }

@@ -139,7 +139,15 @@ describe("the worker under storage faults, poison messages and stops (fauxqs beh
     expect(slow.hits).toBe(2);
     console.log(`fault: two 503 SlowDown on one read -> retried by the SDK, both batches done on first receive, in ${((proxy.now() - started) / 1000).toFixed(1)} s`);
     expect(stats, JSON.stringify(log.filter((entry) => entry.event === "message-failed"))).toMatchObject({ batches: 2, failedMessages: 0 });
-    expect(log.filter((entry) => entry.event === "batch-done").map((entry) => entry.receiveCount)).toEqual([1, 1]);
+    const done = log.filter((entry) => entry.event === "batch-done");
+    expect(done.map((entry) => entry.receiveCount)).toEqual([1, 1]);
+    // Each batch line measures its engine: two photos at 1 crop, on the CPU, never idle beyond the wall time.
+    for (const { engine } of done as { engine: { device: string; crops: number; idleShare: number; engineSeconds: number; wallSeconds: number } }[]) {
+      expect(engine).toMatchObject({ device: "onnxruntime/cpu", crops: 2 });
+      expect(engine.idleShare).toBeGreaterThanOrEqual(0);
+      expect(engine.idleShare).toBeLessThan(1);
+      expect(engine.engineSeconds).toBeLessThanOrEqual(engine.wallSeconds);
+    }
     const records = await batchRecords(run.out);
     expect([...records.keys()].sort()).toEqual([...PHOTOS].sort());
     expect([...records.values()].filter((record) => "error" in record)).toEqual([]);
