@@ -13,9 +13,10 @@ import { ModelFormatError } from "./errors.js";
 import type { Flavour } from "./preprocess.js";
 
 /**
- * GoogLeNet in TensorFlow.js (NHWC), built from the plain weights model/architecture.ts reads
- * out of an ONNX file. Tensors stay inside this file: callers hand in and get back
- * Float32Arrays, and free the weights with dispose().
+ * GoogLeNet in TensorFlow.js (NHWC), built from the plain weights model/googlenet-recognition.ts
+ * reads out of an ONNX file. Tensors stay inside model/: callers hand in Float32Arrays (or, from
+ * the tfjs engine, crops already cut on the backend), get back Float32Arrays, and free the
+ * weights with dispose().
  */
 
 type ExplicitPadding = [[number, number], [number, number], [number, number], [number, number]];

@@ -43,7 +43,7 @@ export interface OrtEngineOptions {
    */
   readonly allowSpinning?: boolean;
   /**
-   * Whether the graph already ends in a softmax (from architecture.ts `describeOnnxModel`).
+   * Whether the graph already ends in a softmax (from model/googlenet-recognition.ts `describeOnnxModel`).
    * Default: decided on the first batch, by whether every row is a probability distribution.
    */
   readonly softmaxed?: boolean;

@@ -30,7 +30,7 @@ import { readUrl } from "../storage/open-location.js";
 import { isS3Url, LocalLocation, sha256OfBytes, type Location } from "../storage/location.js";
 import { openLocation } from "../storage/open-location.js";
 
-/** Images per batch (one queue message) when `--batch-size` is not given. */
+/** Images per batch (one queue message) when the plan does not say. */
 export const DEFAULT_BATCH_SIZE = 32;
 
 /** SQS takes at most 10 entries per SendMessageBatch. */
