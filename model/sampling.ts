@@ -500,10 +500,10 @@ function interpolate(
   plain: Target,
   mirrored: Target | undefined,
 ): void {
-  const { nhwc, scaleR, offR, scaleG, offG, scaleB, offB } = layout;
-  const pixelStride = nhwc ? 3 : 1;
+  const pixelStride = layout.nhwc ? 3 : 1;
   const planeStride = plain.planeStride;
-  const slots: Slots = { r: layout.slotR * planeStride, g: layout.slotG * planeStride, b: layout.slotB * planeStride, scaleR, offR, scaleG, offG, scaleB, offB };
+  // The layout with its slots as offsets into this target (channel planes apart in NCHW).
+  const slots: Layout = { ...layout, slotR: layout.slotR * planeStride, slotG: layout.slotG * planeStride, slotB: layout.slotB * planeStride };
   const width = cols.length;
   const plainOut = plain.out;
   const mirroredOut = mirrored?.out ?? plainOut;
@@ -539,22 +539,9 @@ function interpolate(
   }
 }
 
-/** Output slots (offsets of R, G, B within a pixel) and per-channel affine. */
-interface Slots {
-  readonly r: number;
-  readonly g: number;
-  readonly b: number;
-  readonly scaleR: number;
-  readonly offR: number;
-  readonly scaleG: number;
-  readonly offG: number;
-  readonly scaleB: number;
-  readonly offB: number;
-}
-
 /** Vertical pass of one output row: value = (u + (v - u) wy) * scale + offset, per channel. */
-function blendRowPair(upper: Float64Array, lower: Float64Array, wy: number, width: number, pixelStride: number, slots: Slots, out: Float32Array, at: number): void {
-  const { r, g, b, scaleR, offR, scaleG, offG, scaleB, offB } = slots;
+function blendRowPair(upper: Float64Array, lower: Float64Array, wy: number, width: number, pixelStride: number, slots: Layout, out: Float32Array, at: number): void {
+  const { slotR: r, slotG: g, slotB: b, scaleR, offR, scaleG, offG, scaleB, offB } = slots;
   for (let k = 0, o = at; k < 3 * width; k += 3, o += pixelStride) {
     let u = upper[k]!;
     out[o + r] = (u + (lower[k]! - u) * wy) * scaleR + offR;
@@ -572,13 +559,13 @@ function blendRowPairMirrored(
   wy: number,
   width: number,
   pixelStride: number,
-  slots: Slots,
+  slots: Layout,
   out: Float32Array,
   at: number,
   mirrorOut: Float32Array,
   mirrorAt: number,
 ): void {
-  const { r, g, b, scaleR, offR, scaleG, offG, scaleB, offB } = slots;
+  const { slotR: r, slotG: g, slotB: b, scaleR, offR, scaleG, offG, scaleB, offB } = slots;
   for (let k = 0, o = at, m = mirrorAt; k < 3 * width; k += 3, o += pixelStride, m -= pixelStride) {
     let u = upper[k]!;
     let value = (u + (lower[k]! - u) * wy) * scaleR + offR;

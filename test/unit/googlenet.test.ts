@@ -19,6 +19,7 @@ import {
   unfoldFirstBatchNorm,
 } from "../helpers/onnx-rewrite.js";
 import { maxAbsDifference, MODELS, onnxruntimeProbabilities, realCrops, SAMPLES, topK } from "../helpers/real-crops.js";
+import { wasmOrCpuBackend } from "../helpers/test-backend.js";
 import { TABLE_1_INCEPTION, TABLE_1_STEM } from "../helpers/table1.js";
 
 const BVLC = `${MODELS}/bvlc-googlenet.onnx`;
@@ -34,20 +35,10 @@ const nativeTensorflow = await Promise.any(
   () => false,
 );
 
-/** wasm as the brief asks, the plain JS backend where wasm cannot start. */
-async function testBackend(): Promise<BackendPreference> {
-  try {
-    return (await selectBackend("wasm", { log: quiet })).backend as BackendPreference;
-  } catch (error) {
-    if (!(error instanceof BackendUnavailableError)) throw error;
-    return (await selectBackend("cpu", { log: quiet })).backend as BackendPreference;
-  }
-}
-
 let backend: BackendPreference;
 let bvlc: GoogLeNetWeights;
 beforeAll(async () => {
-  backend = await testBackend();
+  backend = await wasmOrCpuBackend();
   bvlc = loadGoogLeNetWeights(readFileSync(BVLC), BVLC);
 });
 

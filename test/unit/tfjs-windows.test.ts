@@ -1,14 +1,14 @@
 import { readFileSync } from "node:fs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { selectBackend, type BackendPreference } from "../../model/backend.js";
+import type { BackendPreference } from "../../model/backend.js";
 import { cropPlan } from "../../model/crops.js";
 import { decodeImage, type DecodedImage } from "../../model/decode.js";
 import type { Engine } from "../../model/engine.js";
-import { BackendUnavailableError } from "../../model/errors.js";
 import { preprocessFor } from "../../model/preprocess.js";
 import { CROP_VALUES } from "../../model/sampling.js";
 import { createTfjsEngine } from "../../model/tfjs-engine.js";
 import { takesWindows, type ImageWindows, type WindowEngine } from "../../model/window-engine.js";
+import { wasmOrCpuBackend } from "../helpers/test-backend.js";
 import { referenceCrop, syntheticImage } from "../helpers/protocol-reference.js";
 import { maxAbsDifference, MODELS, onnxruntimeProbabilities, SAMPLES, topK } from "../helpers/real-crops.js";
 
@@ -19,15 +19,6 @@ const quiet = (): void => undefined;
 /** Crops of a 144-crop plan: both mirrors, the first and last scale, all three squares. */
 const SUBSET = [0, 11, 21, 58, 107, 136, 143];
 
-async function testBackend(): Promise<BackendPreference> {
-  try {
-    return (await selectBackend("wasm", { log: quiet })).backend as BackendPreference;
-  } catch (error) {
-    if (!(error instanceof BackendUnavailableError)) throw error;
-    return (await selectBackend("cpu", { log: quiet })).backend as BackendPreference;
-  }
-}
-
 describe("the tfjs engine cutting its crops on the backend (classifyWindows)", () => {
   let backend: BackendPreference;
   let bytes: Uint8Array;
@@ -35,7 +26,7 @@ describe("the tfjs engine cutting its crops on the backend (classifyWindows)", (
   let batch: ImageWindows[];
 
   beforeAll(async () => {
-    backend = await testBackend();
+    backend = await wasmOrCpuBackend();
     bytes = readFileSync(BVLC);
     // maxBatch 4 splits the 11 crops into forward passes that cut across images.
     windowEngine = await createTfjsEngine(bytes, { source: BVLC, backend, log: quiet, cutOnDevice: true, maxBatch: 4 });
