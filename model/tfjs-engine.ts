@@ -49,13 +49,11 @@ class TfjsEngine implements Engine {
   }
 
   async classify(input: Float32Array, count: number): Promise<Float32Array> {
-    const model = this.modelInUse();
+    const model = await this.ready();
     const perCrop = CROP_SIDE * CROP_SIDE * 3;
     if (!Number.isInteger(count) || count < 0 || input.length !== count * perCrop) {
       throw new RangeError(`classify: expected ${count} crops of ${CROP_SIDE}x${CROP_SIDE}x3 = ${count * perCrop} values, got ${input.length}`);
     }
-    // The weights live on the backend they were made on; another engine may have switched it.
-    if (tf.getBackend() !== this.backend) await tf.setBackend(this.backend);
     const out = new Float32Array(count * NUM_CLASSES);
     for (let start = 0; start < count; start += this.maxBatch) {
       const n = Math.min(this.maxBatch, count - start);
@@ -70,8 +68,10 @@ class TfjsEngine implements Engine {
     this.model = undefined;
   }
 
-  protected modelInUse(): GoogLeNetModel {
+  /** The model, with tfjs on this engine's backend: the weights live where they were made, and another engine may have switched it. */
+  protected async ready(): Promise<GoogLeNetModel> {
     if (!this.model) throw new Error("tfjs engine used after dispose()");
+    if (tf.getBackend() !== this.backend) await tf.setBackend(this.backend);
     return this.model;
   }
 }
@@ -84,8 +84,7 @@ class TfjsWindowEngine extends TfjsEngine implements WindowEngine {
   private cropper: DeviceCropper | undefined;
 
   async classifyWindows(batch: readonly ImageWindows[]): Promise<Float32Array> {
-    const model = this.modelInUse();
-    if (tf.getBackend() !== this.backend) await tf.setBackend(this.backend);
+    const model = await this.ready();
     // Made on first use, on the engine's backend, where its constants must live.
     this.cropper ??= new DeviceCropper(this.preprocess, "nhwc");
     const total = batch.reduce((sum, { crops }) => sum + crops.length, 0);
@@ -149,12 +148,10 @@ export async function createTfjsEngine(modelBytes: Uint8Array, options: TfjsEngi
   if (weights.inputSize !== CROP_SIDE) {
     throw new ModelFormatError(`${source}: the input is ${weights.inputSize}x${weights.inputSize}; the crops are ${CROP_SIDE}x${CROP_SIDE}`);
   }
-  const { backend } = await selectBackend(options.backend ?? "auto", options.log ? { log: options.log } : {});
+  const log = options.log ?? ((line: string) => process.stderr.write(`${line}\n`));
+  const { backend } = await selectBackend(options.backend ?? "auto", { log });
   const cutOnDevice = options.cutOnDevice ?? backend === "tensorflow";
-  if (cutOnDevice) {
-    const log = options.log ?? ((line: string) => process.stderr.write(`${line}\n`));
-    log(`googlenet-eval: tfjs cuts the crops on the ${backend} backend (each image uploaded once)`);
-  }
+  if (cutOnDevice) log(`googlenet-eval: tfjs cuts the crops on the ${backend} backend (each image uploaded once)`);
   const Kind = cutOnDevice ? TfjsWindowEngine : TfjsEngine;
   return new Kind(backend, weights.flavour, buildGoogLeNet(weights), maxBatch);
 }
