@@ -15,7 +15,7 @@ import type { Engine, InputLayout } from "../model/engine.js";
 import { measureEngines } from "../model/engine-meter.js";
 import { loadEngine } from "../model/load.js";
 import { rewriteSlowNodes } from "../model/onnx-optimize.js";
-import { createOrtEngine } from "../model/ort-engine.js";
+import { createCpuSession, createOrtEngine } from "../model/ort-engine.js";
 import { preprocessFor } from "../model/preprocess.js";
 import { CROP_VALUES, sampleCrops, uniqueCropWindows } from "../model/sampling.js";
 import { readSynsets } from "../model/synsets.js";
@@ -98,7 +98,8 @@ export type Task =
   | {
       /**
        * What the LRNs cost as the engine runs them: the rewritten graph against the same graph
-       * with its LRN nodes removed, in alternating calls of `batch` crops for `seconds`.
+       * with its LRN nodes removed (and against the earlier forms of the rewrite), in
+       * alternating calls of `batch` crops for `seconds`.
        */
       readonly kind: "lrn-cost";
       readonly batch: number;
@@ -140,6 +141,8 @@ export interface Measurement {
   readonly referenceCropsPerSec?: number;
   readonly ratio?: number;
   readonly cpuRatio?: number;
+  /** For "lrn-cost": the same ratio for the earlier forms of the rewrite, measured alongside. */
+  readonly earlierRatios?: { readonly groupedBandsReordered: number; readonly singleBandReordered: number };
   /** For scoring runs: the engine's device and the share of the run it had no call running (model/engine-meter.ts). */
   readonly device?: string;
   readonly idleShare?: number;
@@ -396,10 +399,10 @@ async function measurePlainLoop(task: Extract<Task, { kind: "plain-loop" }>): Pr
 
 async function measureProfile(task: Extract<Task, { kind: "profile" }>): Promise<Measurement> {
   const bytes = readFileSync(MODEL);
-  const graph = task.rewritten ? rewriteSlowNodes(bytes, MODEL).bytes : bytes;
+  const rewrite = task.rewritten ? rewriteSlowNodes(bytes, MODEL) : undefined;
   const folder = await mkdtemp(join(tmpdir(), "googlenet-profile-"));
   // The engine's own session options (model/ort-engine.ts), plus the profiler.
-  const session = await ort.InferenceSession.create(graph, {
+  const options: ort.InferenceSession.SessionOptions = {
     intraOpNumThreads: task.threads,
     interOpNumThreads: 1,
     executionMode: "sequential",
@@ -407,7 +410,11 @@ async function measureProfile(task: Extract<Task, { kind: "profile" }>): Promise
     extra: { session: { intra_op: { allow_spinning: "0" } } },
     enableProfiling: true,
     profileFilePrefix: join(folder, "ort"),
-  });
+  };
+  // The rewritten graph as the engine loads it, with the LRN steps on the blocked tensors.
+  const session = rewrite
+    ? (await createCpuSession(rewrite.bytes, rewrite.lrnChains, options, MODEL)).session
+    : await ort.InferenceSession.create(bytes, options);
   try {
     const input = await readyBatch(task.batch, { preprocess: preprocessFor("bvlc"), inputLayout: "nchw" });
     const feeds = () => ({ [session.inputNames[0] as string]: new ort.Tensor("float32", input, [task.batch, 3, 224, 224]) });
@@ -444,17 +451,27 @@ async function measureProfile(task: Extract<Task, { kind: "profile" }>): Promise
 async function measureLrnCost(task: Extract<Task, { kind: "lrn-cost" }>): Promise<Measurement> {
   const bytes = readFileSync(MODEL);
   const options = { source: MODEL, flavour: "bvlc" as const, threads: task.threads, softmaxed: true };
-  const engines = [await createOrtEngine(bytes, options), await createOrtEngine(withoutLrn(bytes), { ...options, rewriteSlowNodes: false })] as const;
+  const unmodified = { ...options, rewriteSlowNodes: false };
+  // The engine's graph first and the LRN-free reference second; then the earlier forms, so one
+  // run shows what each step gained: the grouped bands with onnxruntime's layout reorders
+  // kept, and the single band convolution with them (the form of issue 5).
+  const engines = [
+    await createOrtEngine(bytes, options),
+    await createOrtEngine(withoutLrn(bytes), unmodified),
+    await createOrtEngine(bytes, { ...options, blockedLrnSteps: false }),
+    await createOrtEngine(rewriteSlowNodes(bytes, MODEL, { windowSum: "conv" }).bytes, unmodified),
+  ] as const;
   try {
     const input = await readyBatch(task.batch, engines[0]);
     for (const engine of engines) await engine.classify(input, task.batch);
-    const wall = [0, 0];
-    const cpu = [0, 0];
-    let pairs = 0;
+    const wall = engines.map(() => 0);
+    const cpu = engines.map(() => 0);
+    const order = engines.map((_, k) => k);
+    let rounds = 0;
     const start = performance.now();
-    // Alternating, and in both orders, so load from other processes falls on both alike.
-    while (pairs < 3 || performance.now() - start < task.seconds * 1000) {
-      for (const k of pairs % 2 === 0 ? [0, 1] : [1, 0]) {
+    // Alternating, in both orders, so load from other processes falls on all alike.
+    while (rounds < 3 || performance.now() - start < task.seconds * 1000) {
+      for (const k of rounds % 2 === 0 ? order : [...order].reverse()) {
         const cpuBefore = process.cpuUsage();
         const before = performance.now();
         await (engines[k] as Engine).classify(input, task.batch);
@@ -462,17 +479,18 @@ async function measureLrnCost(task: Extract<Task, { kind: "lrn-cost" }>): Promis
         const used = process.cpuUsage(cpuBefore);
         cpu[k] = (cpu[k] as number) + (used.user + used.system) / 1000;
       }
-      pairs++;
+      rounds++;
     }
-    const crops = pairs * task.batch;
-    const [rewritten, reference] = wall as [number, number];
+    const crops = rounds * task.batch;
+    const [current, reference, reordered, singleBand] = wall as [number, number, number, number];
     return {
       crops,
-      seconds: rewritten / 1000,
-      cropsPerSec: (crops * 1000) / rewritten,
+      seconds: current / 1000,
+      cropsPerSec: (crops * 1000) / current,
       referenceCropsPerSec: (crops * 1000) / reference,
-      ratio: rewritten / reference,
+      ratio: current / reference,
       cpuRatio: (cpu[0] as number) / (cpu[1] as number),
+      earlierRatios: { groupedBandsReordered: reordered / reference, singleBandReordered: singleBand / reference },
       peakRssMB: statusMB("VmHWM"),
     };
   } finally {

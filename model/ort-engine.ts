@@ -1,10 +1,15 @@
-import { availableParallelism } from "node:os";
+import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { availableParallelism, tmpdir } from "node:os";
+import { join } from "node:path";
 import * as ort from "onnxruntime-node";
 import { CROP_SIDE } from "./crop-types.js";
 import type { Engine } from "./engine.js";
 import { NUM_CLASSES } from "./engine.js";
 import { BackendUnavailableError, ConfigurationError, ModelFormatError } from "./errors.js";
+import type { LrnChain } from "./onnx-optimize.js";
 import { rewriteSlowNodes } from "./onnx-optimize.js";
+import type { LayoutEdit } from "./ort-layout.js";
+import { keepLrnStepsBlocked } from "./ort-layout.js";
 import { rowsAreDistributions, softmaxRows } from "./predict.js";
 import type { Flavour } from "./preprocess.js";
 import { preprocessFor } from "./preprocess.js";
@@ -35,6 +40,14 @@ export interface OrtEngineOptions {
    * Default: true. Off, the file runs exactly as stored (benchmarks compare the two).
    */
   readonly rewriteSlowNodes?: boolean;
+  /**
+   * On the CPU, run the rewritten LRNs' elementwise steps on onnxruntime's blocked (NCHWc)
+   * tensors, without the layout reorders its optimizer puts around them (model/ort-layout.ts):
+   * the session is built twice, once to have onnxruntime optimize and save the graph, once
+   * from the edited graph. Default: true. Off, the graph runs as onnxruntime lays it out
+   * (benchmarks compare the two).
+   */
+  readonly blockedLrnSteps?: boolean;
   /**
    * Let onnxruntime's idle intra-op threads spin waiting for work instead of sleeping.
    * Default: false: the scorer samples the next batch on the main thread while a batch runs,
@@ -87,8 +100,10 @@ export async function createOrtEngine(modelBytes: Uint8Array, options: OrtEngine
   if (!Number.isInteger(threads) || threads < 1) {
     throw new ConfigurationError(`threads must be a positive integer, got ${threads}`);
   }
-  const graphBytes = options.rewriteSlowNodes === false ? modelBytes : rewriteGraph(modelBytes, source);
-  const { session, device } = await createSession(graphBytes, threads, options);
+  const rewrite = options.rewriteSlowNodes === false ? undefined : rewriteGraph(modelBytes, source);
+  const graphBytes = rewrite?.bytes ?? modelBytes;
+  const chains = options.blockedLrnSteps === false ? [] : (rewrite?.lrnChains ?? []);
+  const { session, device } = await createSession(graphBytes, chains, threads, options);
   // Only a GPU request is logged: the CPU path stays as quiet as it always was, and a GPU host's
   // log says whether the batch ran on CUDA.
   if (options.device === "cuda") {
@@ -190,9 +205,9 @@ export async function createOrtEngine(modelBytes: Uint8Array, options: OrtEngine
   };
 }
 
-function rewriteGraph(modelBytes: Uint8Array, source: string): Uint8Array {
+function rewriteGraph(modelBytes: Uint8Array, source: string): ReturnType<typeof rewriteSlowNodes> {
   try {
-    return rewriteSlowNodes(modelBytes, source).bytes;
+    return rewriteSlowNodes(modelBytes, source);
   } catch (error) {
     throw new ModelFormatError(`${source}: onnxruntime cannot load this model: ${(error as Error).message}`, { cause: error });
   }
@@ -218,6 +233,7 @@ function sessionOptions(threads: number, options: OrtEngineOptions, device: OrtD
  */
 async function createSession(
   graphBytes: Uint8Array,
+  chains: readonly LrnChain[],
   threads: number,
   options: OrtEngineOptions,
 ): Promise<{ session: ort.InferenceSession; device: OrtDevice }> {
@@ -236,7 +252,11 @@ async function createSession(
   }
   let session: ort.InferenceSession;
   try {
-    session = await ort.InferenceSession.create(graphBytes, sessionOptions(threads, options, "cpu"));
+    const cpuOptions = sessionOptions(threads, options, "cpu");
+    session =
+      cudaError === undefined && chains.length > 0
+        ? (await createCpuSession(graphBytes, chains, cpuOptions, source, options.log)).session
+        : await ort.InferenceSession.create(graphBytes, cpuOptions);
   } catch (error) {
     throw new ModelFormatError(`${source}: onnxruntime cannot load this model: ${(error as Error).message}`, { cause: error });
   }
@@ -250,4 +270,54 @@ async function createSession(
   }
   (options.log ?? ((line: string) => process.stderr.write(`${line}\n`)))(`googlenet-eval: ${reason}; falling back to the CPU`);
   return { session, device: "cpu" };
+}
+
+/**
+ * A CPU session whose rewritten LRNs run their elementwise steps on onnxruntime's blocked
+ * tensors: onnxruntime optimizes the graph and saves it (its blocked layout depends on this
+ * CPU, so the file is made here, each time, and deleted), model/ort-layout.ts takes the
+ * reorders out, and a second session loads the edited graph with the optimizer off (the graph
+ * is already optimized; a second pass would only redo the work). Should the edit or the edited
+ * graph fail, the first session, an exact graph that is only slower, is kept, with a line
+ * saying why. `sessionOptions` are the final session's; the first one runs without profiling.
+ */
+export async function createCpuSession(
+  graphBytes: Uint8Array,
+  chains: readonly LrnChain[],
+  sessionOptions: ort.InferenceSession.SessionOptions,
+  source: string,
+  log: (line: string) => void = (line) => process.stderr.write(`${line}\n`),
+): Promise<{ session: ort.InferenceSession; layout?: LayoutEdit }> {
+  let folder: string;
+  try {
+    folder = await mkdtemp(join(tmpdir(), "googlenet-eval-ort-"));
+  } catch (error) {
+    log(`googlenet-eval: ${source}: the LRN steps keep onnxruntime's layout reorders (${(error as Error).message})`);
+    return { session: await ort.InferenceSession.create(graphBytes, sessionOptions) };
+  }
+  try {
+    const optimizedPath = join(folder, "optimized.onnx");
+    const first = await ort.InferenceSession.create(graphBytes, {
+      ...sessionOptions,
+      enableProfiling: false,
+      optimizedModelFilePath: optimizedPath,
+      // Errors only: onnxruntime warns that a saved graph with blocked-layout nodes fits
+      // this CPU alone, which is how it is used.
+      logSeverityLevel: 3,
+    });
+    let layout: LayoutEdit;
+    let second: ort.InferenceSession;
+    try {
+      layout = keepLrnStepsBlocked(await readFile(optimizedPath), chains, source);
+      if (layout.reordersRemoved === 0) return { session: first, layout };
+      second = await ort.InferenceSession.create(layout.bytes, { ...sessionOptions, graphOptimizationLevel: "disabled" });
+    } catch (error) {
+      log(`googlenet-eval: ${source}: the LRN steps keep onnxruntime's layout reorders (${(error as Error).message})`);
+      return { session: first };
+    }
+    await first.release();
+    return { session: second, layout };
+  } finally {
+    await rm(folder, { recursive: true, force: true });
+  }
 }

@@ -6,7 +6,7 @@ import type { Engine } from "../../model/engine.js";
 import { NUM_CLASSES } from "../../model/engine.js";
 import { ConfigurationError, ModelFormatError } from "../../model/errors.js";
 import type { RewriteOptions } from "../../model/onnx-optimize.js";
-import { rewriteSlowNodes } from "../../model/onnx-optimize.js";
+import { bandGroupSizes, rewriteSlowNodes } from "../../model/onnx-optimize.js";
 import { createOrtEngine } from "../../model/ort-engine.js";
 import { topK } from "../../model/predict.js";
 import { preprocessFor } from "../../model/preprocess.js";
@@ -102,18 +102,41 @@ describe("rewriteSlowNodes on the BVLC GoogLeNet, 144 sampled crops of two real 
 });
 
 describe("rewriteSlowNodes graph shape", () => {
-  it("replaces both LRNs of the BVLC graph by a band convolution and the square-root chain", () => {
+  it("replaces both LRNs of the BVLC graph by band convolutions and the square-root chain", () => {
     // Act
     const report = rewriteSlowNodes(bvlcBytes, BVLC);
 
-    // Assess
+    // Assess: the first LRN (64 channels, no pair of group sizes) gets one band, the second
+    // (192 channels) two grouped convolutions and their Add.
     const ops = opTypes(report.bytes);
     expect(report.lrnRewritten).toBe(2);
     expect(report.lrnKept).toEqual([]);
     expect(ops).not.toContain("LRN");
-    expect(ops.filter((op) => op === "Conv")).toHaveLength(opTypes(bvlcBytes).filter((op) => op === "Conv").length + 2);
+    expect(ops.filter((op) => op === "Conv")).toHaveLength(opTypes(bvlcBytes).filter((op) => op === "Conv").length + 3);
+    expect(ops.filter((op) => op === "Add")).toHaveLength(1);
     expect(ops.filter((op) => op === "Sqrt")).toHaveLength(4);
     expect(ops).not.toContain("Pow");
+    const groups = (decodeModel(report.bytes).graph?.node ?? [])
+      .filter((node) => node.opType === "Conv" && node.name?.includes("_rewritten/"))
+      .map((node) => Number(node.attribute?.find((a) => a.name === "group")?.i ?? 1));
+    expect(groups).toEqual([1, 4, 3]);
+  });
+
+  it("names each rewritten LRN's tensors for the layout edit", () => {
+    // Act
+    const report = rewriteSlowNodes(bvlcBytes, BVLC);
+
+    // Assess: the LRNs' own input and output names, from the file as stored.
+    const lrns = (decodeModel(bvlcBytes).graph?.node ?? []).filter((node) => node.opType === "LRN");
+    expect(report.lrnChains.map(({ input, output, channels }) => ({ input, output, channels }))).toEqual([
+      { input: lrns[0]?.input?.[0], output: lrns[0]?.output?.[0], channels: 64 },
+      { input: lrns[1]?.input?.[0], output: lrns[1]?.output?.[0], channels: 192 },
+    ]);
+    const produced = new Set((decodeModel(report.bytes).graph?.node ?? []).flatMap((node) => node.output ?? []));
+    for (const chain of report.lrnChains) {
+      expect(chain.steps).toHaveLength(3); // the root, x over it, the fourth root; the second division writes the output
+      for (const name of [chain.base, ...chain.steps, chain.output]) expect(produced.has(name)).toBe(true);
+    }
   });
 
   it("returns a graph without LRN (torchvision) byte for byte", () => {
@@ -132,7 +155,7 @@ describe("rewriteSlowNodes graph shape", () => {
   });
 
   it.each([
-    [{ windowSum: "band" } as unknown as RewriteOptions, /use one of: conv, channel-conv, pool/],
+    [{ windowSum: "band" } as unknown as RewriteOptions, /use one of: grouped, conv, channel-conv, pool/],
     [{ power: "cube" } as unknown as RewriteOptions, /use one of: auto, pow, exp/],
   ])("refuses an unknown variant %j, listing the valid ones", (options, message) => {
     // Act / Assess
@@ -141,9 +164,49 @@ describe("rewriteSlowNodes graph shape", () => {
   });
 });
 
+describe("bandGroupSizes", () => {
+  /** Every (out, in) pair of an LRN window over `channels`, as ONNX defines the window. */
+  function windowPairs(channels: number, size: number): [number, number][] {
+    const pairs: [number, number][] = [];
+    for (let out = 0; out < channels; out++) {
+      for (let inp = out - Math.floor((size - 1) / 2); inp <= out + Math.ceil((size - 1) / 2); inp++) {
+        if (inp >= 0 && inp < channels) pairs.push([out, inp]);
+      }
+    }
+    return pairs;
+  }
+
+  it.each([
+    [192, 5, [48, 64]],
+    [96, 5, [32, 48]],
+    [64, 5, undefined],
+    [256, 5, undefined],
+    [48, 5, undefined],
+  ])("for %i channels and a window of %i gives %j", (channels, size, expected) => {
+    // Act
+    const sizes = bandGroupSizes(channels, size);
+
+    // Assess: the sizes, and (when there are two) that every window pair lies inside a group
+    // of one of them, so the two grouped convolutions hold the whole band.
+    expect(sizes).toEqual(expected);
+    if (!sizes) return;
+    const [first, second] = sizes;
+    const group = (channel: number, groupSize: number) => Math.floor(channel / groupSize);
+    const uncovered = windowPairs(channels, size).filter(
+      ([out, inp]) => group(out, first) !== group(inp, first) && group(out, second) !== group(inp, second),
+    );
+    expect(uncovered).toEqual([]);
+    for (const groupSize of sizes) {
+      expect(channels % groupSize).toBe(0);
+      expect(groupSize % 16).toBe(0);
+    }
+  });
+});
+
 describe.each<[string, RewriteOptions, number]>([
   ["channel pool, square roots", { windowSum: "pool" }, 0.75],
   ["channel-window conv, square roots", { windowSum: "channel-conv" }, 0.75],
+  ["single band conv, square roots", { windowSum: "conv" }, 0.75],
   ["band conv, Pow", { power: "pow" }, 0.75],
   ["band conv, Exp/Log", { power: "exp" }, 0.75],
   ["band conv, beta 0.6 through Pow", {}, 0.6],

@@ -1,0 +1,198 @@
+import { readFileSync, readdirSync } from "node:fs";
+import onnxProto from "onnx-proto";
+import * as ort from "onnxruntime-node";
+import { describe, expect, it } from "vitest";
+import { ModelFormatError } from "../../model/errors.js";
+import { rewriteSlowNodes } from "../../model/onnx-optimize.js";
+import { createCpuSession } from "../../model/ort-engine.js";
+import { keepLrnStepsBlocked } from "../../model/ort-layout.js";
+import { preprocessFor } from "../../model/preprocess.js";
+import { seededRandom } from "../helpers/onnx-rewrite.js";
+import { MODELS, SAMPLES, maxAbsDifference, realCrops } from "../helpers/real-crops.js";
+
+const { onnx } = onnxProto;
+const BVLC = `${MODELS}/bvlc-googlenet.onnx`;
+const SESSION: ort.InferenceSession.SessionOptions = {
+  intraOpNumThreads: 2,
+  interOpNumThreads: 1,
+  executionMode: "sequential",
+  graphOptimizationLevel: "all",
+};
+
+async function run(session: ort.InferenceSession, input: Float32Array, count: number): Promise<Float32Array> {
+  const feeds = { [session.inputNames[0] as string]: new ort.Tensor("float32", input, [count, 3, 224, 224]) };
+  const results = await session.run(feeds);
+  return Float32Array.from(results[session.outputNames[0] as string]?.data as Float32Array);
+}
+
+/** The largest difference relative to the largest magnitude of the reference. */
+function relativeDifference(actual: Float32Array, reference: Float32Array): number {
+  let scale = 0;
+  for (const value of reference) scale = Math.max(scale, Math.abs(value));
+  return maxAbsDifference(actual, reference) / scale;
+}
+
+/** Whether onnxruntime lays this CPU's convolutions out in blocks at all (x86 with AVX2 or later). */
+async function cpuHasBlockedLayout(): Promise<boolean> {
+  const rewrite = rewriteSlowNodes(readFileSync(BVLC), BVLC);
+  const { layout } = await createCpuSession(rewrite.bytes, rewrite.lrnChains, SESSION, BVLC);
+  return (layout?.reordersRemoved ?? 0) > 0;
+}
+
+describe("the LRN steps on onnxruntime's blocked tensors, BVLC GoogLeNet, 16 real photos", () => {
+  it("takes out the six reorders around the two LRNs and changes no output", async () => {
+    // Prepare: the rewritten graph as onnxruntime lays it out, and the same with the edit.
+    const files = readdirSync(SAMPLES).sort().slice(0, 16).map((name) => `${SAMPLES}/${name}`);
+    const { nchw } = await realCrops(files, preprocessFor("bvlc"));
+    const rewrite = rewriteSlowNodes(readFileSync(BVLC), BVLC);
+    const reordered = await ort.InferenceSession.create(rewrite.bytes, SESSION);
+    const { session: blocked, layout } = await createCpuSession(rewrite.bytes, rewrite.lrnChains, SESSION, BVLC);
+    try {
+      // Act
+      const expected = await run(reordered, nchw, files.length);
+      const actual = await run(blocked, nchw, files.length);
+
+      // Assess: on this machine's x86 CPU both chains run blocked; on a CPU without the blocked
+      // layout nothing is reordered, so nothing is edited.
+      if (process.arch === "x64") {
+        expect(layout?.blocked).toEqual(rewrite.lrnChains.map((chain) => chain.output));
+        expect(layout?.reordersRemoved).toBe(6);
+        expect(layout?.kept).toEqual([]);
+      }
+      expect(maxAbsDifference(actual, expected)).toBeLessThanOrEqual(1e-6);
+      expect(new Set(Array.from({ length: files.length }, (_, row) => argmax(actual, row))).size).toBeGreaterThan(4);
+    } finally {
+      await reordered.release();
+      await blocked.release();
+    }
+  });
+});
+
+function argmax(values: Float32Array, row: number): number {
+  const slice = values.subarray(row * 1000, (row + 1) * 1000);
+  return slice.indexOf(Math.max(...slice));
+}
+
+/**
+ * A small graph around one LRN over `channels`: an 8x8/8 convolution and ReLU to 28x28, the
+ * LRN (alpha large enough to change the outputs), a 1x1 convolution to 1000 and a global
+ * average. With 8 channels onnxruntime pads its blocked tensors to a block of 16 (AVX-512) and
+ * cannot keep the LRN's output blocked; with 96 its blocks are whole and the band is grouped.
+ */
+function lrnProbe(channels: number, withLrn = true): Uint8Array {
+  const random = seededRandom(channels);
+  const floats = (count: number, scale: number) => Float32Array.from({ length: count }, () => (random() * 2 - 1) * scale);
+  const tensor = (name: string, dims: number[], values: Float32Array) => ({
+    name,
+    dims,
+    dataType: onnx.TensorProto.DataType.FLOAT,
+    rawData: new Uint8Array(values.buffer),
+  });
+  const ints = onnx.AttributeProto.AttributeType.INTS;
+  const info = (name: string, dims: number[]) => ({
+    name,
+    type: { tensorType: { elemType: onnx.TensorProto.DataType.FLOAT, shape: { dim: dims.map((d) => (d < 0 ? { dimParam: "N" } : { dimValue: d })) } } },
+  });
+  const lrnOut = withLrn ? "normed" : "features";
+  const nodes = [
+    { opType: "Conv", input: ["data", "w1", "b1"], output: ["conv"], attribute: [{ name: "kernel_shape", type: ints, ints: [8, 8] }, { name: "strides", type: ints, ints: [8, 8] }] },
+    { opType: "Relu", input: ["conv"], output: ["features"] },
+    ...(withLrn
+      ? [
+          {
+            opType: "LRN",
+            input: ["features"],
+            output: ["normed"],
+            attribute: [
+              { name: "size", type: onnx.AttributeProto.AttributeType.INT, i: 5 },
+              { name: "alpha", type: onnx.AttributeProto.AttributeType.FLOAT, f: 0.05 },
+              { name: "beta", type: onnx.AttributeProto.AttributeType.FLOAT, f: 0.75 },
+              { name: "bias", type: onnx.AttributeProto.AttributeType.FLOAT, f: 1 },
+            ],
+          },
+        ]
+      : []),
+    { opType: "Conv", input: [lrnOut, "w2", "b2"], output: ["logits_map"], attribute: [{ name: "kernel_shape", type: ints, ints: [1, 1] }] },
+    { opType: "GlobalAveragePool", input: ["logits_map"], output: ["pooled"] },
+    { opType: "Flatten", input: ["pooled"], output: ["logits"] },
+  ];
+  return onnx.ModelProto.encode({
+    irVersion: 7,
+    opsetImport: [{ domain: "", version: 12 }],
+    graph: {
+      name: "lrn-probe",
+      node: nodes,
+      initializer: [
+        tensor("w1", [channels, 3, 8, 8], floats(channels * 3 * 64, 0.02)),
+        tensor("b1", [channels], floats(channels, 0.5)),
+        tensor("w2", [1000, channels, 1, 1], floats(1000 * channels, 0.5)),
+        tensor("b2", [1000], floats(1000, 0.1)),
+      ],
+      input: [info("data", [-1, 3, 224, 224])],
+      output: [info("logits", [-1, 1000])],
+    },
+  }).finish();
+}
+
+describe.each([
+  [8, "kept"],
+  [96, "blocked"],
+] as const)("an LRN over %i channels", (channels, expectedOnX64) => {
+  it(`gives onnxruntime's own LRN's outputs, the chain ${expectedOnX64}`, async () => {
+    // Prepare
+    const probe = lrnProbe(channels);
+    const files = readdirSync(SAMPLES).sort().slice(16, 20).map((name) => `${SAMPLES}/${name}`);
+    const { nchw } = await realCrops(files, preprocessFor("bvlc"));
+    const rewrite = rewriteSlowNodes(probe, "probe.onnx");
+    const asStored = await ort.InferenceSession.create(probe, SESSION);
+    const withoutLrn = await ort.InferenceSession.create(lrnProbe(channels, false), SESSION);
+    const { session, layout } = await createCpuSession(rewrite.bytes, rewrite.lrnChains, SESSION, "probe.onnx");
+    try {
+      // Act
+      const reference = await run(asStored, nchw, files.length);
+      const actual = await run(session, nchw, files.length);
+
+      // Assess: the LRN matters here (the graph without it differs), and the rewrite with
+      // the layout edit matches onnxruntime's LRN to float rounding.
+      expect(rewrite.lrnRewritten).toBe(1);
+      expect(relativeDifference(await run(withoutLrn, nchw, files.length), reference)).toBeGreaterThan(1e-2);
+      expect(relativeDifference(actual, reference)).toBeLessThan(1e-5);
+      if (process.arch === "x64" && (await cpuHasBlockedLayout())) {
+        if (expectedOnX64 === "blocked") {
+          expect(layout?.blocked).toEqual(["normed"]);
+          expect(layout?.reordersRemoved).toBeGreaterThan(0);
+        } else {
+          expect(layout?.blocked).toEqual([]);
+          expect(layout?.kept).toHaveLength(1);
+          expect(layout?.kept[0]).toMatch(/^normed: /);
+        }
+      }
+    } finally {
+      await asStored.release();
+      await withoutLrn.release();
+      await session.release();
+    }
+  });
+});
+
+describe("keepLrnStepsBlocked", () => {
+  it("refuses bytes that are not ONNX, naming the source", () => {
+    // Act / Assess
+    expect(() => keepLrnStepsBlocked(new Uint8Array([1, 2, 3, 4, 5]), [], "junk.onnx")).toThrow(ModelFormatError);
+    expect(() => keepLrnStepsBlocked(new Uint8Array([1, 2, 3, 4, 5]), [], "junk.onnx")).toThrow(/junk\.onnx/);
+  });
+
+  it("leaves a chain whose tensors are not in the graph as it is, saying why", () => {
+    // Prepare: the rewritten graph before onnxruntime optimized it has no reorders at all.
+    const rewrite = rewriteSlowNodes(readFileSync(BVLC), BVLC);
+
+    // Act
+    const edit = keepLrnStepsBlocked(rewrite.bytes, rewrite.lrnChains, BVLC);
+
+    // Assess
+    expect(edit.bytes).toBe(rewrite.bytes);
+    expect(edit.reordersRemoved).toBe(0);
+    expect(edit.kept).toHaveLength(2);
+    expect(edit.kept[0]).toMatch(/is not reordered out of the blocked layout/);
+  });
+});
