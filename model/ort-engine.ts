@@ -1,6 +1,4 @@
-import { mkdtemp, readFile, rm } from "node:fs/promises";
-import { availableParallelism, tmpdir } from "node:os";
-import { join } from "node:path";
+import { availableParallelism } from "node:os";
 import * as ort from "onnxruntime-node";
 import { CROP_SIDE } from "./crop-types.js";
 import type { Engine } from "./engine.js";
@@ -8,8 +6,7 @@ import { NUM_CLASSES } from "./engine.js";
 import { BackendUnavailableError, ConfigurationError, ModelFormatError } from "./errors.js";
 import type { LrnChain } from "./onnx-optimize.js";
 import { rewriteSlowNodes } from "./onnx-optimize.js";
-import type { LayoutEdit } from "./ort-layout.js";
-import { keepLrnStepsBlocked } from "./ort-layout.js";
+import { createCpuSession } from "./ort-layout.js";
 import { rowsAreDistributions, softmaxRows } from "./predict.js";
 import type { Flavour } from "./preprocess.js";
 import { preprocessFor } from "./preprocess.js";
@@ -270,54 +267,4 @@ async function createSession(
   }
   (options.log ?? ((line: string) => process.stderr.write(`${line}\n`)))(`googlenet-eval: ${reason}; falling back to the CPU`);
   return { session, device: "cpu" };
-}
-
-/**
- * A CPU session whose rewritten LRNs run their elementwise steps on onnxruntime's blocked
- * tensors: onnxruntime optimizes the graph and saves it (its blocked layout depends on this
- * CPU, so the file is made here, each time, and deleted), model/ort-layout.ts takes the
- * reorders out, and a second session loads the edited graph with the optimizer off (the graph
- * is already optimized; a second pass would only redo the work). Should the edit or the edited
- * graph fail, the first session, an exact graph that is only slower, is kept, with a line
- * saying why. `sessionOptions` are the final session's; the first one runs without profiling.
- */
-export async function createCpuSession(
-  graphBytes: Uint8Array,
-  chains: readonly LrnChain[],
-  sessionOptions: ort.InferenceSession.SessionOptions,
-  source: string,
-  log: (line: string) => void = (line) => process.stderr.write(`${line}\n`),
-): Promise<{ session: ort.InferenceSession; layout?: LayoutEdit }> {
-  let folder: string;
-  try {
-    folder = await mkdtemp(join(tmpdir(), "googlenet-eval-ort-"));
-  } catch (error) {
-    log(`googlenet-eval: ${source}: the LRN steps keep onnxruntime's layout reorders (${(error as Error).message})`);
-    return { session: await ort.InferenceSession.create(graphBytes, sessionOptions) };
-  }
-  try {
-    const optimizedPath = join(folder, "optimized.onnx");
-    const first = await ort.InferenceSession.create(graphBytes, {
-      ...sessionOptions,
-      enableProfiling: false,
-      optimizedModelFilePath: optimizedPath,
-      // Errors only: onnxruntime warns that a saved graph with blocked-layout nodes fits
-      // this CPU alone, which is how it is used.
-      logSeverityLevel: 3,
-    });
-    let layout: LayoutEdit;
-    let second: ort.InferenceSession;
-    try {
-      layout = keepLrnStepsBlocked(await readFile(optimizedPath), chains, source);
-      if (layout.reordersRemoved === 0) return { session: first, layout };
-      second = await ort.InferenceSession.create(layout.bytes, { ...sessionOptions, graphOptimizationLevel: "disabled" });
-    } catch (error) {
-      log(`googlenet-eval: ${source}: the LRN steps keep onnxruntime's layout reorders (${(error as Error).message})`);
-      return { session: first };
-    }
-    await first.release();
-    return { session: second, layout };
-  } finally {
-    await rm(folder, { recursive: true, force: true });
-  }
 }

@@ -1,4 +1,8 @@
+import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import onnxProto from "onnx-proto";
+import * as ort from "onnxruntime-node";
 import { ModelFormatError } from "./errors.js";
 import type { LrnChain } from "./onnx-optimize.js";
 
@@ -170,5 +174,58 @@ function applyPlan(plan: ChainPlan, index: GraphIndex, removed: Set<NodeProto>):
     const name = reorder.output?.[0] ?? "";
     const stillRead = (consumers.get(name) ?? []).some((consumer) => !plan.steps.includes(consumer) && !removed.has(consumer));
     if (!stillRead && !index.graphOutputs.has(name)) removed.add(reorder);
+  }
+}
+
+/**
+ * A CPU session whose rewritten LRNs run their elementwise steps on onnxruntime's blocked
+ * tensors: onnxruntime optimizes the graph and saves it (its blocked layout depends on this
+ * CPU, so the file is made here, each time, and deleted), model/ort-layout.ts takes the
+ * reorders out, and a second session loads the edited graph with the optimizer off (the graph
+ * is already optimized; a second pass would only redo the work). Should the edit or the edited
+ * graph fail, the first session, an exact graph that is only slower, is kept, with a line
+ * saying why. `sessionOptions` are the final session's; the first one runs without profiling.
+ */
+export async function createCpuSession(
+  graphBytes: Uint8Array,
+  chains: readonly LrnChain[],
+  sessionOptions: ort.InferenceSession.SessionOptions,
+  source: string,
+  log: (line: string) => void = (line) => process.stderr.write(`${line}\n`),
+): Promise<{ session: ort.InferenceSession; layout?: LayoutEdit }> {
+  const keepingReorders = (error: unknown) =>
+    log(`googlenet-eval: ${source}: the LRN steps keep onnxruntime's layout reorders (${(error as Error).message})`);
+  let folder: string;
+  try {
+    folder = await mkdtemp(join(tmpdir(), "googlenet-eval-ort-"));
+  } catch (error) {
+    keepingReorders(error);
+    return { session: await ort.InferenceSession.create(graphBytes, sessionOptions) };
+  }
+  try {
+    const optimizedPath = join(folder, "optimized.onnx");
+    const first = await ort.InferenceSession.create(graphBytes, {
+      ...sessionOptions,
+      enableProfiling: false,
+      optimizedModelFilePath: optimizedPath,
+      // Errors only: onnxruntime warns that a saved graph with blocked-layout nodes fits
+      // this CPU alone, which is how it is used. (Where nothing is edited, a CPU without the
+      // blocked layout, this session runs the job, with its warnings off too.)
+      logSeverityLevel: 3,
+    });
+    let layout: LayoutEdit;
+    let second: ort.InferenceSession;
+    try {
+      layout = keepLrnStepsBlocked(await readFile(optimizedPath), chains, source);
+      if (layout.reordersRemoved === 0) return { session: first, layout };
+      second = await ort.InferenceSession.create(layout.bytes, { ...sessionOptions, graphOptimizationLevel: "disabled" });
+    } catch (error) {
+      keepingReorders(error);
+      return { session: first };
+    }
+    await first.release();
+    return { session: second, layout };
+  } finally {
+    await rm(folder, { recursive: true, force: true });
   }
 }

@@ -4,8 +4,7 @@ import * as ort from "onnxruntime-node";
 import { describe, expect, it } from "vitest";
 import { ModelFormatError } from "../../model/errors.js";
 import { rewriteSlowNodes } from "../../model/onnx-optimize.js";
-import { createCpuSession } from "../../model/ort-engine.js";
-import { keepLrnStepsBlocked } from "../../model/ort-layout.js";
+import { createCpuSession, keepLrnStepsBlocked } from "../../model/ort-layout.js";
 import { preprocessFor } from "../../model/preprocess.js";
 import { seededRandom } from "../helpers/onnx-rewrite.js";
 import { MODELS, SAMPLES, maxAbsDifference, realCrops } from "../helpers/real-crops.js";
@@ -171,6 +170,35 @@ describe.each([
       await asStored.release();
       await withoutLrn.release();
       await session.release();
+    }
+  });
+});
+
+describe("createCpuSession without a writable temporary folder", () => {
+  it("says so in one line and runs the rewritten graph with its reorders, exactly", async () => {
+    // Prepare: TMPDIR pointing nowhere, so the optimized graph cannot be saved.
+    const savedTmpdir = process.env.TMPDIR;
+    process.env.TMPDIR = "/nonexistent/googlenet-eval-tmp";
+    const lines: string[] = [];
+    const rewrite = rewriteSlowNodes(readFileSync(BVLC), BVLC);
+    const files = readdirSync(SAMPLES).sort().slice(20, 22).map((name) => `${SAMPLES}/${name}`);
+    const { nchw } = await realCrops(files, preprocessFor("bvlc"));
+    const reordered = await ort.InferenceSession.create(rewrite.bytes, SESSION);
+    try {
+      // Act
+      const { session, layout } = await createCpuSession(rewrite.bytes, rewrite.lrnChains, SESSION, BVLC, (line) => lines.push(line));
+      const actual = await run(session, nchw, files.length);
+      await session.release();
+
+      // Assess
+      expect(layout).toBeUndefined();
+      expect(lines).toHaveLength(1);
+      expect(lines[0]).toMatch(/bvlc-googlenet\.onnx: the LRN steps keep onnxruntime's layout reorders \(.*nonexistent/);
+      expect(maxAbsDifference(actual, await run(reordered, nchw, files.length))).toBe(0);
+    } finally {
+      await reordered.release();
+      if (savedTmpdir === undefined) delete process.env.TMPDIR;
+      else process.env.TMPDIR = savedTmpdir;
     }
   });
 });
