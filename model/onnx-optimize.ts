@@ -42,23 +42,20 @@ export const POWER_FORMS: readonly PowerForm[] = ["auto", "pow", "exp"];
 export interface RewriteOptions {
   /**
    * "grouped": the band split over two grouped 1x1 convolutions whose group boundaries never
-   * coincide (192 channels: groups of 48 and of 64, 112 multiply-adds per value instead of 192),
-   * the single band where the channel count allows no such pair; "conv": a fixed banded 1x1
+   * coincide (192 channels: groups of 48 and of 64, 112 multiply-adds per value instead of
+   * 192), the single band where the channel count allows no such pair; "conv": one banded 1x1
    * convolution (channels x channels, alpha/size on the band, the bias as the convolution's
-   * bias); "channel-conv": the tensor viewed as [N,1,C,H*W] and
-   * convolved with a size x 1 kernel (size multiply-adds per value instead of C); "pool": the
-   * same view averaged over a size x 1 window with zero padding. Default: "conv". Fewer
-   * multiply-adds do not make a faster graph in onnxruntime 1.30 on the CPU: it runs the
-   * network's convolutions in its blocked NCHWc layout, converts the one-channel convolution
-   * too (its one output padded to a block of 16) and the pool not at all, and either way adds
-   * layout reorders around it. Measured on 2 threads, 16 crops, CPU time per crop against the
-   * graph with the LRNs removed (trials of 8-20 alternating runs on a loaded machine, before the
-   * reorders were removed): band 1.19-1.31x, channel-conv 1.67-1.75x, pool 1.58-1.64x; a [N,1,C,H,W] Conv3D
-   * (1.25-1.36x), a MatMul band (1.40-1.50x) and a reciprocal brought back into the blocked
-   * layout by a depthwise conv (1.28x) were tried and dropped. In the profile the band convolutions are under half of what the LRNs cost: the
-   * rest is Sqrt, Div and the reorders around them (model/ort-layout.ts removes the reorders).
-   * Default: "grouped" (with the reorders removed, 1.16x against the single band's 1.20x,
-   * alternating runs of 16 crops on 2 threads).
+   * bias); "channel-conv": the tensor viewed as [N,1,C,H*W] and convolved with a size x 1
+   * kernel (size multiply-adds per value instead of C); "pool": the same view averaged over a
+   * size x 1 window with zero padding. Default: "grouped" (1.16x the time per crop of the
+   * graph with the LRNs removed, against the single band's 1.20x, with the layout reorders
+   * removed by model/ort-layout.ts; alternating runs of 16 crops on 2 threads).
+   * Fewer multiply-adds pay only while the convolutions stay in onnxruntime's blocked NCHWc
+   * layout: it converts the one-channel convolution with its one output padded to a block of
+   * 16, and the pool not at all. Measured before the reorders were removed (trials of 8-20
+   * alternating runs on a loaded machine): band 1.19-1.31x, channel-conv 1.67-1.75x, pool
+   * 1.58-1.64x; a [N,1,C,H,W] Conv3D (1.25-1.36x), a MatMul band (1.40-1.50x) and a reciprocal
+   * brought back into the blocked layout by a depthwise conv (1.28x) were tried and dropped.
    */
   readonly windowSum?: WindowSum;
   /**

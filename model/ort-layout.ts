@@ -180,12 +180,13 @@ function applyPlan(plan: ChainPlan, index: GraphIndex, removed: Set<NodeProto>):
 
 /**
  * A CPU session whose rewritten LRNs run their elementwise steps on onnxruntime's blocked
- * tensors: onnxruntime optimizes the graph and saves it (its blocked layout depends on this
- * CPU, so the file is made here, each time, and deleted), model/ort-layout.ts takes the
- * reorders out, and a second session loads the edited graph with the optimizer off (the graph
- * is already optimized; a second pass would only redo the work). Should the edit or the edited
- * graph fail, the first session, an exact graph that is only slower, is kept, with a line
- * saying why. `sessionOptions` are the final session's; the first one runs without profiling.
+ * tensors: a first session has onnxruntime optimize the graph and save it (its blocked layout
+ * depends on this CPU, so the file is made here, each time, and deleted), `keepLrnStepsBlocked`
+ * takes the reorders out, and the session returned loads the edited graph with the optimizer
+ * off (the graph is already optimized; a second pass would only redo the work). Where nothing
+ * is edited (a CPU without the blocked layout) the graph is loaded as it is, with
+ * `sessionOptions` as given; so too, with a line saying why, when the temporary folder, the
+ * edit or the edited graph fails: an exact graph that is only slower.
  */
 export async function createCpuSession(
   graphBytes: Uint8Array,
@@ -194,39 +195,43 @@ export async function createCpuSession(
   source: string,
   log: (line: string) => void = (line) => process.stderr.write(`${line}\n`),
 ): Promise<{ session: ort.InferenceSession; layout?: LayoutEdit }> {
-  const keepingReorders = (error: unknown) =>
-    log(`googlenet-eval: ${source}: the LRN steps keep onnxruntime's layout reorders (${(error as Error).message})`);
+  const asItIs = async (error?: unknown) => {
+    if (error !== undefined) {
+      log(`googlenet-eval: ${source}: the LRN steps keep onnxruntime's layout reorders (${(error as Error).message})`);
+    }
+    return ort.InferenceSession.create(graphBytes, sessionOptions);
+  };
   let folder: string;
   try {
     folder = await mkdtemp(join(tmpdir(), "googlenet-eval-ort-"));
   } catch (error) {
-    keepingReorders(error);
-    return { session: await ort.InferenceSession.create(graphBytes, sessionOptions) };
+    return { session: await asItIs(error) };
   }
+  let layout: LayoutEdit;
   try {
     const optimizedPath = join(folder, "optimized.onnx");
-    const first = await ort.InferenceSession.create(graphBytes, {
+    // A graph onnxruntime cannot load fails here, as it would without the edit.
+    const optimizing = await ort.InferenceSession.create(graphBytes, {
       ...sessionOptions,
       enableProfiling: false,
       optimizedModelFilePath: optimizedPath,
-      // Errors only: onnxruntime warns that a saved graph with blocked-layout nodes fits
-      // this CPU alone, which is how it is used. (Where nothing is edited, a CPU without the
-      // blocked layout, this session runs the job, with its warnings off too.)
+      // Errors only: onnxruntime warns that a saved graph with blocked-layout nodes fits this
+      // CPU alone, which is how it is used. This session only optimizes; it runs nothing.
       logSeverityLevel: 3,
     });
-    let layout: LayoutEdit;
-    let second: ort.InferenceSession;
+    await optimizing.release();
     try {
       layout = keepLrnStepsBlocked(await readFile(optimizedPath), chains, source);
-      if (layout.reordersRemoved === 0) return { session: first, layout };
-      second = await ort.InferenceSession.create(layout.bytes, { ...sessionOptions, graphOptimizationLevel: "disabled" });
     } catch (error) {
-      keepingReorders(error);
-      return { session: first };
+      return { session: await asItIs(error) };
     }
-    await first.release();
-    return { session: second, layout };
   } finally {
     await rm(folder, { recursive: true, force: true });
+  }
+  if (layout.reordersRemoved === 0) return { session: await asItIs(), layout };
+  try {
+    return { session: await ort.InferenceSession.create(layout.bytes, { ...sessionOptions, graphOptimizationLevel: "disabled" }), layout };
+  } catch (error) {
+    return { session: await asItIs(error) };
   }
 }
