@@ -143,7 +143,14 @@ export interface Measurement {
   readonly ratio?: number;
   readonly cpuRatio?: number;
   /** For "lrn-cost": the same ratio for the earlier forms of the rewrite, measured alongside. */
-  readonly earlierRatios?: { readonly groupedBandsReordered: number; readonly singleBandReordered: number };
+  readonly earlierRatios?: {
+    /** The band convolutions and the whole batch through the stem: the form before the block rows. */
+    readonly bandsWholeBatch: number;
+    readonly groupedBandsReordered: number;
+    readonly singleBandReordered: number;
+  };
+  /** For "lrn-cost": time per crop rewritten / the LRN-free graph with its stem split the same way. */
+  readonly ratioToSplitReference?: number;
   /** For scoring runs: the engine's device and the share of the run it had no call running (model/engine-meter.ts). */
   readonly device?: string;
   readonly idleShare?: number;
@@ -454,13 +461,17 @@ async function measureLrnCost(task: Extract<Task, { kind: "lrn-cost" }>): Promis
   const options = { source: MODEL, flavour: "bvlc" as const, threads: task.threads, softmaxed: true };
   const unmodified = { ...options, rewriteSlowNodes: false };
   // The engine's graph first and the LRN-free reference second; then the earlier forms, so one
-  // run shows what each step gained: the grouped bands with onnxruntime's layout reorders
-  // kept, and the single band convolution with them (the form of issue 5).
+  // run shows what each step gained: the band convolutions with the batch whole through the
+  // stem, the grouped bands with onnxruntime's layout reorders kept, and the single band
+  // convolution with them (the form of issue 5); last the LRN-free graph with its stem split
+  // as the engine's is, to show the split gains nothing there.
   const engines = [
     await createOrtEngine(bytes, options),
     await createOrtEngine(withoutLrn(bytes), unmodified),
+    await createOrtEngine(bytes, { ...options, blockRows: false, stemCropsPerPart: 0 }),
     await createOrtEngine(bytes, { ...options, blockedLrnSteps: false }),
     await createOrtEngine(rewriteSlowNodes(bytes, MODEL, { windowSum: "conv" }).bytes, unmodified),
+    await createOrtEngine(withoutLrn(bytes), { ...options, splitStemWithoutLrn: true }),
   ] as const;
   try {
     const input = await readyBatch(task.batch, engines[0]);
@@ -483,7 +494,7 @@ async function measureLrnCost(task: Extract<Task, { kind: "lrn-cost" }>): Promis
       rounds++;
     }
     const crops = rounds * task.batch;
-    const [current, reference, reordered, singleBand] = wall as [number, number, number, number];
+    const [current, reference, bands, reordered, singleBand, splitReference] = wall as [number, number, number, number, number, number];
     return {
       crops,
       seconds: current / 1000,
@@ -491,7 +502,12 @@ async function measureLrnCost(task: Extract<Task, { kind: "lrn-cost" }>): Promis
       referenceCropsPerSec: (crops * 1000) / reference,
       ratio: current / reference,
       cpuRatio: (cpu[0] as number) / (cpu[1] as number),
-      earlierRatios: { groupedBandsReordered: reordered / reference, singleBandReordered: singleBand / reference },
+      earlierRatios: {
+        bandsWholeBatch: bands / reference,
+        groupedBandsReordered: reordered / reference,
+        singleBandReordered: singleBand / reference,
+      },
+      ratioToSplitReference: current / splitReference,
       peakRssMB: statusMB("VmHWM"),
     };
   } finally {

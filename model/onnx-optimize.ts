@@ -29,6 +29,8 @@ export interface LrnChain {
   readonly steps: readonly string[];
   readonly output: string;
   readonly channels: number;
+  /** The LRN's window: `base` = bias + alpha/size * (sum of x^2 over `size` channels). */
+  readonly window: { readonly size: number; readonly alpha: number; readonly bias: number };
 }
 
 /** How the LRN's windowed channel sum S of x^2 is computed. */
@@ -200,7 +202,7 @@ export function rewriteSlowNodes(modelBytes: Uint8Array, source: string, options
       ...powerSteps,
     );
     const steps = powerSteps.flatMap((step) => step.output ?? []).filter((name) => name !== output);
-    chains.push({ input, base, steps, output, channels });
+    chains.push({ input, base, steps, output, channels, window: { size, alpha: lrn.alpha, bias: lrn.bias } });
   }
   if (chains.length === 0) return { bytes: modelBytes, lrnRewritten: 0, lrnKept: kept, lrnChains: [] };
   graph.node = rewritten;

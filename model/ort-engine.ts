@@ -42,9 +42,24 @@ export interface OrtEngineOptions {
    * tensors, without the layout reorders its optimizer puts around them (model/ort-layout.ts):
    * the session is built twice, once to have onnxruntime optimize and save the graph, once
    * from the edited graph. Default: true. Off, the graph runs as onnxruntime lays it out
-   * (benchmarks compare the two).
+   * (benchmarks compare the two), and so do `blockRows` and `stemCropsPerPart`.
    */
   readonly blockedLrnSteps?: boolean;
+  /**
+   * With `blockedLrnSteps`, sum each LRN window over the blocked tensor's block rows, one 3x1
+   * convolution instead of the band convolutions (model/ort-block-rows.ts). Default: true.
+   */
+  readonly blockRows?: boolean;
+  /**
+   * With `blockedLrnSteps`, run the layers up to the first branch after the LRNs this many crops
+   * at a time (model/ort-stem.ts); 0 runs the batch whole. Default: 4.
+   */
+  readonly stemCropsPerPart?: number;
+  /**
+   * Split the stem as above in a graph without rewritten LRNs too, from its input. Default:
+   * false; the bench's LRN-free timing reference sets it to run the way the engine's graph runs.
+   */
+  readonly splitStemWithoutLrn?: boolean;
   /**
    * Let onnxruntime's idle intra-op threads spin waiting for work instead of sleeping.
    * Default: false: the scorer samples the next batch on the main thread while a batch runs,
@@ -93,10 +108,7 @@ function dimMatches(dim: number | string | undefined, expected: number): boolean
  */
 export async function createOrtEngine(modelBytes: Uint8Array, options: OrtEngineOptions): Promise<Engine> {
   const { source, flavour } = options;
-  const threads = options.threads ?? availableParallelism();
-  if (!Number.isInteger(threads) || threads < 1) {
-    throw new ConfigurationError(`threads must be a positive integer, got ${threads}`);
-  }
+  const threads = checkedThreads(options);
   const rewrite = options.rewriteSlowNodes === false ? undefined : rewriteGraph(modelBytes, source);
   const graphBytes = rewrite?.bytes ?? modelBytes;
   const chains = options.blockedLrnSteps === false ? [] : (rewrite?.lrnChains ?? []);
@@ -202,6 +214,19 @@ export async function createOrtEngine(modelBytes: Uint8Array, options: OrtEngine
   };
 }
 
+/** The session's thread count, once the counts among the options are checked. */
+function checkedThreads(options: OrtEngineOptions): number {
+  const threads = options.threads ?? availableParallelism();
+  if (!Number.isInteger(threads) || threads < 1) {
+    throw new ConfigurationError(`threads must be a positive integer, got ${threads}`);
+  }
+  const stemCropsPerPart = options.stemCropsPerPart;
+  if (stemCropsPerPart !== undefined && !(Number.isInteger(stemCropsPerPart) && stemCropsPerPart >= 0)) {
+    throw new ConfigurationError(`stemCropsPerPart must be a whole number of crops (0 runs the batch whole), got ${stemCropsPerPart}`);
+  }
+  return threads;
+}
+
 function rewriteGraph(modelBytes: Uint8Array, source: string): ReturnType<typeof rewriteSlowNodes> {
   try {
     return rewriteSlowNodes(modelBytes, source);
@@ -251,8 +276,8 @@ async function createSession(
   try {
     const cpuOptions = sessionOptions(threads, options, "cpu");
     session =
-      cudaError === undefined && chains.length > 0
-        ? (await createCpuSession(graphBytes, chains, cpuOptions, source, options.log)).session
+      cudaError === undefined && (chains.length > 0 || options.splitStemWithoutLrn === true)
+        ? (await createCpuSession(graphBytes, chains, cpuOptions, source, options.log, options)).session
         : await ort.InferenceSession.create(graphBytes, cpuOptions);
   } catch (error) {
     throw new ModelFormatError(`${source}: onnxruntime cannot load this model: ${(error as Error).message}`, { cause: error });

@@ -3,14 +3,22 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import onnxProto from "onnx-proto";
 import * as ort from "onnxruntime-node";
-import { ModelFormatError } from "./errors.js";
 import type { LrnChain } from "./onnx-optimize.js";
+import { findWindowSumConvs, sumAcrossBlockRows } from "./ort-block-rows.js";
+import { runStemInParts, type StemSplit } from "./ort-stem.js";
+import {
+  decodeOptimizedGraph,
+  dropUnusedInitializers,
+  encodeModel,
+  indexProtoGraph,
+  intAttribute,
+  isNchwc,
+  type ModelProto,
+  type NodeProto,
+  type ProtoGraphIndex,
+} from "./proto-graph.js";
 
 const { onnx } = onnxProto;
-type NodeProto = onnxProto.onnx.INodeProto;
-
-/** The domain of onnxruntime's blocked-layout (NCHWc) operators in an optimized graph. */
-const NCHWC_DOMAIN = "com.microsoft.nchwc";
 
 /** Ops whose result does not depend on the memory layout their same-shaped operands share. */
 const ELEMENTWISE = new Set(["Sqrt", "Mul", "Div", "Pow", "Log", "Exp"]);
@@ -24,6 +32,20 @@ export interface LayoutEdit {
   readonly reordersRemoved: number;
   /** Chains left as onnxruntime laid them out, each with the reason. */
   readonly kept: readonly string[];
+  /** Blocked chains whose window sum is one convolution over the block rows (model/ort-block-rows.ts). */
+  readonly windowSumRows: readonly string[];
+  /** Why a blocked chain kept its band convolutions. */
+  readonly bandsKept: readonly string[];
+}
+
+/** How `keepLrnStepsBlocked` edits beyond taking the reorders out. */
+export interface LayoutOptions {
+  /**
+   * onnxruntime's channels per block on this CPU (see `nchwcBlockSize`); with it each blocked
+   * chain's window sum becomes one convolution over the block rows. Default: none (the band
+   * convolutions stay).
+   */
+  readonly blockSize?: number;
 }
 
 /**
@@ -40,25 +62,32 @@ export interface LayoutEdit {
  * only without padding: a blocked tensor rounds the channels up to the block (8 or 16), and
  * the padding channels would give 0/0; a chain whose window sum has padded channels, whose
  * steps are not what `rewriteSlowNodes` wrote, or whose output feeds anything but
- * onnxruntime's ReorderInput, is left as it is.
+ * onnxruntime's ReorderInput, is left as it is. With `options.blockSize`, a blocked chain's
+ * window sum also becomes one convolution over the block rows (model/ort-block-rows.ts).
  *
  * @throws ModelFormatError when the bytes are not an ONNX graph.
  */
-export function keepLrnStepsBlocked(optimizedBytes: Uint8Array, chains: readonly LrnChain[], source: string): LayoutEdit {
-  let model: onnxProto.onnx.ModelProto;
-  try {
-    model = onnx.ModelProto.decode(optimizedBytes);
-  } catch (error) {
-    throw new ModelFormatError(`${source}: onnxruntime's optimized graph is not readable ONNX (${(error as Error).message})`, {
-      cause: error,
-    });
-  }
-  const graph = model.graph;
-  if (!graph?.node) throw new ModelFormatError(`${source}: onnxruntime's optimized graph has no nodes`);
-  const index = indexGraph(graph);
+export function keepLrnStepsBlocked(
+  optimizedBytes: Uint8Array,
+  chains: readonly LrnChain[],
+  source: string,
+  options: LayoutOptions = {},
+): LayoutEdit {
+  const model = decodeOptimizedGraph(optimizedBytes, source);
+  const edit = blockLrnSteps(model, chains, options);
+  return { ...edit, bytes: edit.reordersRemoved === 0 ? optimizedBytes : encodeModel(model) };
+}
+
+/** `keepLrnStepsBlocked` on a decoded graph, edited in place. */
+function blockLrnSteps(model: ModelProto, chains: readonly LrnChain[], options: LayoutOptions): Omit<LayoutEdit, "bytes"> {
+  const graph = model.graph as onnxProto.onnx.GraphProto;
+  const index = indexProtoGraph(graph);
   const blocked: string[] = [];
   const kept: string[] = [];
+  const windowSumRows: string[] = [];
+  const bandsKept: string[] = [];
   const removed = new Set<NodeProto>();
+  const replaced = new Map<NodeProto, NodeProto[]>();
   for (const chain of chains) {
     const plan = planChain(chain, index);
     if (typeof plan === "string") {
@@ -67,34 +96,24 @@ export function keepLrnStepsBlocked(optimizedBytes: Uint8Array, chains: readonly
     }
     applyPlan(plan, index, removed);
     blocked.push(chain.output);
-  }
-  if (removed.size === 0) return { bytes: optimizedBytes, blocked, reordersRemoved: 0, kept };
-  graph.node = (graph.node as NodeProto[]).filter((node) => !removed.has(node));
-  return { bytes: onnx.ModelProto.encode(model).finish(), blocked, reordersRemoved: removed.size, kept };
-}
-
-interface GraphIndex {
-  readonly producer: Map<string, NodeProto>;
-  readonly consumers: Map<string, NodeProto[]>;
-  readonly initializerDims: Map<string, number[]>;
-  readonly graphOutputs: Set<string>;
-}
-
-function indexGraph(graph: onnxProto.onnx.IGraphProto): GraphIndex {
-  const producer = new Map<string, NodeProto>();
-  const consumers = new Map<string, NodeProto[]>();
-  for (const node of graph.node ?? []) {
-    for (const output of node.output ?? []) producer.set(output, node);
-    for (const input of node.input ?? []) {
-      const list = consumers.get(input) ?? [];
-      list.push(node);
-      consumers.set(input, list);
+    if (options.blockSize === undefined) continue;
+    const windowSum = findWindowSumConvs(plan.blockedFor.get(chain.base) ?? "", index);
+    const rows = typeof windowSum === "string" ? { reason: windowSum } : sumAcrossBlockRows(chain, windowSum, options.blockSize, model);
+    if (!rows.nodes || typeof windowSum === "string") {
+      bandsKept.push(`${chain.output}: ${rows.reason ?? "?"}`);
+      continue;
     }
+    const [first, ...others] = windowSum.convs as [NodeProto, ...NodeProto[]];
+    replaced.set(first, rows.nodes);
+    for (const conv of others) removed.add(conv);
+    windowSumRows.push(chain.output);
   }
-  const initializerDims = new Map<string, number[]>();
-  for (const tensor of graph.initializer ?? []) initializerDims.set(tensor.name ?? "", (tensor.dims ?? []).map(Number));
-  const graphOutputs = new Set((graph.output ?? []).map((output) => output.name ?? ""));
-  return { producer, consumers, initializerDims, graphOutputs };
+  if (removed.size > 0 || replaced.size > 0) {
+    graph.node = graph.node.flatMap((node) => replaced.get(node) ?? (removed.has(node) ? [] : [node]));
+    dropUnusedInitializers(graph);
+  }
+  const reordersRemoved = [...removed].filter((node) => isNchwc(node, "ReorderInput") || isNchwc(node, "ReorderOutput")).length;
+  return { blocked, reordersRemoved, kept, windowSumRows, bandsKept };
 }
 
 /** The rewiring of one chain: the blocked tensor for each reordered name, and the nodes to drop. */
@@ -106,17 +125,8 @@ interface ChainPlan {
   readonly reorderInputs: readonly NodeProto[];
 }
 
-function isNchwc(node: NodeProto | undefined, opType: string): node is NodeProto {
-  return node?.domain === NCHWC_DOMAIN && node.opType === opType;
-}
-
-function intAttribute(node: NodeProto, name: string): number | undefined {
-  const attribute = node.attribute?.find((candidate) => candidate.name === name);
-  return attribute?.i === undefined || attribute.i === null ? undefined : Number(attribute.i);
-}
-
 /** A plan, or why the chain stays as it is. */
-function planChain(chain: LrnChain, index: GraphIndex): ChainPlan | string {
+function planChain(chain: LrnChain, index: ProtoGraphIndex): ChainPlan | string {
   const { producer, consumers, initializerDims, graphOutputs } = index;
   const blockedFor = new Map<string, string>();
   const reorderOutputs: NodeProto[] = [];
@@ -160,7 +170,7 @@ function planChain(chain: LrnChain, index: GraphIndex): ChainPlan | string {
   return { steps, blockedFor, reorderOutputs, output: chain.output, reorderInputs };
 }
 
-function applyPlan(plan: ChainPlan, index: GraphIndex, removed: Set<NodeProto>): void {
+function applyPlan(plan: ChainPlan, index: ProtoGraphIndex, removed: Set<NodeProto>): void {
   const { consumers } = index;
   for (const step of plan.steps) step.input = (step.input ?? []).map((input) => plan.blockedFor.get(input) ?? input);
   for (const reorder of plan.reorderInputs) {
@@ -178,15 +188,41 @@ function applyPlan(plan: ChainPlan, index: GraphIndex, removed: Set<NodeProto>):
   }
 }
 
+/** How `createCpuSession` edits beyond taking the reorders out. */
+export interface CpuSessionOptions {
+  /**
+   * Crops per part of the stem run part by part (model/ort-stem.ts), for graphs whose LRN steps
+   * run blocked; 0 keeps the batch whole. Default: 4 (with `STEM_PARTS` parts, the scorer's
+   * batches of 16 crops; a larger batch's rest goes to the last part).
+   */
+  readonly stemCropsPerPart?: number;
+  /** Split the stem of a graph without blocked LRN steps too, from its input: a timing reference. Default: false. */
+  readonly splitStemWithoutLrn?: boolean;
+  /** Sum each blocked window over the block rows (model/ort-block-rows.ts). Default: true. */
+  readonly blockRows?: boolean;
+}
+
+export const STEM_PARTS = 4;
+const DEFAULT_STEM_CROPS_PER_PART = 4;
+
+/** Everything `createCpuSession` changed in the optimized graph. */
+export interface CpuSessionEdit extends Omit<LayoutEdit, "bytes"> {
+  readonly stem?: StemSplit;
+  /** Why the stem runs the batch whole, when it was to be split. */
+  readonly stemKept?: string;
+}
+
 /**
  * A CPU session whose rewritten LRNs run their elementwise steps on onnxruntime's blocked
  * tensors: a first session has onnxruntime optimize the graph and save it (its blocked layout
  * depends on this CPU, so the file is made here, each time, and deleted), `keepLrnStepsBlocked`
- * takes the reorders out, and the session returned loads the edited graph with the optimizer
- * off (the graph is already optimized; a second pass would only redo the work). Where nothing
- * is edited (a CPU without the blocked layout) the graph is loaded as it is, with
- * `sessionOptions` as given; so too, with a line saying why, when the temporary folder, the
- * edit or the edited graph fails: an exact graph that is only slower.
+ * takes the reorders out and sums the windows over the block rows, `runStemInParts` runs the
+ * layers up to the first branch after the LRNs a few crops at a time, and the session returned
+ * loads the edited graph with the optimizer off (the graph is already optimized; a second pass
+ * would only redo the work). Where nothing is edited (a CPU without the blocked layout) the
+ * graph is loaded as it is, with `sessionOptions` as given; so too, with a line saying why,
+ * when the temporary folder, the edit or the edited graph fails: an exact graph that is only
+ * slower.
  */
 export async function createCpuSession(
   graphBytes: Uint8Array,
@@ -194,7 +230,8 @@ export async function createCpuSession(
   sessionOptions: ort.InferenceSession.SessionOptions,
   source: string,
   log: (line: string) => void = (line) => process.stderr.write(`${line}\n`),
-): Promise<{ session: ort.InferenceSession; layout?: LayoutEdit }> {
+  options: CpuSessionOptions = {},
+): Promise<{ session: ort.InferenceSession; layout?: CpuSessionEdit }> {
   const asItIs = async (error?: unknown) => {
     if (error !== undefined) {
       log(`googlenet-eval: ${source}: the LRN steps keep onnxruntime's layout reorders (${(error as Error).message})`);
@@ -207,7 +244,7 @@ export async function createCpuSession(
   } catch (error) {
     return { session: await asItIs(error) };
   }
-  let layout: LayoutEdit;
+  let edit: { model: ModelProto; layout: CpuSessionEdit };
   try {
     const optimizedPath = join(folder, "optimized.onnx");
     // A graph onnxruntime cannot load fails here, as it would without the edit.
@@ -221,17 +258,83 @@ export async function createCpuSession(
     });
     await optimizing.release();
     try {
-      layout = keepLrnStepsBlocked(await readFile(optimizedPath), chains, source);
+      const blockSize = options.blockRows === false ? undefined : await nchwcBlockSize(folder);
+      edit = editOptimizedGraph(await readFile(optimizedPath), chains, source, blockSize, options);
     } catch (error) {
       return { session: await asItIs(error) };
     }
   } finally {
     await rm(folder, { recursive: true, force: true });
   }
-  if (layout.reordersRemoved === 0) return { session: await asItIs(), layout };
+  const { model, layout } = edit;
+  if (layout.reordersRemoved === 0 && !layout.stem) return { session: await asItIs(), layout };
   try {
-    return { session: await ort.InferenceSession.create(layout.bytes, { ...sessionOptions, graphOptimizationLevel: "disabled" }), layout };
+    const session = await ort.InferenceSession.create(encodeModel(model), { ...sessionOptions, graphOptimizationLevel: "disabled" });
+    return { session, layout };
   } catch (error) {
     return { session: await asItIs(error) };
   }
+}
+
+function editOptimizedGraph(
+  optimizedBytes: Uint8Array,
+  chains: readonly LrnChain[],
+  source: string,
+  blockSize: number | undefined,
+  options: CpuSessionOptions,
+): { model: ModelProto; layout: CpuSessionEdit } {
+  const model = decodeOptimizedGraph(optimizedBytes, source);
+  const layout: CpuSessionEdit = blockLrnSteps(model, chains, { blockSize });
+  const cropsPerPart = options.stemCropsPerPart ?? DEFAULT_STEM_CROPS_PER_PART;
+  const lastBlocked = layout.blocked[layout.blocked.length - 1];
+  const start = lastBlocked ?? (options.splitStemWithoutLrn === true ? model.graph?.input?.[0]?.name : undefined);
+  if (cropsPerPart === 0 || !start) return { model, layout };
+  const stem = runStemInParts(model, start, cropsPerPart, STEM_PARTS);
+  return { model, layout: typeof stem === "string" ? { ...layout, stemKept: stem } : { ...layout, stem } };
+}
+
+let blockSizeProbe: Promise<number | undefined> | undefined;
+
+/**
+ * onnxruntime's channels per block in its NCHWc layout on this CPU (MLAS: 16 with AVX-512, 8
+ * with AVX2), or undefined without that layout. onnxruntime does not report it, so a one-node
+ * graph is optimized once per process: a convolution with 4 outputs gets a filter padded to one
+ * block, whose first dimension is the block size.
+ */
+export function nchwcBlockSize(folder: string): Promise<number | undefined> {
+  blockSizeProbe ??= probeBlockSize(folder).catch(() => undefined);
+  return blockSizeProbe;
+}
+
+async function probeBlockSize(folder: string): Promise<number | undefined> {
+  const path = join(folder, "block-probe.onnx");
+  const value = (name: string, dims: number[]) => ({
+    name,
+    type: { tensorType: { elemType: onnx.TensorProto.DataType.FLOAT, shape: { dim: dims.map((dimValue) => ({ dimValue })) } } },
+  });
+  const probe = encodeModel(
+    onnx.ModelProto.create({
+      irVersion: 7,
+      opsetImport: [{ version: 12 }],
+      graph: {
+        name: "block_probe",
+        node: [{ opType: "Conv", input: ["x", "w"], output: ["y"], attribute: [{ name: "kernel_shape", type: onnx.AttributeProto.AttributeType.INTS, ints: [1, 1] }] }],
+        initializer: [{ name: "w", dims: [4, 32, 1, 1], dataType: onnx.TensorProto.DataType.FLOAT, floatData: new Array(4 * 32).fill(1) }],
+        input: [value("x", [1, 32, 4, 4])],
+        output: [value("y", [1, 4, 4, 4])],
+      },
+    }),
+  );
+  const session = await ort.InferenceSession.create(probe, {
+    intraOpNumThreads: 1,
+    graphOptimizationLevel: "all",
+    optimizedModelFilePath: path,
+    logSeverityLevel: 3,
+  });
+  await session.release();
+  const graph = decodeOptimizedGraph(await readFile(path), "block probe").graph;
+  const conv = graph?.node?.find((node) => isNchwc(node, "Conv"));
+  const filter = graph?.initializer?.find((tensor) => tensor.name === conv?.input?.[1]);
+  const blockSize = Number(filter?.dims?.[0] ?? 0);
+  return blockSize >= 4 ? blockSize : undefined;
 }

@@ -66,4 +66,10 @@ describe("createOrtEngine on a host without the CUDA add-on", () => {
     await expect(act).rejects.toThrow(ConfigurationError);
     await expect(act).rejects.toThrow('unknown onnxruntime device "gpu"; use one of: cpu, cuda');
   });
+
+  it.each([-1, 2.5])("rejects %s crops per stem part, naming the option", async (stemCropsPerPart) => {
+    const act = createOrtEngine(bytes, { source: MODEL, flavour: "bvlc", stemCropsPerPart });
+    await expect(act).rejects.toThrow(ConfigurationError);
+    await expect(act).rejects.toThrow(`stemCropsPerPart must be a whole number of crops (0 runs the batch whole), got ${stemCropsPerPart}`);
+  });
 });

@@ -1,10 +1,11 @@
 import { readFileSync, readdirSync } from "node:fs";
+import { tmpdir } from "node:os";
 import onnxProto from "onnx-proto";
 import * as ort from "onnxruntime-node";
 import { describe, expect, it } from "vitest";
 import { ModelFormatError } from "../../model/errors.js";
 import { rewriteSlowNodes } from "../../model/onnx-optimize.js";
-import { createCpuSession, keepLrnStepsBlocked } from "../../model/ort-layout.js";
+import { createCpuSession, keepLrnStepsBlocked, nchwcBlockSize } from "../../model/ort-layout.js";
 import { preprocessFor } from "../../model/preprocess.js";
 import { seededRandom } from "../helpers/onnx-rewrite.js";
 import { MODELS, SAMPLES, maxAbsDifference, realCrops } from "../helpers/real-crops.js";
@@ -38,31 +39,57 @@ async function cpuHasBlockedLayout(): Promise<boolean> {
   return (layout?.reordersRemoved ?? 0) > 0;
 }
 
-describe("the LRN steps on onnxruntime's blocked tensors, BVLC GoogLeNet, 16 real photos", () => {
-  it("takes out the six reorders around the two LRNs and changes no output", async () => {
-    // Prepare: the rewritten graph as onnxruntime lays it out, and the same with the edit.
-    const files = readdirSync(SAMPLES).sort().slice(0, 16).map((name) => `${SAMPLES}/${name}`);
+describe.each([
+  ["all three edits (the engine's default)", {}],
+  ["the block rows alone, the batch whole", { stemCropsPerPart: 0 }],
+  ["the stem in parts alone, the band convolutions kept", { blockRows: false }],
+] as const)("the LRN steps on onnxruntime's blocked tensors, BVLC GoogLeNet, 21 real photos: %s", (_, options) => {
+  it("takes out the six reorders around the two LRNs and changes no output, for batches of 1, 5, 16 and 21", async () => {
+    // Prepare: the rewritten graph as onnxruntime lays it out, and the same with the edits.
+    const files = readdirSync(SAMPLES).sort().slice(0, 21).map((name) => `${SAMPLES}/${name}`);
     const { nchw } = await realCrops(files, preprocessFor("bvlc"));
     const rewrite = rewriteSlowNodes(readFileSync(BVLC), BVLC);
     const reordered = await ort.InferenceSession.create(rewrite.bytes, SESSION);
-    const { session: blocked, layout } = await createCpuSession(rewrite.bytes, rewrite.lrnChains, SESSION, BVLC);
+    const { session: blocked, layout } = await createCpuSession(rewrite.bytes, rewrite.lrnChains, SESSION, BVLC, undefined, options);
     try {
-      // Act
-      const expected = await run(reordered, nchw, files.length);
-      const actual = await run(blocked, nchw, files.length);
+      for (const count of [1, 5, 16, 21]) {
+        // Act: a batch of 1 or 5 leaves stem parts empty, one of 21 puts 9 crops in the last.
+        const crops = nchw.subarray(0, count * 3 * 224 * 224);
+        const expected = await run(reordered, crops, count);
+        const actual = await run(blocked, crops, count);
 
-      // Assess: on this machine's x86 CPU both chains run blocked; on a CPU without the blocked
-      // layout nothing is reordered, so nothing is edited.
+        // Assess
+        expect(maxAbsDifference(actual, expected)).toBeLessThanOrEqual(1e-6);
+        if (count === 21) expect(new Set(Array.from({ length: count }, (_, row) => argmax(actual, row))).size).toBeGreaterThan(4);
+      }
+      // On this machine's x86 CPU both chains run blocked; on a CPU without the blocked layout
+      // nothing is reordered, so nothing is edited.
       if (process.arch === "x64") {
-        expect(layout?.blocked).toEqual(rewrite.lrnChains.map((chain) => chain.output));
+        const chains = rewrite.lrnChains.map((chain) => chain.output);
+        expect(layout?.blocked).toEqual(chains);
         expect(layout?.reordersRemoved).toBe(6);
         expect(layout?.kept).toEqual([]);
+        expect(layout?.windowSumRows).toEqual("blockRows" in options ? [] : chains);
+        // The stem ends where the network first branches, after pool2 (inception 3a's inputs).
+        if ("stemCropsPerPart" in options) expect(layout?.stem).toBeUndefined();
+        else expect(layout?.stem?.nodes).toBeGreaterThan(10);
       }
-      expect(maxAbsDifference(actual, expected)).toBeLessThanOrEqual(1e-6);
-      expect(new Set(Array.from({ length: files.length }, (_, row) => argmax(actual, row))).size).toBeGreaterThan(4);
     } finally {
       await reordered.release();
       await blocked.release();
+    }
+  });
+});
+
+describe("nchwcBlockSize", () => {
+  it("finds onnxruntime's block of 8 or 16 channels on an x86 CPU with the blocked layout", async () => {
+    // Act
+    const blockSize = await nchwcBlockSize(tmpdir());
+
+    // Assess: MLAS blocks 16 channels with AVX-512 and 8 with AVX2; /proc/cpuinfo says which.
+    if (process.arch === "x64" && (await cpuHasBlockedLayout())) {
+      const avx512 = / avx512f /.test(readFileSync("/proc/cpuinfo", "utf8").split("\n").find((line) => line.startsWith("flags")) ?? "");
+      expect(blockSize).toBe(avx512 ? 16 : 8);
     }
   });
 });
@@ -160,6 +187,8 @@ describe.each([
         if (expectedOnX64 === "blocked") {
           expect(layout?.blocked).toEqual(["normed"]);
           expect(layout?.reordersRemoved).toBeGreaterThan(0);
+          // 96 channels are 6 blocks of 16 (or 12 of 8): the window sum runs over the block rows.
+          expect(layout?.windowSumRows).toEqual(["normed"]);
         } else {
           expect(layout?.blocked).toEqual([]);
           expect(layout?.kept).toHaveLength(1);
