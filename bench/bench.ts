@@ -104,7 +104,7 @@ function parseSettings(argv: string[]): Settings {
     sweep: !quick && values["no-sweep"] !== true,
     profile: values.profile ?? !quick,
     feederImages: positive("feeder-images", values["feeder-images"], quick ? 30 : 200),
-    lrnSeconds: quick ? 6 : 30,
+    lrnSeconds: quick ? 20 : 90,
     soak: soak
       ? {
           oneCrop: positive("soak-images", values["soak-images"], 10_000),

@@ -58,6 +58,9 @@ export interface RewriteOptions {
    * alternating runs on a loaded machine): band 1.19-1.31x, channel-conv 1.67-1.75x, pool
    * 1.58-1.64x; a [N,1,C,H,W] Conv3D (1.25-1.36x), a MatMul band (1.40-1.50x) and a reciprocal
    * brought back into the blocked layout by a depthwise conv (1.28x) were tried and dropped.
+   * Where onnxruntime runs the chain blocked, model/ort-block-rows.ts then replaces the band
+   * convolutions (of any of these forms but channel-conv and pool) by one 3x1 convolution over
+   * the block rows.
    */
   readonly windowSum?: WindowSum;
   /**
