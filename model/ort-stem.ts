@@ -57,6 +57,7 @@ export function runStemInParts(model: ModelProto, start: string, cropsPerPart: n
     stem.add(node);
     for (const name of node.input ?? []) pending.push(index.producer.get(name));
   }
+  if (stem.size === 0) return `no node makes ${end}, so there is no stem before it`;
   const initializers = new Set(index.initializerDims.keys());
   for (const node of stem) {
     const refusal = perCropRefusal(node, index.initializerDims);

@@ -86,6 +86,7 @@ describe("runStemInParts", () => {
     ["a constant with a batch axis", "data", { opType: "Mul", input: ["conv", "scale"], output: ["act"] }, [], /broadcasts scale over the batch/],
     // From the ReLU's output the walk reaches the pool, so the convolution is in the stem too.
     ["a stem tensor read after the stem", "act", RELU, ["conv"], /conv is read after the stem/],
+    ["a start no node makes or reads", "missing", RELU, [], /no node makes missing/],
   ];
   it.each(refusals)("leaves the graph whole for %s, saying why", (_, start, activation, extraOutputs, reason) => {
     // Prepare
