@@ -1,5 +1,5 @@
 import { createHash } from "node:crypto";
-import { rm } from "node:fs/promises";
+import { mkdir, mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Scheme } from "../model/crop-types.js";
@@ -45,8 +45,8 @@ export interface ScoreJobOptions extends EngineSettings {
    */
   readonly out: string;
   /**
-   * Local staging folder for an S3 out, emptied at start. Default: a folder under the OS temp
-   * dir named by the out URL.
+   * Local staging folder for an S3 out, emptied at start. Default: a new folder for each run
+   * under the OS temp dir (named by the out URL, with a unique suffix), removed at the end.
    */
   readonly stagingDir?: string;
   /** Seconds between uploads of the partial results.jsonl to an S3 out. Default: 300. */
@@ -256,25 +256,38 @@ interface Destination {
   readonly local: LocalLocation;
   /** The S3 out, when there is one: the staging folder is uploaded there. */
   readonly remote?: Location;
+  /** A staging folder made for this run alone, removed when it ends. */
+  readonly ownStaging?: string;
 }
 
 /**
  * For an S3 out, a local staging folder seeded from what the bucket already has. The bucket is
- * the record of truth: the staging folder is emptied first, so results of an earlier run whose
+ * the record of truth: the staging folder starts empty, so results of an earlier run whose
  * prefix was since deleted cannot come back; a crash loses at most one checkpoint interval.
+ * By default the folder is new for each run (named by the out URL, with a unique suffix):
+ * two runs on one machine with the same out URL (another account's bucket of that name, or
+ * the test suite under two Node versions at once) would otherwise append to one file.
  */
 async function openDestination(options: ScoreJobOptions): Promise<Destination> {
   if (!isS3Url(options.out)) return { local: new LocalLocation(options.out) };
   const remote = openLocation(options.out);
   const name = createHash("sha256").update(options.out).digest("hex").slice(0, 16);
-  const stagingDir = options.stagingDir ?? join(tmpdir(), "googlenet-eval-staging", name);
-  await rm(stagingDir, { recursive: true, force: true });
+  let stagingDir: string;
+  if (options.stagingDir === undefined) {
+    const parent = join(tmpdir(), "googlenet-eval-staging");
+    await mkdir(parent, { recursive: true });
+    stagingDir = await mkdtemp(join(parent, `${name}-`));
+  } else {
+    stagingDir = options.stagingDir;
+    await rm(stagingDir, { recursive: true, force: true });
+  }
+  const ownStaging = options.stagingDir === undefined ? stagingDir : undefined;
   const local = new LocalLocation(stagingDir);
   for (const file of [RESULTS_FILE, SUMMARY_FILE, RUN_FACTS_FILE, RUN_HEADER_FILE]) {
     const bytes = await remote.readIfExists(file);
     if (bytes !== undefined) await local.write(file, bytes);
   }
-  return { local, remote };
+  return { local, remote, ...(ownStaging ? { ownStaging } : {}) };
 }
 
 async function upload(destination: Destination, files: readonly string[]): Promise<void> {
@@ -421,6 +434,21 @@ export async function runScoreJob(options: ScoreJobOptions): Promise<ScoreJobRes
   const inputs = await gatherInputs(options, crops, stderr);
 
   const destination = await openDestination(options);
+  try {
+    return await scoreToDestination(options, inputs, crops, destination, stdout, stderr);
+  } finally {
+    if (destination.ownStaging) await rm(destination.ownStaging, { recursive: true, force: true });
+  }
+}
+
+async function scoreToDestination(
+  options: ScoreJobOptions,
+  inputs: RunInputs,
+  crops: CropCount,
+  destination: Destination,
+  stdout: NonNullable<ScoreJobOptions["stdout"]>,
+  stderr: NodeJS.WriteStream,
+): Promise<ScoreJobResult> {
   const previous = await readResumeState(destination.local);
   const writeHeader = await checkResumable(destination.local, previous, inputs.header, options.out, stderr);
   const startedAt = new Date();
