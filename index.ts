@@ -12,22 +12,22 @@ export {
   ModelFormatError,
   StorageError,
 } from "./model/errors.js";
-export { CROP_NAMES, CROP_SIDE, SCALES, SCHEMES } from "./model/crop-types.js";
-export type { Crop, CropName, Scale, Scheme, SquareName } from "./model/crop-types.js";
-export { CROPS_PER_IMAGE, cropPlan, cropsForCount, formatCropPlanJson, resizedSize, schemeCropIndices } from "./model/crops.js";
-export type { CropCount } from "./model/crops.js";
-export { DEFAULT_MAX_PIXELS, decodeImage } from "./model/decode.js";
-export type { DecodedImage, DecodeOptions } from "./model/decode.js";
-export { CROP_VALUES, sampleCrops, uniqueCropWindows } from "./model/sampling.js";
-export type { SampleOptions } from "./model/sampling.js";
+export { CROP_NAMES, CROP_SIDE, SCALES, SCHEMES } from "./model/image/crop-types.js";
+export type { Crop, CropName, Scale, Scheme, SquareName } from "./model/image/crop-types.js";
+export { CROPS_PER_IMAGE, cropPlan, cropsForCount, formatCropPlanJson, resizedSize, schemeCropIndices } from "./model/image/crops.js";
+export type { CropCount } from "./model/image/crops.js";
+export { DEFAULT_MAX_PIXELS, decodeImage } from "./model/image/decode.js";
+export type { DecodedImage, DecodeOptions } from "./model/image/decode.js";
+export { CROP_VALUES, sampleCrops, uniqueCropWindows } from "./model/image/sampling.js";
+export type { SampleOptions } from "./model/image/sampling.js";
 export { FLAVOURS, preprocessFor } from "./model/preprocess.js";
 export type { Flavour, Preprocess } from "./model/preprocess.js";
 export { ENGINE_NAMES, NUM_CLASSES } from "./model/engine.js";
 export type { Engine, EngineName, InputLayout, ModelInfo } from "./model/engine.js";
-export { describeOnnxModel } from "./model/googlenet-recognition.js";
-export type { OnnxModelDescription } from "./model/googlenet-recognition.js";
-export { createOrtEngine } from "./model/ort-engine.js";
-export type { OrtEngineOptions } from "./model/ort-engine.js";
+export { describeOnnxModel } from "./model/onnx/googlenet-recognition.js";
+export type { OnnxModelDescription } from "./model/onnx/googlenet-recognition.js";
+export { createOrtEngine } from "./model/ort/engine.js";
+export type { OrtEngineOptions } from "./model/ort/engine.js";
 export { BACKEND_CHOICES, ENGINE_CHOICES, loadEngine, nativeTensorflowLoads } from "./model/load.js";
 export type { EngineChoice, LoadEngineOptions } from "./model/load.js";
 export {

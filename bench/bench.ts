@@ -1,7 +1,7 @@
 import { accessSync } from "node:fs";
 import { availableParallelism, cpus, loadavg } from "node:os";
 import { parseArgs } from "node:util";
-import type { BackendPreference } from "../model/backend.js";
+import type { BackendPreference } from "../model/tfjs/backend.js";
 import { ConfigurationError } from "../model/errors.js";
 import { nativeTensorflowLoads } from "../model/load.js";
 import { DEFAULT_BATCH_CROPS } from "../scoring/scorer.js";
@@ -155,7 +155,7 @@ async function measureEngines(report: Report, settings: Settings): Promise<Engin
   const ortRaw = await run({ kind: "raw", engine: "onnxruntime", batch, threads, seconds: rawSeconds, minCalls: 3 });
   report.add("onnxruntime alone, rewritten graph", ortRaw);
   if (!settings.quick) {
-    // The engine sleeps idle threads (model/ort-engine.ts allowSpinning); this row shows what spinning would give alone.
+    // The engine sleeps idle threads (model/ort/engine.ts allowSpinning); this row shows what spinning would give alone.
     const spinning = await run({ kind: "raw", engine: "onnxruntime", batch, threads, seconds: rawSeconds, minCalls: 3, allowSpinning: true });
     report.add("onnxruntime alone, rewritten, spinning threads", spinning);
   }

@@ -20,7 +20,7 @@ export interface GpuSettings {
  * @throws BackendUnavailableError naming why the GPU backend did not load.
  */
 export async function runGpu(report: Report, settings: GpuSettings): Promise<Record<string, unknown>> {
-  const { requireGpuBackend } = await import("../model/backend.js");
+  const { requireGpuBackend } = await import("../model/tfjs/backend.js");
   try {
     await requireGpuBackend({ log: (line) => report.log(line) });
   } catch (error) {

@@ -5,20 +5,20 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import * as ort from "onnxruntime-node";
 import sharp from "sharp";
-import type { BackendPreference } from "../model/backend.js";
-import type { Crop } from "../model/crop-types.js";
-import { cropPlan, cropsForCount } from "../model/crops.js";
-import { decodeImage } from "../model/decode.js";
-import type { DecodedImage } from "../model/decode.js";
-import type { CropCount } from "../model/crops.js";
+import type { BackendPreference } from "../model/tfjs/backend.js";
+import type { Crop } from "../model/image/crop-types.js";
+import { cropPlan, cropsForCount } from "../model/image/crops.js";
+import { decodeImage } from "../model/image/decode.js";
+import type { DecodedImage } from "../model/image/decode.js";
+import type { CropCount } from "../model/image/crops.js";
 import type { Engine, InputLayout } from "../model/engine.js";
 import { measureEngines } from "../model/engine-meter.js";
 import { loadEngine } from "../model/load.js";
-import { rewriteSlowNodes } from "../model/onnx-optimize.js";
-import { createOrtEngine } from "../model/ort-engine.js";
-import { createCpuSession } from "../model/ort-layout.js";
+import { rewriteSlowNodes } from "../model/ort/graph-edits/lrn-rewrite.js";
+import { createOrtEngine } from "../model/ort/engine.js";
+import { createCpuSession } from "../model/ort/graph-edits/layout.js";
 import { preprocessFor } from "../model/preprocess.js";
-import { CROP_VALUES, sampleCrops, uniqueCropWindows } from "../model/sampling.js";
+import { CROP_VALUES, sampleCrops, uniqueCropWindows } from "../model/image/sampling.js";
 import { readSynsets } from "../model/synsets.js";
 import { readLabels } from "../scoring/labels.js";
 import { ResultsWriter } from "../scoring/results.js";
@@ -85,7 +85,7 @@ export type Task =
     }
   | {
       /**
-       * Device-side cutting alone (model/device-crops.ts) on a tfjs backend: the 144 crops of
+       * Device-side cutting alone (model/tfjs/device-crops.ts) on a tfjs backend: the 144 crops of
        * `images` photos in calls of `batch`, upload included, each call waited for.
        */
       readonly kind: "device-cut";
@@ -332,8 +332,8 @@ async function measureFeeder(task: Extract<Task, { kind: "feeder" }>): Promise<M
 }
 
 async function measureDeviceCut(task: Extract<Task, { kind: "device-cut" }>): Promise<Measurement> {
-  const { selectBackend } = await import("../model/backend.js");
-  const { DeviceCropper } = await import("../model/device-crops.js");
+  const { selectBackend } = await import("../model/tfjs/backend.js");
+  const { DeviceCropper } = await import("../model/tfjs/device-crops.js");
   const tf = await import("@tensorflow/tfjs-core");
   const { backend } = await selectBackend(task.backend, { log: () => undefined });
   const files = await samplePhotos(task.images);
@@ -409,7 +409,7 @@ async function measureProfile(task: Extract<Task, { kind: "profile" }>): Promise
   const bytes = readFileSync(MODEL);
   const rewrite = task.rewritten ? rewriteSlowNodes(bytes, MODEL) : undefined;
   const folder = await mkdtemp(join(tmpdir(), "googlenet-profile-"));
-  // The engine's own session options (model/ort-engine.ts), plus the profiler.
+  // The engine's own session options (model/ort/engine.ts), plus the profiler.
   const options: ort.InferenceSession.SessionOptions = {
     intraOpNumThreads: task.threads,
     interOpNumThreads: 1,

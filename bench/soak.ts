@@ -1,4 +1,4 @@
-import type { CropCount } from "../model/crops.js";
+import type { CropCount } from "../model/image/crops.js";
 import type { Measurement } from "./measure.js";
 import type { Report } from "./report.js";
 import { fixed, round } from "./report.js";

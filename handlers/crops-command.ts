@@ -1,5 +1,5 @@
 import { z } from "zod";
-import { cropPlan, formatCropPlanJson } from "../model/crops.js";
+import { cropPlan, formatCropPlanJson } from "../model/image/crops.js";
 import { ConfigurationError } from "../model/errors.js";
 import { parseFlags } from "./flags.js";
 

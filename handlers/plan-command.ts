@@ -1,5 +1,5 @@
 import { z } from "zod";
-import { DEFAULT_MAX_PIXELS } from "../model/decode.js";
+import { DEFAULT_MAX_PIXELS } from "../model/image/decode.js";
 import { ConfigurationError } from "../model/errors.js";
 import type { CropCount } from "../model/predict.js";
 import { FLAVOURS } from "../model/preprocess.js";

@@ -3,7 +3,7 @@ import { join } from "node:path";
 import { z } from "zod";
 import { ConfigurationError } from "../model/errors.js";
 import { BACKEND_CHOICES } from "../model/load.js";
-import { ORT_DEVICES } from "../model/ort-engine.js";
+import { ORT_DEVICES } from "../model/ort/engine.js";
 import { FLAVOURS } from "../model/preprocess.js";
 import { runScoreJob } from "../scoring/score-job.js";
 import { isS3Url } from "../storage/location.js";

@@ -6,7 +6,7 @@ import { DEFAULT_BATCH_DEADLINE_SECONDS, DEFAULT_STOP_TIMEOUT_SECONDS, HEARTBEAT
 import { taskProtectionFromEnvironment } from "../queue/task-protection.js";
 import { runWorker, type WorkerOptions } from "../queue/worker.js";
 import { BACKEND_CHOICES } from "../model/load.js";
-import { ORT_DEVICES } from "../model/ort-engine.js";
+import { ORT_DEVICES } from "../model/ort/engine.js";
 import { checkSynsetsSource, readSynsetsUrl, SYNSETS_ENV, synsetsSource, type SynsetsSource } from "./class-names.js";
 import { choiceFlag, engineFlag, parseFlags, positiveIntFlag, usageError, wholeNumberFlag } from "./flags.js";
 
@@ -254,7 +254,7 @@ async function checkGpu(settings: WorkerSettings): Promise<void> {
     if (settings.device !== "cuda") throw new ConfigurationError("--require-gpu with --engine onnxruntime needs --device cuda");
     return;
   }
-  const { requireGpuBackend } = await import("../model/backend.js");
+  const { requireGpuBackend } = await import("../model/tfjs/backend.js");
   await requireGpuBackend();
 }
 

@@ -1,11 +1,11 @@
 import { createHash } from "node:crypto";
 import { availableParallelism } from "node:os";
-import type { BackendPreference } from "./backend.js";
+import type { BackendPreference } from "./tfjs/backend.js";
 import type { Engine, EngineName, ModelInfo } from "./engine.js";
 import { ENGINE_NAMES } from "./engine.js";
 import { ConfigurationError, ModelFormatError } from "./errors.js";
-import { describeOnnxModel } from "./googlenet-recognition.js";
-import { createOrtEngine, type OrtDevice } from "./ort-engine.js";
+import { describeOnnxModel } from "./onnx/googlenet-recognition.js";
+import { createOrtEngine, type OrtDevice } from "./ort/engine.js";
 import type { Flavour } from "./preprocess.js";
 import { FLAVOURS } from "./preprocess.js";
 
@@ -59,7 +59,7 @@ let nativeTensorflow: Promise<boolean> | undefined;
  */
 export function nativeTensorflowLoads(): Promise<boolean> {
   nativeTensorflow ??= (async () => {
-    const { selectBackend } = await import("./backend.js");
+    const { selectBackend } = await import("./tfjs/backend.js");
     try {
       await selectBackend("tensorflow");
       return true;
@@ -132,13 +132,13 @@ export async function loadEngine(
     }
     if (options.requireGpu === true) {
       // Before anything is built: tfjs-node on the CPU or wasm would otherwise run at GPU prices.
-      await (await import("./backend.js")).requireGpuBackend();
+      await (await import("./tfjs/backend.js")).requireGpuBackend();
     }
     const native = options.requireGpu === true || backend === "tensorflow" || (backend === "auto" && (await nativeTensorflowLoads()));
     const engine =
       native || workers === 1
-        ? await (await import("./tfjs-engine.js")).createTfjsEngine(modelBytes, { source, backend })
-        : await (await import("./tfjs-pool.js")).createTfjsPoolEngine(modelBytes, { source, backend, workers });
+        ? await (await import("./tfjs/engine.js")).createTfjsEngine(modelBytes, { source, backend })
+        : await (await import("./tfjs/pool.js")).createTfjsPoolEngine(modelBytes, { source, backend, workers });
     return { engine, info: { file: source, sha256, flavour: recognised } };
   }
 

@@ -1,6 +1,6 @@
-import type { Scheme } from "./crop-types.js";
-import { SCHEMES } from "./crop-types.js";
-import type { CropCount } from "./crops.js";
+import type { Scheme } from "./image/crop-types.js";
+import { SCHEMES } from "./image/crop-types.js";
+import type { CropCount } from "./image/crops.js";
 import { ConfigurationError, ModelOutputError } from "./errors.js";
 
 export type { CropCount };

@@ -1,5 +1,5 @@
-import type { Crop } from "./crop-types.js";
-import type { DecodedImage } from "./decode.js";
+import type { Crop } from "./image/crop-types.js";
+import type { DecodedImage } from "./image/decode.js";
 import type { Engine } from "./engine.js";
 
 /*

@@ -1,4 +1,4 @@
-import type { Scheme } from "../model/crop-types.js";
+import type { Scheme } from "../model/image/crop-types.js";
 import type { ModelInfo } from "../model/engine.js";
 import { StorageError } from "../model/errors.js";
 import { schemesForCount } from "../model/predict.js";

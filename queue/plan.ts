@@ -2,9 +2,9 @@ import { randomBytes } from "node:crypto";
 import { isAbsolute, relative, resolve, sep } from "node:path";
 import type { S3Client } from "@aws-sdk/client-s3";
 import { SendMessageBatchCommand, type SQSClient } from "@aws-sdk/client-sqs";
-import { DEFAULT_MAX_PIXELS } from "../model/decode.js";
+import { DEFAULT_MAX_PIXELS } from "../model/image/decode.js";
 import { ConfigurationError, ModelFormatError, StorageError } from "../model/errors.js";
-import { describeOnnxModel } from "../model/googlenet-recognition.js";
+import { describeOnnxModel } from "../model/onnx/googlenet-recognition.js";
 import type { EngineChoice } from "../model/load.js";
 import type { CropCount } from "../model/predict.js";
 import { CROP_COUNTS } from "../model/predict.js";
@@ -70,7 +70,7 @@ export interface PlanOptions {
   readonly engine?: EngineChoice;
   /** Rotate images by their EXIF orientation. Default: false (ImageNet validation convention). */
   readonly applyExifOrientation?: boolean;
-  /** Images with more pixels become failed records. Default: model/decode.ts's DEFAULT_MAX_PIXELS (100 million). */
+  /** Images with more pixels become failed records. Default: model/image/decode.ts's DEFAULT_MAX_PIXELS (100 million). */
   readonly maxPixels?: number;
   /**
    * Input convention for every model, as `score --preprocess`: lets onnxruntime run graphs the

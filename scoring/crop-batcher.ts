@@ -1,11 +1,11 @@
-import type { Crop } from "../model/crop-types.js";
-import type { DecodedImage } from "../model/decode.js";
+import type { Crop } from "../model/image/crop-types.js";
+import type { DecodedImage } from "../model/image/decode.js";
 import { takesWindows } from "../model/window-engine.js";
 import type { Engine, InputLayout, ModelInfo } from "../model/engine.js";
 import { NUM_CLASSES } from "../model/engine.js";
 import { ModelOutputError } from "../model/errors.js";
 import type { Preprocess } from "../model/preprocess.js";
-import { CROP_VALUES, sampleCrops } from "../model/sampling.js";
+import { CROP_VALUES, sampleCrops } from "../model/image/sampling.js";
 
 /** A model the batcher runs: its engine, and what it is for messages. */
 export interface BatchModel {
@@ -33,7 +33,7 @@ export interface Pending {
 
 /**
  * Models that read identically sampled crops share one sampling pass; models whose engines cut
- * their own crops (model/device-crops.ts) form one group that gets images and windows instead.
+ * their own crops (model/tfjs/device-crops.ts) form one group that gets images and windows instead.
  */
 interface SamplingGroup {
   readonly preprocess: Preprocess;

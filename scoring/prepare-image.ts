@@ -1,5 +1,5 @@
-import type { DecodedImage } from "../model/decode.js";
-import { decodeImage } from "../model/decode.js";
+import type { DecodedImage } from "../model/image/decode.js";
+import { decodeImage } from "../model/image/decode.js";
 import { MissingObjectError, StorageError, isImageFault } from "../model/errors.js";
 import type { ImageInput } from "./image-input.js";
 

@@ -1,4 +1,4 @@
-import type { CropName, Scale, Scheme } from "../model/crop-types.js";
+import type { CropName, Scale, Scheme } from "../model/image/crop-types.js";
 
 /** One top-5 entry as results.jsonl stores it: class index, mean probability, first synset name. */
 export type TopEntry = [classIndex: number, probability: number, name: string];

@@ -1,11 +1,11 @@
-import type { Crop, Scheme } from "../model/crop-types.js";
-import type { CropCount } from "../model/crops.js";
-import { cropPlan, cropsForCount, schemeCropIndices } from "../model/crops.js";
+import type { Crop, Scheme } from "../model/image/crop-types.js";
+import type { CropCount } from "../model/image/crops.js";
+import { cropPlan, cropsForCount, schemeCropIndices } from "../model/image/crops.js";
 import type { Engine, ModelInfo } from "../model/engine.js";
 import { NUM_CLASSES } from "../model/engine.js";
 import { ConfigurationError } from "../model/errors.js";
 import { cropVerdicts, predictImage, schemesForCount, topKEntries } from "../model/predict.js";
-import { uniqueCropWindows } from "../model/sampling.js";
+import { uniqueCropWindows } from "../model/image/sampling.js";
 import { CropBatcher, type Pending } from "./crop-batcher.js";
 import type { ImageInput } from "./image-input.js";
 import { prefetchReads } from "./prefetch.js";

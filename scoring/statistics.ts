@@ -1,5 +1,5 @@
-import { CROP_SIDE, SCHEMES, type CropName, type Scale, type Scheme } from "../model/crop-types.js";
-import { cropPlan, schemeCropIndices } from "../model/crops.js";
+import { CROP_SIDE, SCHEMES, type CropName, type Scale, type Scheme } from "../model/image/crop-types.js";
+import { cropPlan, schemeCropIndices } from "../model/image/crops.js";
 import { StorageError } from "../model/errors.js";
 import {
   isFailed,
@@ -31,7 +31,7 @@ const LANDSCAPE_SQUARE = { left: "left", top: "left", center: "center", right: "
 
 /**
  * The 144 positions in protocol order (scale, then square, then crop, then mirror), taken from
- * model/crops.ts's plan so the two cannot disagree; the plan's geometry plays no part.
+ * model/image/crops.ts's plan so the two cannot disagree; the plan's geometry plays no part.
  */
 export const POSITIONS: readonly Position[] = cropPlan(CROP_SIDE, CROP_SIDE).map(({ scale, square, crop, mirror }) => ({
   scale,

@@ -1,6 +1,6 @@
-import { SCHEMES } from "../model/crop-types.js";
+import { SCHEMES } from "../model/image/crop-types.js";
 import type { ModelInfo } from "../model/engine.js";
-import type { CropCount } from "../model/crops.js";
+import type { CropCount } from "../model/image/crops.js";
 import { schemesForCount } from "../model/predict.js";
 import type { ResultRecord, SchemeErrorRates, Summary } from "./records.js";
 import { isFailed } from "./records.js";

@@ -1,4 +1,4 @@
-import { SCHEMES } from "../../model/crop-types.js";
+import { SCHEMES } from "../../model/image/crop-types.js";
 import type { Comparison, Summary } from "../records.js";
 import { ENSEMBLE } from "../statistics.js";
 import { basename, cropsText, escapeHtml, formatPValue, metricText, pValueText } from "./format.js";

@@ -1,4 +1,4 @@
-import { SCHEMES, type Scheme } from "../../model/crop-types.js";
+import { SCHEMES, type Scheme } from "../../model/image/crop-types.js";
 import type { ErrorRates, Interval, SchemeErrorRates, Summary } from "../records.js";
 import { ENSEMBLE, wilsonInterval } from "../statistics.js";
 import { chartSvg, figure } from "./charts.js";

@@ -1,8 +1,8 @@
-import type { Crop } from "../../model/crop-types.js";
-import type { DecodedImage } from "../../model/decode.js";
+import type { Crop } from "../../model/image/crop-types.js";
+import type { DecodedImage } from "../../model/image/decode.js";
 import type { InputLayout } from "../../model/engine.js";
 import type { Preprocess } from "../../model/preprocess.js";
-import { CROP_VALUES } from "../../model/sampling.js";
+import { CROP_VALUES } from "../../model/image/sampling.js";
 
 const S = 224;
 

@@ -1,6 +1,6 @@
 import { fileURLToPath } from "node:url";
-import { SCHEMES, type Scheme } from "../../model/crop-types.js";
-import { schemeCropIndices } from "../../model/crops.js";
+import { SCHEMES, type Scheme } from "../../model/image/crop-types.js";
+import { schemeCropIndices } from "../../model/image/crops.js";
 import { readSynsets } from "../../model/synsets.js";
 import type { ModelInfo } from "../../model/engine.js";
 import { perClassAccuracy } from "../../queue/aggregate.js";

@@ -1,4 +1,4 @@
-import { selectBackend, type BackendPreference } from "../../model/backend.js";
+import { selectBackend, type BackendPreference } from "../../model/tfjs/backend.js";
 import { BackendUnavailableError } from "../../model/errors.js";
 
 /** wasm as the brief asks, the plain JS backend where wasm cannot start; selected quietly. */

@@ -1,12 +1,12 @@
 import { readFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { cropPlan } from "../../model/crops.js";
-import { decodeImage, type DecodedImage } from "../../model/decode.js";
+import { cropPlan } from "../../model/image/crops.js";
+import { decodeImage, type DecodedImage } from "../../model/image/decode.js";
 import { NUM_CLASSES, type Engine } from "../../model/engine.js";
 import { loadEngine } from "../../model/load.js";
 import { meanOfRows, topK } from "../../model/predict.js";
-import { CROP_VALUES, sampleCrops } from "../../model/sampling.js";
+import { CROP_VALUES, sampleCrops } from "../../model/image/sampling.js";
 
 const SHARED = resolve(import.meta.dirname, "../../../shared");
 

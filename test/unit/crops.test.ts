@@ -1,10 +1,10 @@
 import { describe, expect, it } from "vitest";
 
-import { CROP_NAMES, SCALES } from "../../model/crop-types.js";
-import type { Crop, Scheme } from "../../model/crop-types.js";
-import { CROPS_PER_IMAGE, cropPlan, cropsForCount, formatCropPlanJson, schemeCropIndices } from "../../model/crops.js";
+import { CROP_NAMES, SCALES } from "../../model/image/crop-types.js";
+import type { Crop, Scheme } from "../../model/image/crop-types.js";
+import { CROPS_PER_IMAGE, cropPlan, cropsForCount, formatCropPlanJson, schemeCropIndices } from "../../model/image/crops.js";
 import { ConfigurationError } from "../../model/errors.js";
-import { uniqueCropWindows } from "../../model/sampling.js";
+import { uniqueCropWindows } from "../../model/image/sampling.js";
 
 /** Expected geometry straight from PROTOCOL.md "Geometry", with BigInt so the floor is exact. */
 function expectedCrop(width: number, height: number, n: number): Crop {

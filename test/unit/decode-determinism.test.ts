@@ -5,8 +5,8 @@ import { fileURLToPath } from "node:url";
 import sharp from "sharp";
 import { beforeAll, describe, expect, it } from "vitest";
 
-import { decodeImage } from "../../model/decode.js";
-import { findTruncation } from "../../model/image-structure.js";
+import { decodeImage } from "../../model/image/decode.js";
+import { findTruncation } from "../../model/image/image-structure.js";
 
 const SAMPLES = fileURLToPath(new URL("../../../shared/imagenet/samples/", import.meta.url));
 const TENCH = "n01440764_tench.JPEG"; // 500x375

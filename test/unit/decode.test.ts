@@ -5,8 +5,8 @@ import { fileURLToPath } from "node:url";
 import sharp from "sharp";
 import { describe, expect, it } from "vitest";
 
-import { DEFAULT_MAX_PIXELS, decodeImage } from "../../model/decode.js";
-import type { DecodeOptions } from "../../model/decode.js";
+import { DEFAULT_MAX_PIXELS, decodeImage } from "../../model/image/decode.js";
+import type { DecodeOptions } from "../../model/image/decode.js";
 import { ConfigurationError, ImageDecodeError } from "../../model/errors.js";
 
 const SAMPLES = fileURLToPath(new URL("../../../shared/imagenet/samples/", import.meta.url));

@@ -1,13 +1,13 @@
 import { readFileSync } from "node:fs";
 import * as tf from "@tensorflow/tfjs-core";
 import { beforeAll, describe, expect, it } from "vitest";
-import { parseBackendPreference, selectBackend, type BackendPreference } from "../../model/backend.js";
+import { parseBackendPreference, selectBackend, type BackendPreference } from "../../model/tfjs/backend.js";
 import { BackendUnavailableError, ConfigurationError } from "../../model/errors.js";
-import { loadGoogLeNetWeights } from "../../model/googlenet-recognition.js";
-import { allConvs, type GoogLeNetWeights } from "../../model/googlenet-weights.js";
-import { buildGoogLeNet, layerWidths, parameterCount, windowPadding } from "../../model/googlenet.js";
+import { loadGoogLeNetWeights } from "../../model/onnx/googlenet-recognition.js";
+import { allConvs, type GoogLeNetWeights } from "../../model/onnx/googlenet-weights.js";
+import { buildGoogLeNet, layerWidths, parameterCount, windowPadding } from "../../model/tfjs/googlenet.js";
 import { preprocessFor } from "../../model/preprocess.js";
-import { createTfjsEngine } from "../../model/tfjs-engine.js";
+import { createTfjsEngine } from "../../model/tfjs/engine.js";
 import { countPrototxtParameters } from "../helpers/caffe-prototxt.js";
 import {
   decodeModel,

@@ -1,16 +1,16 @@
 import { readFileSync } from "node:fs";
 import { beforeAll, describe, expect, it } from "vitest";
-import { cropPlan } from "../../model/crops.js";
-import { decodeImage } from "../../model/decode.js";
+import { cropPlan } from "../../model/image/crops.js";
+import { decodeImage } from "../../model/image/decode.js";
 import type { Engine } from "../../model/engine.js";
 import { NUM_CLASSES } from "../../model/engine.js";
 import { ConfigurationError, ModelFormatError } from "../../model/errors.js";
-import type { RewriteOptions } from "../../model/onnx-optimize.js";
-import { bandGroupSizes, rewriteSlowNodes } from "../../model/onnx-optimize.js";
-import { createOrtEngine } from "../../model/ort-engine.js";
+import type { RewriteOptions } from "../../model/ort/graph-edits/lrn-rewrite.js";
+import { bandGroupSizes, rewriteSlowNodes } from "../../model/ort/graph-edits/lrn-rewrite.js";
+import { createOrtEngine } from "../../model/ort/engine.js";
 import { topK } from "../../model/predict.js";
 import { preprocessFor } from "../../model/preprocess.js";
-import { CROP_VALUES, sampleCrops } from "../../model/sampling.js";
+import { CROP_VALUES, sampleCrops } from "../../model/image/sampling.js";
 import { decodeModel, encodeModel } from "../helpers/onnx-rewrite.js";
 import { MODELS, SAMPLES, maxAbsDifference } from "../helpers/real-crops.js";
 

@@ -1,8 +1,8 @@
 import { readFileSync } from "node:fs";
 import { describe, expect, it } from "vitest";
 import { ModelFormatError } from "../../model/errors.js";
-import { describeOnnxModel, loadGoogLeNetWeights, recogniseGoogLeNet } from "../../model/googlenet-recognition.js";
-import { readOnnxModel, type OnnxAttribute, type OnnxGraph, type OnnxNode, type OnnxTensor } from "../../model/onnx.js";
+import { describeOnnxModel, loadGoogLeNetWeights, recogniseGoogLeNet } from "../../model/onnx/googlenet-recognition.js";
+import { readOnnxModel, type OnnxAttribute, type OnnxGraph, type OnnxNode, type OnnxTensor } from "../../model/onnx/read-onnx.js";
 import {
   decodeModel,
   encodeModel,

@@ -2,8 +2,8 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { BackendUnavailableError, ConfigurationError } from "../../model/errors.js";
-import { createOrtEngine, executionProvidersFor, type OrtDevice } from "../../model/ort-engine.js";
-import { CROP_VALUES } from "../../model/sampling.js";
+import { createOrtEngine, executionProvidersFor, type OrtDevice } from "../../model/ort/engine.js";
+import { CROP_VALUES } from "../../model/image/sampling.js";
 import { projectRoot } from "../../infra/project-root.js";
 
 /** The real BVLC GoogLeNet from ../shared; this machine has onnxruntime's CPU provider only. */

@@ -1,7 +1,7 @@
 import onnxProto from "onnx-proto";
 import * as ort from "onnxruntime-node";
 import { describe, expect, it } from "vitest";
-import { runStemInParts } from "../../model/ort-stem.js";
+import { runStemInParts } from "../../model/ort/graph-edits/stem.js";
 import { seededRandom } from "../helpers/onnx-rewrite.js";
 import { maxAbsDifference } from "../helpers/real-crops.js";
 

@@ -3,14 +3,14 @@ import { fileURLToPath } from "node:url";
 
 import { beforeAll, describe, expect, it } from "vitest";
 
-import type { Crop } from "../../model/crop-types.js";
-import { cropPlan } from "../../model/crops.js";
-import { decodeImage } from "../../model/decode.js";
-import type { DecodedImage } from "../../model/decode.js";
+import type { Crop } from "../../model/image/crop-types.js";
+import { cropPlan } from "../../model/image/crops.js";
+import { decodeImage } from "../../model/image/decode.js";
+import type { DecodedImage } from "../../model/image/decode.js";
 import type { InputLayout } from "../../model/engine.js";
 import { preprocessFor } from "../../model/preprocess.js";
 import type { Flavour, Preprocess } from "../../model/preprocess.js";
-import { CROP_VALUES, sampleCrops } from "../../model/sampling.js";
+import { CROP_VALUES, sampleCrops } from "../../model/image/sampling.js";
 import { outIndex, referenceCrop, syntheticImage } from "../helpers/protocol-reference.js";
 
 const SAMPLES = fileURLToPath(new URL("../../../shared/imagenet/samples/", import.meta.url));

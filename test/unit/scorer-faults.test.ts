@@ -4,7 +4,7 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Engine, ModelInfo } from "../../model/engine.js";
 import { ModelOutputError, StorageError } from "../../model/errors.js";
-import { createOrtEngine } from "../../model/ort-engine.js";
+import { createOrtEngine } from "../../model/ort/engine.js";
 import { labelRank } from "../../model/predict.js";
 import { readSynsets } from "../../model/synsets.js";
 import type { ResultRecord } from "../../scoring/records.js";

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { schemeCropIndices } from "../../model/crops.js";
+import { schemeCropIndices } from "../../model/image/crops.js";
 import { StorageError } from "../../model/errors.js";
 import type { Interval, ResultRecord, ScoredRecord, Summary, TopEntry } from "../../scoring/records.js";
 import {
@@ -104,7 +104,7 @@ describe("mcnemarExact", () => {
 });
 
 describe("positions", () => {
-  it("lists the 144 in protocol order with the 1-crop position where model/crops.ts puts scheme 1", () => {
+  it("lists the 144 in protocol order with the 1-crop position where model/image/crops.ts puts scheme 1", () => {
     // Assess
     expect(POSITIONS).toHaveLength(144);
     expect(POSITIONS[0]).toEqual({ scale: 256, square: "left", crop: "tl", mirror: false });

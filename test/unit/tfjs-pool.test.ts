@@ -4,15 +4,15 @@ import { availableParallelism } from "node:os";
 import { resolve } from "node:path";
 import type { Worker } from "node:worker_threads";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { selectBackend, type BackendPreference } from "../../model/backend.js";
-import { cropPlan } from "../../model/crops.js";
-import { decodeImage } from "../../model/decode.js";
+import { selectBackend, type BackendPreference } from "../../model/tfjs/backend.js";
+import { cropPlan } from "../../model/image/crops.js";
+import { decodeImage } from "../../model/image/decode.js";
 import { NUM_CLASSES, type Engine } from "../../model/engine.js";
 import { ConfigurationError, ModelFormatError } from "../../model/errors.js";
 import { loadEngine, nativeTensorflowLoads } from "../../model/load.js";
-import { CROP_VALUES, sampleCrops } from "../../model/sampling.js";
-import { createTfjsEngine } from "../../model/tfjs-engine.js";
-import { createTfjsPoolEngine } from "../../model/tfjs-pool.js";
+import { CROP_VALUES, sampleCrops } from "../../model/image/sampling.js";
+import { createTfjsEngine } from "../../model/tfjs/engine.js";
+import { createTfjsPoolEngine } from "../../model/tfjs/pool.js";
 import { tinyClassifierModel } from "../helpers/onnx-rewrite.js";
 import { maxAbsDifference, MODELS, SAMPLES } from "../helpers/real-crops.js";
 
@@ -251,7 +251,7 @@ function runChild(dispose: boolean): { lines: string[]; exited: Promise<number |
   const model = `${MODELS}/bvlc-googlenet.onnx`;
   const script = `
     import { readFileSync } from "node:fs";
-    import { createTfjsPoolEngine } from ${JSON.stringify(`${ROOT}/model/tfjs-pool.ts`)};
+    import { createTfjsPoolEngine } from ${JSON.stringify(`${ROOT}/model/tfjs/pool.ts`)};
     const pool = await createTfjsPoolEngine(readFileSync(${JSON.stringify(model)}), {
       source: ${JSON.stringify(model)}, backend: "wasm", workers: ${WORKERS}, log: () => undefined,
     });

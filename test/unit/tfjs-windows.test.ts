@@ -1,12 +1,12 @@
 import { readFileSync } from "node:fs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { BackendPreference } from "../../model/backend.js";
-import { cropPlan } from "../../model/crops.js";
-import { decodeImage, type DecodedImage } from "../../model/decode.js";
+import type { BackendPreference } from "../../model/tfjs/backend.js";
+import { cropPlan } from "../../model/image/crops.js";
+import { decodeImage, type DecodedImage } from "../../model/image/decode.js";
 import type { Engine } from "../../model/engine.js";
 import { preprocessFor } from "../../model/preprocess.js";
-import { CROP_VALUES } from "../../model/sampling.js";
-import { createTfjsEngine } from "../../model/tfjs-engine.js";
+import { CROP_VALUES } from "../../model/image/sampling.js";
+import { createTfjsEngine } from "../../model/tfjs/engine.js";
 import { takesWindows, type ImageWindows, type WindowEngine } from "../../model/window-engine.js";
 import { wasmOrCpuBackend } from "../helpers/test-backend.js";
 import { referenceCrop, syntheticImage } from "../helpers/protocol-reference.js";

@@ -1,5 +1,5 @@
-import { ModelFormatError } from "./errors.js";
-import { tensorAttribute, type OnnxFloatTensor, type OnnxGraph, type OnnxNode, type OnnxTensor } from "./onnx.js";
+import { ModelFormatError } from "../errors.js";
+import { tensorAttribute, type OnnxFloatTensor, type OnnxGraph, type OnnxNode, type OnnxTensor } from "./read-onnx.js";
 
 /**
  * An ONNX graph indexed for walking backwards from its output: who produces each tensor, how

@@ -4,7 +4,7 @@ import { dirname } from "node:path";
 import * as tf from "@tensorflow/tfjs-core";
 import "@tensorflow/tfjs-backend-cpu";
 import { setWasmPaths } from "@tensorflow/tfjs-backend-wasm";
-import { BackendUnavailableError, ConfigurationError } from "./errors.js";
+import { BackendUnavailableError, ConfigurationError } from "../errors.js";
 
 /** The tfjs backends `--backend` accepts; "auto" takes the fastest one that loads here. */
 export const BACKEND_PREFERENCES = ["auto", "tensorflow", "wasm", "cpu"] as const;

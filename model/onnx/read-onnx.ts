@@ -1,5 +1,5 @@
 import onnxProto from "onnx-proto";
-import { ModelFormatError } from "./errors.js";
+import { ModelFormatError } from "../errors.js";
 
 const { onnx } = onnxProto;
 

@@ -7,13 +7,13 @@ import {
   type InceptionWeights,
   type LrnSpec,
   type PoolSpec,
-} from "./googlenet-weights.js";
-import { pooledSize } from "./layer-readers.js";
-import { ModelFormatError } from "./errors.js";
-import type { Flavour } from "./preprocess.js";
+} from "../onnx/googlenet-weights.js";
+import { pooledSize } from "../onnx/layer-readers.js";
+import { ModelFormatError } from "../errors.js";
+import type { Flavour } from "../preprocess.js";
 
 /**
- * GoogLeNet in TensorFlow.js (NHWC), built from the plain weights model/googlenet-recognition.ts
+ * GoogLeNet in TensorFlow.js (NHWC), built from the plain weights model/onnx/googlenet-recognition.ts
  * reads out of an ONNX file. Tensors stay inside model/: callers hand in Float32Arrays (or, from
  * the tfjs engine, crops already cut on the backend), get back Float32Arrays, and free the
  * weights with dispose().
@@ -402,7 +402,7 @@ function mergeOneByOne(convs: readonly ConvWeights[]): ConvWeights {
 }
 
 /**
- * Builds the network's tensors on the current tfjs backend (call model/backend.ts
+ * Builds the network's tensors on the current tfjs backend (call model/tfjs/backend.ts
  * selectBackend first).
  */
 export function buildGoogLeNet(weights: GoogLeNetWeights): GoogLeNetModel {

@@ -1,5 +1,5 @@
 import onnxProto from "onnx-proto";
-import { ConfigurationError, ModelFormatError } from "./errors.js";
+import { ConfigurationError, ModelFormatError } from "../../errors.js";
 
 const { onnx } = onnxProto;
 type NodeProto = onnxProto.onnx.INodeProto;
@@ -12,7 +12,7 @@ export interface RewriteReport {
   readonly lrnRewritten: number;
   /** LRN nodes left alone, with the reason (their channel count could not be traced). */
   readonly lrnKept: readonly string[];
-  /** The tensors of each rewritten LRN, for the layout edit of model/ort-layout.ts. */
+  /** The tensors of each rewritten LRN, for the layout edit of model/ort/graph-edits/layout.ts. */
   readonly lrnChains: readonly LrnChain[];
 }
 
@@ -51,14 +51,14 @@ export interface RewriteOptions {
    * kernel (size multiply-adds per value instead of C); "pool": the same view averaged over a
    * size x 1 window with zero padding. Default: "grouped" (1.16x the time per crop of the
    * graph with the LRNs removed, against the single band's 1.20x, with the layout reorders
-   * removed by model/ort-layout.ts; alternating runs of 16 crops on 2 threads).
+   * removed by model/ort/graph-edits/layout.ts; alternating runs of 16 crops on 2 threads).
    * Fewer multiply-adds pay only while the convolutions stay in onnxruntime's blocked NCHWc
    * layout: it converts the one-channel convolution with its one output padded to a block of
    * 16, and the pool not at all. Measured before the reorders were removed (trials of 8-20
    * alternating runs on a loaded machine): band 1.19-1.31x, channel-conv 1.67-1.75x, pool
    * 1.58-1.64x; a [N,1,C,H,W] Conv3D (1.25-1.36x), a MatMul band (1.40-1.50x) and a reciprocal
    * brought back into the blocked layout by a depthwise conv (1.28x) were tried and dropped.
-   * Where onnxruntime runs the chain blocked, model/ort-block-rows.ts then replaces the band
+   * Where onnxruntime runs the chain blocked, model/ort/graph-edits/block-rows.ts then replaces the band
    * convolutions (of any of these forms but channel-conv and pool) by one 3x1 convolution over
    * the block rows.
    */
@@ -105,7 +105,7 @@ interface Lrn {
  * two grouped convolutions where the channel count allows). The scale alpha/size is folded
  * into the band and the bias into the convolution's bias, and for beta 0.75 the power is two
  * square roots and two divisions, so the chain is Mul, Conv (Conv, Add), Sqrt, Div, Sqrt, Div.
- * The report's `lrnChains` name each chain's tensors for model/ort-layout.ts.
+ * The report's `lrnChains` name each chain's tensors for model/ort/graph-edits/layout.ts.
  *
  * @throws ModelFormatError when the bytes are not ONNX or an LRN lacks its size.
  * @throws ConfigurationError for an unknown `options.windowSum` or `options.power`.

@@ -82,7 +82,7 @@ export function runStemInParts(model: ModelProto, start: string, cropsPerPart: n
 function perCropRefusal(node: NodeProto, initializerDims: Map<string, number[]>): string | undefined {
   const op = node.opType ?? "";
   const name = node.name || op;
-  // The block-row window sum's view arithmetic keeps the batch axis (model/ort-block-rows.ts).
+  // The block-row window sum's view arithmetic keeps the batch axis (model/ort/graph-edits/block-rows.ts).
   if (name.includes("/block_rows/")) return undefined;
   if (node.domain === NCHWC_DOMAIN) return PER_CROP_NCHWC.has(op) ? undefined : `${name} (${op}) is not known to work crop by crop`;
   if ((node.domain ?? "") !== "") return `${name} (${node.domain}.${op}) is not known to work crop by crop`;

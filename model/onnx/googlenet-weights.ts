@@ -1,8 +1,8 @@
-import type { Flavour } from "./preprocess.js";
+import type { Flavour } from "../preprocess.js";
 
 /**
  * GoogLeNet's weights and layer settings as plain data, the contract between the ONNX reader
- * (model/googlenet-recognition.ts) and the TensorFlow.js network (model/googlenet.ts).
+ * (model/onnx/googlenet-recognition.ts) and the TensorFlow.js network (model/tfjs/googlenet.ts).
  */
 
 /** [top, left, bottom, right], ONNX's [begin..., end...] order for two spatial axes. */

@@ -1,6 +1,6 @@
 import type { BranchName, ConvWeights, GoogLeNetWeights, InceptionName, InceptionWeights, LrnSpec, Pads, PoolSpec } from "./googlenet-weights.js";
 import { describeNode, type GraphIndex, type Step } from "./graph-index.js";
-import { floatAttribute, intAttribute, intsAttribute, stringAttribute, type OnnxFloatTensor, type OnnxNode } from "./onnx.js";
+import { floatAttribute, intAttribute, intsAttribute, stringAttribute, type OnnxFloatTensor, type OnnxNode } from "./read-onnx.js";
 
 /**
  * Readers for GoogLeNet's layers along the main chain: each conv (with any BatchNormalization

@@ -3,9 +3,9 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import onnxProto from "onnx-proto";
 import * as ort from "onnxruntime-node";
-import type { LrnChain } from "./onnx-optimize.js";
-import { findWindowSumConvs, sumAcrossBlockRows } from "./ort-block-rows.js";
-import { runStemInParts, type StemSplit } from "./ort-stem.js";
+import type { LrnChain } from "./lrn-rewrite.js";
+import { findWindowSumConvs, sumAcrossBlockRows } from "./block-rows.js";
+import { runStemInParts, type StemSplit } from "./stem.js";
 import {
   decodeOptimizedGraph,
   dropUnusedInitializers,
@@ -32,7 +32,7 @@ export interface LayoutEdit {
   readonly reordersRemoved: number;
   /** Chains left as onnxruntime laid them out, each with the reason. */
   readonly kept: readonly string[];
-  /** Blocked chains whose window sum is one convolution over the block rows (model/ort-block-rows.ts). */
+  /** Blocked chains whose window sum is one convolution over the block rows (model/ort/graph-edits/block-rows.ts). */
   readonly windowSumRows: readonly string[];
   /** Why a blocked chain kept its band convolutions. */
   readonly bandsKept: readonly string[];
@@ -63,7 +63,7 @@ export interface LayoutOptions {
  * the padding channels would give 0/0; a chain whose window sum has padded channels, whose
  * steps are not what `rewriteSlowNodes` wrote, or whose output feeds anything but
  * onnxruntime's ReorderInput, is left as it is. With `options.blockSize`, a blocked chain's
- * window sum also becomes one convolution over the block rows (model/ort-block-rows.ts).
+ * window sum also becomes one convolution over the block rows (model/ort/graph-edits/block-rows.ts).
  *
  * @throws ModelFormatError when the bytes are not an ONNX graph.
  */
@@ -191,14 +191,14 @@ function applyPlan(plan: ChainPlan, index: ProtoGraphIndex, removed: Set<NodePro
 /** How `createCpuSession` edits beyond taking the reorders out. */
 export interface CpuSessionOptions {
   /**
-   * Crops per part of the stem run part by part (model/ort-stem.ts), for graphs whose LRN steps
+   * Crops per part of the stem run part by part (model/ort/graph-edits/stem.ts), for graphs whose LRN steps
    * run blocked; 0 keeps the batch whole. Default: 4 (with `STEM_PARTS` parts, the scorer's
    * batches of 16 crops; a larger batch's rest goes to the last part).
    */
   readonly stemCropsPerPart?: number;
   /** Split the stem of a graph without blocked LRN steps too, from its input: a timing reference. Default: false. */
   readonly splitStemWithoutLrn?: boolean;
-  /** Sum each blocked window over the block rows (model/ort-block-rows.ts). Default: true. */
+  /** Sum each blocked window over the block rows (model/ort/graph-edits/block-rows.ts). Default: true. */
   readonly blockRows?: boolean;
 }
 

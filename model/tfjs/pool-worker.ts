@@ -1,12 +1,12 @@
 /**
- * Entry of one tfjs pool worker thread (model/tfjs-pool.ts starts it): builds its own GoogLeNet
+ * Entry of one tfjs pool worker thread (model/tfjs/pool.ts starts it): builds its own GoogLeNet
  * on its own tfjs backend from the shared model bytes, then answers classify requests one at a
  * time, in the order they arrive.
  */
 import { parentPort, workerData } from "node:worker_threads";
-import type { Engine } from "./engine.js";
-import { createTfjsEngine } from "./tfjs-engine.js";
-import type { PoolReply, PoolRequest, PoolWorkerData, SerialisedError } from "./tfjs-pool.js";
+import type { Engine } from "../engine.js";
+import { createTfjsEngine } from "./engine.js";
+import type { PoolReply, PoolRequest, PoolWorkerData, SerialisedError } from "./pool.js";
 
 function serialise(error: unknown): SerialisedError {
   if (error instanceof Error) {
@@ -16,7 +16,7 @@ function serialise(error: unknown): SerialisedError {
 }
 
 const port = parentPort;
-if (!port) throw new Error("model/tfjs-pool-worker is a worker thread entry; start it through createTfjsPoolEngine");
+if (!port) throw new Error("model/tfjs/pool-worker is a worker thread entry; start it through createTfjsPoolEngine");
 const data = workerData as PoolWorkerData;
 const reply = (message: PoolReply, transfer: ArrayBuffer[] = []): void => port.postMessage(message, transfer);
 

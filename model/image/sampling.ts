@@ -2,8 +2,8 @@ import { CROP_SIDE } from "./crop-types.js";
 import type { Crop } from "./crop-types.js";
 import { cropPlan, resizedSize } from "./crops.js";
 import type { DecodedImage } from "./decode.js";
-import type { InputLayout } from "./engine.js";
-import type { Preprocess } from "./preprocess.js";
+import type { InputLayout } from "../engine.js";
+import type { Preprocess } from "../preprocess.js";
 
 /** Float values one crop occupies in an engine batch: 224 x 224 x 3. */
 export const CROP_VALUES = CROP_SIDE * CROP_SIDE * 3;
@@ -79,7 +79,7 @@ function fillAxis(
  * Original-pixel indices and weights along one axis of one crop, unmirrored: output position k
  * (0..223) reads pixels a[k] and b[k] (plain indices along that axis) and blends them with
  * w[k] (../shared/PROTOCOL.md "Sampling", clamped at the edges). The same tables the host
- * sampler uses, for cutting crops elsewhere (model/device-crops.ts).
+ * sampler uses, for cutting crops elsewhere (model/tfjs/device-crops.ts).
  */
 export function cropAxis(crop: Crop, axis: "x" | "y", original: number): { a: Int32Array; b: Int32Array; w: Float64Array } {
   const table = sized(newAxisTable(CROP_SIDE), CROP_SIDE);

@@ -1,11 +1,11 @@
 import * as tf from "@tensorflow/tfjs-core";
-import { CROP_SIDE } from "./crop-types.js";
-import type { Crop } from "./crop-types.js";
-import type { DecodedImage } from "./decode.js";
-import type { InputLayout } from "./engine.js";
-import type { Preprocess } from "./preprocess.js";
-import { cropAxis } from "./sampling.js";
-import type { ImageWindows } from "./window-engine.js";
+import { CROP_SIDE } from "../image/crop-types.js";
+import type { Crop } from "../image/crop-types.js";
+import type { DecodedImage } from "../image/decode.js";
+import type { InputLayout } from "../engine.js";
+import type { Preprocess } from "../preprocess.js";
+import { cropAxis } from "../image/sampling.js";
+import type { ImageWindows } from "../window-engine.js";
 
 /**
  * Cuts engine-ready crops out of decoded images on the current tfjs backend: each image is

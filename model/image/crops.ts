@@ -1,6 +1,6 @@
 import { CROP_NAMES, CROP_SIDE, SCALES } from "./crop-types.js";
 import type { Crop, CropName, Scale, Scheme, SquareName } from "./crop-types.js";
-import { ConfigurationError } from "./errors.js";
+import { ConfigurationError } from "../errors.js";
 
 /** Number of crops in the full protocol: 4 scales x 3 squares x 6 crops x 2 mirrors. */
 export const CROPS_PER_IMAGE = SCALES.length * 3 * CROP_NAMES.length * 2;

@@ -1,6 +1,6 @@
 import sharp from "sharp";
 
-import { ConfigurationError, ImageDecodeError } from "./errors.js";
+import { ConfigurationError, ImageDecodeError } from "../errors.js";
 import { findTruncation, type ContainerFormat } from "./image-structure.js";
 
 /** Decoded pixels as stored in the file: 8-bit RGB, row-major, channels interleaved (HWC). */

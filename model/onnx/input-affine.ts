@@ -1,6 +1,6 @@
 import type { InputAffine } from "./googlenet-weights.js";
 import { describeNode, ELEMENTWISE, type GraphIndex } from "./graph-index.js";
-import { intAttribute, intsAttribute, type OnnxNode } from "./onnx.js";
+import { intAttribute, intsAttribute, type OnnxNode } from "./read-onnx.js";
 
 /**
  * The nodes between the graph input and conv1 (torchvision's `transform_input`), evaluated

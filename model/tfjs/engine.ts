@@ -1,13 +1,13 @@
 import * as tf from "@tensorflow/tfjs-core";
 import { selectBackend, type BackendPreference } from "./backend.js";
-import { NUM_CLASSES, type Engine } from "./engine.js";
-import { ModelFormatError } from "./errors.js";
-import { loadGoogLeNetWeights } from "./googlenet-recognition.js";
+import { NUM_CLASSES, type Engine } from "../engine.js";
+import { ModelFormatError } from "../errors.js";
+import { loadGoogLeNetWeights } from "../onnx/googlenet-recognition.js";
 import { buildGoogLeNet, type GoogLeNetModel } from "./googlenet.js";
-import { preprocessFor, type Flavour, type Preprocess } from "./preprocess.js";
-import { CROP_SIDE } from "./crop-types.js";
+import { preprocessFor, type Flavour, type Preprocess } from "../preprocess.js";
+import { CROP_SIDE } from "../image/crop-types.js";
 import { DeviceCropper } from "./device-crops.js";
-import type { ImageWindows, WindowEngine } from "./window-engine.js";
+import type { ImageWindows, WindowEngine } from "../window-engine.js";
 
 export interface TfjsEngineOptions {
   /** The path or URL the model came from, for messages. */
@@ -78,7 +78,7 @@ class TfjsEngine implements Engine {
 
 /**
  * The tfjs engine that takes images and windows: each image is uploaded once and its crops cut
- * on the backend (model/device-crops.ts), at most `maxBatch` crops per forward pass.
+ * on the backend (model/tfjs/device-crops.ts), at most `maxBatch` crops per forward pass.
  */
 class TfjsWindowEngine extends TfjsEngine implements WindowEngine {
   private cropper: DeviceCropper | undefined;

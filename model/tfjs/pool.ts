@@ -3,8 +3,8 @@ import { availableParallelism } from "node:os";
 import { fileURLToPath } from "node:url";
 import { Worker } from "node:worker_threads";
 import type { BackendPreference } from "./backend.js";
-import { CROP_SIDE } from "./crop-types.js";
-import { NUM_CLASSES, type Engine } from "./engine.js";
+import { CROP_SIDE } from "../image/crop-types.js";
+import { NUM_CLASSES, type Engine } from "../engine.js";
 import {
   BackendUnavailableError,
   ConfigurationError,
@@ -13,8 +13,8 @@ import {
   LabelFileError,
   ModelFormatError,
   StorageError,
-} from "./errors.js";
-import { preprocessFor, type Flavour, type Preprocess } from "./preprocess.js";
+} from "../errors.js";
+import { preprocessFor, type Flavour, type Preprocess } from "../preprocess.js";
 
 export interface TfjsPoolEngineOptions {
   /** The path or URL the model came from, for messages. */
@@ -88,7 +88,7 @@ function rebuildError(error: SerialisedError, message: string): Error {
 }
 
 /**
- * How to start a worker: the compiled tfjs-pool-worker.js next to this module (dist/), or, when
+ * How to start a worker: the compiled pool-worker.js next to this module (dist/), or, when
  * this module itself runs from its .ts source (tsx, vitest), the .ts entry behind a small
  * bootstrap. `execArgv: ["--import", "tsx"]` does not do it on Node 20: tsx registers its
  * hooks only on the main thread there (tsx 4.23 checks isMainThread before Node 22.22), and
@@ -96,9 +96,9 @@ function rebuildError(error: SerialisedError, message: string): Error {
  * through tsx's API, then imports the entry.
  */
 function workerEntry(): { entry: URL | string; eval: boolean } {
-  const js = new URL("./tfjs-pool-worker.js", import.meta.url);
+  const js = new URL("./pool-worker.js", import.meta.url);
   if (existsSync(fileURLToPath(js))) return { entry: js, eval: false };
-  const ts = new URL("./tfjs-pool-worker.ts", import.meta.url);
+  const ts = new URL("./pool-worker.ts", import.meta.url);
   if (!existsSync(fileURLToPath(ts))) {
     throw new BackendUnavailableError(
       `the tfjs worker pool cannot find its worker entry: neither ${fileURLToPath(js)} nor ${fileURLToPath(ts)} exists ` +

@@ -1,5 +1,5 @@
 import onnxProto from "onnx-proto";
-import type { LrnChain } from "./onnx-optimize.js";
+import type { LrnChain } from "./lrn-rewrite.js";
 import { NCHWC_DOMAIN, addInitializer, isNchwc, type ModelProto, type NodeProto, type ProtoGraphIndex } from "./proto-graph.js";
 
 const { onnx } = onnxProto;

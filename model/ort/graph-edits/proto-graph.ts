@@ -1,5 +1,5 @@
 import onnxProto from "onnx-proto";
-import { ModelFormatError } from "./errors.js";
+import { ModelFormatError } from "../../errors.js";
 
 const { onnx } = onnxProto;
 export type NodeProto = onnxProto.onnx.INodeProto;
@@ -10,7 +10,7 @@ export const NCHWC_DOMAIN = "com.microsoft.nchwc";
 
 /**
  * An onnx-proto graph indexed for editing: who produces and who reads each tensor. The
- * read-only reader of model/graph-index.ts works on the project's own ONNX types; the edits of
+ * read-only reader of model/onnx/graph-index.ts works on the project's own ONNX types; the edits of
  * onnxruntime's optimized graphs change onnx-proto nodes in place and encode them again.
  */
 export interface ProtoGraphIndex {

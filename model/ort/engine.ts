@@ -1,15 +1,15 @@
 import { availableParallelism } from "node:os";
 import * as ort from "onnxruntime-node";
-import { CROP_SIDE } from "./crop-types.js";
-import type { Engine } from "./engine.js";
-import { NUM_CLASSES } from "./engine.js";
-import { BackendUnavailableError, ConfigurationError, ModelFormatError } from "./errors.js";
-import type { LrnChain } from "./onnx-optimize.js";
-import { rewriteSlowNodes } from "./onnx-optimize.js";
-import { createCpuSession } from "./ort-layout.js";
-import { rowsAreDistributions, softmaxRows } from "./predict.js";
-import type { Flavour } from "./preprocess.js";
-import { preprocessFor } from "./preprocess.js";
+import { CROP_SIDE } from "../image/crop-types.js";
+import type { Engine } from "../engine.js";
+import { NUM_CLASSES } from "../engine.js";
+import { BackendUnavailableError, ConfigurationError, ModelFormatError } from "../errors.js";
+import type { LrnChain } from "./graph-edits/lrn-rewrite.js";
+import { rewriteSlowNodes } from "./graph-edits/lrn-rewrite.js";
+import { createCpuSession } from "./graph-edits/layout.js";
+import { rowsAreDistributions, softmaxRows } from "../predict.js";
+import type { Flavour } from "../preprocess.js";
+import { preprocessFor } from "../preprocess.js";
 
 const CROP_VALUES = 3 * CROP_SIDE * CROP_SIDE;
 
@@ -39,7 +39,7 @@ export interface OrtEngineOptions {
   readonly rewriteSlowNodes?: boolean;
   /**
    * On the CPU, run the rewritten LRNs' elementwise steps on onnxruntime's blocked (NCHWc)
-   * tensors, without the layout reorders its optimizer puts around them (model/ort-layout.ts):
+   * tensors, without the layout reorders its optimizer puts around them (model/ort/graph-edits/layout.ts):
    * the session is built twice, once to have onnxruntime optimize and save the graph, once
    * from the edited graph. Default: true. Off, the graph runs as onnxruntime lays it out
    * (benchmarks compare the two), and so do `blockRows` and `stemCropsPerPart`.
@@ -47,12 +47,12 @@ export interface OrtEngineOptions {
   readonly blockedLrnSteps?: boolean;
   /**
    * With `blockedLrnSteps`, sum each LRN window over the blocked tensor's block rows, one 3x1
-   * convolution instead of the band convolutions (model/ort-block-rows.ts). Default: true.
+   * convolution instead of the band convolutions (model/ort/graph-edits/block-rows.ts). Default: true.
    */
   readonly blockRows?: boolean;
   /**
    * With `blockedLrnSteps`, run the layers up to the first branch after the LRNs this many crops
-   * at a time (model/ort-stem.ts); 0 runs the batch whole. Default: 4.
+   * at a time (model/ort/graph-edits/stem.ts); 0 runs the batch whole. Default: 4.
    */
   readonly stemCropsPerPart?: number;
   /**
@@ -68,7 +68,7 @@ export interface OrtEngineOptions {
    */
   readonly allowSpinning?: boolean;
   /**
-   * Whether the graph already ends in a softmax (from model/googlenet-recognition.ts `describeOnnxModel`).
+   * Whether the graph already ends in a softmax (from model/onnx/googlenet-recognition.ts `describeOnnxModel`).
    * Default: decided on the first batch, by whether every row is a probability distribution.
    */
   readonly softmaxed?: boolean;

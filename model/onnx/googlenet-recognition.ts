@@ -1,4 +1,4 @@
-import { ModelFormatError } from "./errors.js";
+import { ModelFormatError } from "../errors.js";
 import {
   INCEPTION_NAMES,
   type GoogLeNetWeights,
@@ -9,13 +9,13 @@ import {
 import { describeNode, GraphIndex, type Step } from "./graph-index.js";
 import { evaluateInputAffine } from "./input-affine.js";
 import { ChainReader, readHead, readInception, type Flow } from "./layer-readers.js";
-import { readOnnxModel, type OnnxGraph, type OnnxNode } from "./onnx.js";
-import type { Flavour } from "./preprocess.js";
+import { readOnnxModel, type OnnxGraph, type OnnxNode } from "./read-onnx.js";
+import type { Flavour } from "../preprocess.js";
 
 /**
  * GoogLeNet recognised from an ONNX graph's STRUCTURE (operator types, how tensors connect,
  * weight shapes), never from node or tensor names, so renamed, re-ordered or re-exported files
- * map the same way. Everything here is plain data; model/googlenet.ts turns it into tensors.
+ * map the same way. Everything here is plain data; model/tfjs/googlenet.ts turns it into tensors.
  */
 
 /** Facts about any ONNX image classifier, cheap to compute and never throwing on structure. */
