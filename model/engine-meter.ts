@@ -24,6 +24,7 @@ export interface EngineUsage {
 
 /** Calls in flight and busy time of one engine, kept across batches. */
 interface Counter {
+  readonly clock: Clock;
   active: number;
   since: number;
   busyMs: number;
@@ -32,24 +33,29 @@ interface Counter {
 
 const counters = new WeakMap<Engine, Counter>();
 
+/** Milliseconds from some fixed origin. */
+export type Clock = () => number;
+
+const wallClock: Clock = () => performance.now();
+
 /**
  * Counts an engine's calls from now on, in place: `classify` (and `classifyWindows` of an
  * engine that cuts its own crops) is wrapped once per engine object, so engines kept in a
  * cache across batches keep one counter.
  */
-function counterOf(engine: Engine): Counter {
+function counterOf(engine: Engine, clock: Clock): Counter {
   let counter = counters.get(engine);
   if (counter !== undefined) return counter;
-  const created: Counter = { active: 0, since: 0, busyMs: 0, crops: 0 };
+  const created: Counter = { clock, active: 0, since: 0, busyMs: 0, crops: 0 };
   counter = created;
   counters.set(engine, counter);
   const timed = async (count: number, call: () => Promise<Float32Array>): Promise<Float32Array> => {
-    if (created.active++ === 0) created.since = performance.now();
+    if (created.active++ === 0) created.since = clock();
     created.crops += count;
     try {
       return await call();
     } finally {
-      if (--created.active === 0) created.busyMs += performance.now() - created.since;
+      if (--created.active === 0) created.busyMs += clock() - created.since;
     }
   };
   const classify = engine.classify.bind(engine);
@@ -102,16 +108,19 @@ export function deviceOf(engine: Pick<Engine, "engine" | "backend">): string {
  *
  * A worker logs `...usage.finish()` in its per-batch line; `npm run bench -- --gpu` reports
  * the same figures for a whole run.
+ *
+ * `clock` is the time source, performance.now() by default; an engine keeps the clock of its
+ * first measurement, so one engine is never timed on two clocks.
  */
-export function measureEngines(engines: readonly Engine[]): { finish(): EngineUsage } {
-  const start = performance.now();
+export function measureEngines(engines: readonly Engine[], clock: Clock = wallClock): { finish(): EngineUsage } {
+  const start = clock();
   const counted = engines.map((engine) => {
-    const counter = counterOf(engine);
+    const counter = counterOf(engine, clock);
     return { counter, busy: busyNow(counter, start), crops: counter.crops };
   });
   return {
     finish(): EngineUsage {
-      const now = performance.now();
+      const now = clock();
       const wallMs = Math.max(now - start, 1e-9);
       const busyMs = Math.min(
         wallMs,

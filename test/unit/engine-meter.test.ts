@@ -4,8 +4,14 @@ import { NUM_CLASSES } from "../../model/engine.js";
 import { deviceOf, measureEngines } from "../../model/engine-meter.js";
 import { preprocessFor } from "../../model/preprocess.js";
 
-/** An engine whose calls take `ms` milliseconds each. */
-function slowEngine(ms: number): Engine {
+/** A clock the test moves by hand, so the figures are exact whatever the machine's load. */
+function manualClock(): { readonly now: () => number; advance(ms: number): void } {
+  let ms = 1_000;
+  return { now: () => ms, advance: (by) => void (ms += by) };
+}
+
+/** An engine whose calls take `ms` milliseconds each of `clock`'s time. */
+function slowEngine(ms: number, clock: ReturnType<typeof manualClock>): Engine {
   return {
     engine: "onnxruntime",
     backend: "cpu",
@@ -13,57 +19,66 @@ function slowEngine(ms: number): Engine {
     inputLayout: "nchw",
     preprocess: preprocessFor("bvlc"),
     async classify(_input: Float32Array, count: number): Promise<Float32Array> {
-      await new Promise((resolve) => setTimeout(resolve, ms));
+      await Promise.resolve();
+      clock.advance(ms);
       return new Float32Array(count * NUM_CLASSES);
     },
     async dispose(): Promise<void> {},
   };
 }
 
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
 describe("measureEngines", () => {
   it("counts crops and busy time, and the idle share of the stretch", async () => {
     // Prepare
-    const engine = slowEngine(40);
-    const usage = measureEngines([engine]);
+    const clock = manualClock();
+    const engine = slowEngine(40, clock);
+    const usage = measureEngines([engine], clock.now);
 
     // Act: 80 ms busy in two calls, then 80 ms with nothing to do.
     await engine.classify(new Float32Array(0), 3);
     await engine.classify(new Float32Array(0), 5);
-    await sleep(80);
+    clock.advance(80);
     const result = usage.finish();
 
-    // Assess
-    expect(result.crops).toBe(8);
-    expect(result.device).toBe("onnxruntime/cpu");
-    expect(result.engineSeconds).toBeGreaterThanOrEqual(0.075);
-    expect(result.wallSeconds).toBeGreaterThanOrEqual(result.engineSeconds + 0.075);
-    expect(result.idleShare).toBeGreaterThan(0.3);
-    expect(result.idleShare).toBeLessThan(0.7);
-    expect(result.cropsPerSecond).toBeCloseTo(8 / result.wallSeconds, 0);
+    // Assess: 8 crops in 0.16 s is 50 crops/s; busy 0.08 s of 0.16 s leaves half idle.
+    expect(result).toEqual({ device: "onnxruntime/cpu", crops: 8, wallSeconds: 0.16, engineSeconds: 0.08, cropsPerSecond: 50, idleShare: 0.5 });
   });
 
   it("counts overlapping calls of one engine once, and keeps one counter per engine across stretches", async () => {
-    // Prepare
-    const engine = slowEngine(50);
-    await measureEngines([engine]).finish();
-    const usage = measureEngines([engine]);
+    // Prepare: an engine whose calls wait for the test; a first stretch wraps it, so the
+    // second stretch reads the same counter.
+    const clock = manualClock();
+    let open: () => void = () => {};
+    const gate = new Promise<void>((resolve) => (open = resolve));
+    const engine: Engine = {
+      ...slowEngine(0, clock),
+      classify: async (_input: Float32Array, count: number) => {
+        await gate;
+        return new Float32Array(count * NUM_CLASSES);
+      },
+    };
+    await measureEngines([engine], clock.now).finish();
+    const usage = measureEngines([engine], clock.now);
 
-    // Act: two calls at once, then nothing.
-    await Promise.all([engine.classify(new Float32Array(0), 1), engine.classify(new Float32Array(0), 1)]);
+    // Act: two calls in flight together for 50 ms, then 50 ms with nothing running.
+    const calls = Promise.all([engine.classify(new Float32Array(0), 1), engine.classify(new Float32Array(0), 1)]);
+    clock.advance(50);
+    open();
+    await calls;
+    clock.advance(50);
     const result = usage.finish();
 
-    // Assess: busy about 50 ms of about 50 ms, not 100.
+    // Assess: busy 50 ms of 100 (the overlap counted once), 2 crops.
     expect(result.crops).toBe(2);
-    expect(result.engineSeconds).toBeLessThanOrEqual(result.wallSeconds);
-    expect(result.idleShare).toBeLessThan(0.3);
+    expect(result.engineSeconds).toBe(0.05);
+    expect(result.wallSeconds).toBe(0.1);
+    expect(result.idleShare).toBe(0.5);
   });
 
   it("counts the calls of an engine that cuts its own crops", async () => {
     // Prepare
     const engine = {
-      ...slowEngine(10),
+      ...slowEngine(10, manualClock()),
       classifyWindows: async (batch: readonly { crops: readonly unknown[] }[]) =>
         new Float32Array(batch.reduce((sum, { crops }) => sum + crops.length, 0) * NUM_CLASSES),
     };
