@@ -81,9 +81,7 @@ describe("createOrtEngine's graph edits on the CPU, BVLC GoogLeNet", () => {
     const lines: string[] = [];
 
     // Act
-    const started = performance.now();
     const engine = await createOrtEngine(bytes, { source: BVLC, flavour: "bvlc", threads: 2, log: (line) => lines.push(line) });
-    const loadMs = performance.now() - started;
     const scores = await engine.classify(photos, PHOTOS.length);
     await engine.dispose();
 
@@ -97,7 +95,6 @@ describe("createOrtEngine's graph edits on the CPU, BVLC GoogLeNet", () => {
     const probed = Number(/largest relative difference (\S+)/.exec(line)?.[1]);
     expect(probed).toBeLessThanOrEqual(1e-5);
     expect(relativeDifference(scores, asStored)).toBeLessThanOrEqual(1e-5);
-    process.stdout.write(`load with the probe: ${loadMs.toFixed(0)} ms; probe ${probed}, photos ${relativeDifference(scores, asStored).toExponential(2)}\n`);
   });
 
   describe.each(CORRUPTIONS)("with %s after the edits", (_, corrupt) => {
