@@ -279,15 +279,15 @@ async function createSession(modelBytes: Uint8Array, threads: number, options: O
       cudaError = error;
     }
   }
-  const reason =
-    `${source}: onnxruntime's CUDA execution provider could not start (${(cudaError as Error | undefined)?.message}); ` +
+  const reason = () =>
+    `${source}: onnxruntime's CUDA execution provider could not start (${(cudaError as Error).message}); ` +
     "it needs onnxruntime-node's CUDA add-on (libonnxruntime_providers_cuda.so), CUDA 12, cuDNN 9 and an NVIDIA GPU";
   if (cudaError !== undefined && options.requireGpu === true) {
     await (await loadOrThrow(source, () => ort.InferenceSession.create(modelBytes, sessionOptions(threads, options, "cpu")))).release();
-    throw new BackendUnavailableError(`${reason}; the GPU is required, so the model is not run on the CPU`, { cause: cudaError });
+    throw new BackendUnavailableError(`${reason()}; the GPU is required, so the model is not run on the CPU`, { cause: cudaError });
   }
   const { session, summary } = await createCpuSessionChecked(modelBytes, threads, options);
-  if (cudaError !== undefined) log(`googlenet-eval: ${reason}; falling back to the CPU`);
+  if (cudaError !== undefined) log(`googlenet-eval: ${reason()}; falling back to the CPU`);
   editsLine(summary);
   return { session, device: "cpu" };
 }
