@@ -37,7 +37,8 @@ export default tseslint.config(
     }
   },
   ...[
-    { files: ["model/ort/**/*.ts"], patterns: [MODEL_ALONE] },
+    { files: ["model/ort/*.ts"], patterns: [MODEL_ALONE, { regex: "graph-edits/(?!index\\.js$)", message: "The engine reaches the graph edits through their one door, graph-edits/index.ts." }] },
+    { files: ["model/ort/graph-edits/**/*.ts"], patterns: [MODEL_ALONE] },
     { files: ["model/*.ts", "model/tfjs/**/*.ts"], patterns: [MODEL_ALONE, GRAPH_EDITS_FENCED] },
     { files: ["model/image/**/*.ts", "model/onnx/**/*.ts"], patterns: [MODEL_ALONE, GRAPH_EDITS_FENCED, ...NEITHER_ENGINE] },
     { files: ["storage/**/*.ts"], patterns: [importsNot(["scoring", "queue", "handlers", "infra"], "storage/ sits below scoring/, queue/ and handlers/ (STYLE.md)."), GRAPH_EDITS_FENCED] },

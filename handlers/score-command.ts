@@ -10,6 +10,7 @@ import { isS3Url } from "../storage/location.js";
 import { openLocation } from "../storage/open-location.js";
 import { checkSynsetsSource, describeSynsets, SYNSETS_ENV, synsetsSource } from "./class-names.js";
 import { choiceFlag, engineFlag, OLD_SPELLINGS_UNTIL, parseFlags, positiveIntFlag, takeOldSpellings, usageError } from "./flags.js";
+import { graphEditsHelp, graphEditsSetting } from "./graph-edits.js";
 
 const HELP = `usage: googlenet-eval score <images> --model FILE.onnx [--model FILE.onnx ...] [options]
 
@@ -35,6 +36,7 @@ options:
   --device NAME         onnxruntime device: cpu or cuda (default cpu; cuda needs CUDA 12, cuDNN 9 and the CUDA add-on)
   --require-gpu         exit 1 unless the GPU loads (tfjs on native TensorFlow's GPU, or onnxruntime with --device cuda)
   --tfjs-workers N      tfjs worker threads on the wasm/cpu backends, one network each, 1 or more (default: all cores)
+${graphEditsHelp(24)}
   --exif-orientation    rotate images by their EXIF orientation (default off, as ImageNet)
   --max-pixels N        refuse larger images as failed records, 1 or more (default 100000000)
   --synsets FILE        synset_words.txt for another label set (default: $${SYNSETS_ENV}, else the
@@ -65,6 +67,7 @@ const Args = z.object({
   device: choiceFlag("--device", ORT_DEVICES).optional(),
   "require-gpu": z.boolean().default(false),
   "tfjs-workers": positiveIntFlag("--tfjs-workers"),
+  "no-graph-edits": z.boolean().default(false),
   "exif-orientation": z.boolean().default(false),
   "max-pixels": positiveIntFlag("--max-pixels"),
   synsets: z.string().optional(),
@@ -91,6 +94,7 @@ function parse(argv: string[]): ScoreArgs | undefined {
       "require-gpu": { type: "boolean" },
       "tfjs-workers": { type: "string" },
       workers: { type: "string" },
+      "no-graph-edits": { type: "boolean" },
       "exif-orientation": { type: "boolean" },
       "max-pixels": { type: "string" },
       synsets: { type: "string" },
@@ -119,6 +123,7 @@ export async function scoreCommand(argv: string[], env: NodeJS.ProcessEnv = proc
     process.stdout.write(`${HELP}\n`);
     return 0;
   }
+  const graphEdits = graphEditsSetting(args["no-graph-edits"], env);
   if (!isS3Url(args.input)) {
     const folderStat = await stat(args.input).catch(() => undefined);
     if (!folderStat?.isDirectory()) throw new ConfigurationError(`image folder ${args.input}: no such folder`);
@@ -143,6 +148,7 @@ export async function scoreCommand(argv: string[], env: NodeJS.ProcessEnv = proc
     ...(args.device !== undefined ? { device: args.device } : {}),
     ...(args["require-gpu"] ? { requireGpu: true } : {}),
     ...(args["tfjs-workers"] !== undefined ? { tfjsWorkers: args["tfjs-workers"] } : {}),
+    ...(graphEdits ? {} : { graphEdits: false }),
     ...(args["max-pixels"] !== undefined ? { maxPixels: args["max-pixels"] } : {}),
   });
   return 0;

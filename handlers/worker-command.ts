@@ -9,6 +9,7 @@ import { BACKEND_CHOICES } from "../model/load.js";
 import { ORT_DEVICES } from "../model/ort/engine.js";
 import { checkSynsetsSource, readSynsetsUrl, SYNSETS_ENV, synsetsSource, type SynsetsSource } from "./class-names.js";
 import { choiceFlag, engineFlag, parseFlags, positiveIntFlag, usageError, wholeNumberFlag } from "./flags.js";
+import { GRAPH_EDITS_ENV, graphEditsHelp, graphEditsSetting } from "./graph-edits.js";
 
 /** Environment variables the worker reads when the matching flag is absent (the ECS task sets them). */
 export const WORKER_ENV = {
@@ -39,6 +40,8 @@ export const WORKER_ENV = {
   threads: "THREADS",
   /** tfjs backend: auto, tensorflow, wasm or cpu. */
   backend: "TFJS_BACKEND",
+  /** "off": onnxruntime runs the ONNX file as stored, without the graph edits (the same for score). */
+  graphEdits: GRAPH_EDITS_ENV,
 } as const;
 
 /**
@@ -74,6 +77,7 @@ options (each flag falls back to the environment variable named):
   --backend NAME              tfjs backend: auto, tensorflow, wasm or cpu ($${WORKER_ENV.backend}, else auto)
   --threads N                 onnxruntime threads, 1 or more ($${WORKER_ENV.threads}, else all cores)
   --device NAME               onnxruntime device: cpu or cuda ($${WORKER_ENV.device}, else cpu)
+${graphEditsHelp(30)}
   --crops-per-call N          crops per engine call, 1 or more ($${WORKER_ENV.cropsPerCall}, else the scorer's 16)
   --require-gpu               exit 1 with the reason unless the GPU loads: tfjs on native TensorFlow's GPU, or
                               onnxruntime with --device cuda ($${WORKER_ENV.requireGpu}=true)
@@ -146,7 +150,7 @@ const Settings = z
   });
 
 /** The worker's settings, validated; class names from --synsets, the environment or the built-in list. */
-export type WorkerSettings = z.infer<typeof Settings> & { readonly synsets: SynsetsSource };
+export type WorkerSettings = z.infer<typeof Settings> & { readonly synsets: SynsetsSource; readonly graphEdits: boolean };
 
 function nonEmpty(value: string | undefined): string | undefined {
   return value === undefined || value.trim() === "" ? undefined : value.trim();
@@ -171,6 +175,7 @@ export function parseWorkerArgs(argv: string[], env: NodeJS.ProcessEnv = process
       threads: { type: "string" },
       device: { type: "string" },
       "crops-per-call": { type: "string" },
+      "no-graph-edits": { type: "boolean" },
       "require-gpu": { type: "boolean" },
       deadline: { type: "string" },
       "visibility-timeout": { type: "string" },
@@ -210,7 +215,7 @@ export function parseWorkerArgs(argv: string[], env: NodeJS.ProcessEnv = process
     untilEmpty: values["until-empty"],
   });
   if (!result.success) throw usageError(result.error);
-  return { ...result.data, synsets: synsetsSource(values.synsets, env) };
+  return { ...result.data, synsets: synsetsSource(values.synsets, env), graphEdits: graphEditsSetting(values["no-graph-edits"], env) };
 }
 
 /** The worker options for parsed settings (clients and signal are added by the caller). */
@@ -227,6 +232,7 @@ export function workerOptionsFrom(settings: WorkerSettings, synsets: Synsets): W
       ...optional("backend", settings.backend),
       ...optional("device", settings.device),
       ...(settings.requireGpu ? { requireGpu: true } : {}),
+      ...(settings.graphEdits ? {} : { graphEdits: false }),
     },
     ...optional("visibilityTimeoutSeconds", settings.visibilityTimeout),
     ...optional("heartbeatSeconds", settings.heartbeat),

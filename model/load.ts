@@ -37,6 +37,12 @@ export interface LoadEngineOptions {
   /** Where onnxruntime runs the graph. Default: "cpu". */
   readonly device?: OrtDevice;
   /**
+   * onnxruntime on the CPU: edit the graph for speed (the LRN rewrite and the layout edits),
+   * each edit kept only where a probe batch agrees with the graph as stored. Default: true;
+   * false runs the file as stored (model/ort/engine.ts `graphEdits`). tfjs ignores it.
+   */
+  readonly graphEdits?: boolean;
+  /**
    * Refuse to run anywhere but a GPU: tfjs must load native TensorFlow on the GPU, onnxruntime
    * must start its CUDA provider (`device: "cuda"`). Default: false.
    */
@@ -160,6 +166,7 @@ export async function loadEngine(
     ...(options.threads !== undefined ? { threads: options.threads } : {}),
     ...(options.device !== undefined ? { device: options.device } : {}),
     ...(options.requireGpu !== undefined ? { requireGpu: options.requireGpu } : {}),
+    ...(options.graphEdits !== undefined ? { graphEdits: options.graphEdits } : {}),
   });
   return { engine, info: { file: source, sha256, flavour } };
 }

@@ -36,7 +36,7 @@ export interface WorkerOptions {
   /** Loads models. Default: read the file (path or s3://) and model/load.ts's loadEngine with `engineSettings`. */
   readonly loadModel?: LoadModel;
   /** Threads, tfjs backend and onnxruntime device for the default `loadModel`. Default: loadEngine's. */
-  readonly engineSettings?: Pick<LoadEngineOptions, "threads" | "backend" | "tfjsWorkers" | "device" | "requireGpu">;
+  readonly engineSettings?: Pick<LoadEngineOptions, "threads" | "backend" | "tfjsWorkers" | "device" | "requireGpu" | "graphEdits">;
   /** Default: clients built from the environment. */
   readonly clients?: { readonly s3?: S3Client; readonly sqs?: SQSClient };
   /** Long-poll wait per receive. Default: 20 (the SQS maximum). */

@@ -33,7 +33,7 @@ import { formatTable3, summarize } from "./summary.js";
 import { IMAGE_EXTENSIONS, isImageKey } from "../storage/image-keys.js";
 
 /** The engine settings of a run, documented once in model/load.ts. */
-type EngineSettings = Pick<LoadEngineOptions, "backend" | "preprocess" | "threads" | "device" | "requireGpu" | "tfjsWorkers">;
+type EngineSettings = Pick<LoadEngineOptions, "backend" | "preprocess" | "threads" | "device" | "requireGpu" | "tfjsWorkers" | "graphEdits">;
 
 export interface ScoreJobOptions extends EngineSettings {
   /** The folder of images, listed recursively. */
@@ -409,7 +409,7 @@ async function finishRun(
 
 /** The engine settings given, without undefined entries (exactOptionalPropertyTypes). */
 function engineSettingsOf(options: EngineSettings): EngineSettings {
-  const keys = ["backend", "preprocess", "threads", "device", "requireGpu", "tfjsWorkers"] as const;
+  const keys = ["backend", "preprocess", "threads", "device", "requireGpu", "tfjsWorkers", "graphEdits"] as const;
   return Object.fromEntries(keys.filter((key) => options[key] !== undefined).map((key) => [key, options[key]])) as EngineSettings;
 }
 

@@ -4,9 +4,7 @@ import { CROP_SIDE } from "../image/crop-types.js";
 import type { Engine } from "../engine.js";
 import { NUM_CLASSES } from "../engine.js";
 import { BackendUnavailableError, ConfigurationError, ModelFormatError } from "../errors.js";
-import type { LrnChain } from "./graph-edits/lrn-rewrite.js";
-import { rewriteSlowNodes } from "./graph-edits/lrn-rewrite.js";
-import { createCpuSession } from "./graph-edits/layout.js";
+import { createCheckedCpuSession, rewriteSlowNodes, type CheckedSession, type CpuSessionOptions } from "./graph-edits/index.js";
 import { rowsAreDistributions, softmaxRows } from "../predict.js";
 import type { Flavour } from "../preprocess.js";
 import { preprocessFor } from "../preprocess.js";
@@ -32,6 +30,14 @@ export interface OrtEngineOptions {
   readonly flavour: Flavour;
   /** Intra-op threads of the session. Default: the machine's cores (`os.availableParallelism()`). */
   readonly threads?: number;
+  /**
+   * Edit the graph for speed on the CPU at all: the LRN rewrite and the layout edits below, each
+   * kept only where a probe batch gives the graph as stored's probabilities through it
+   * (model/ort/graph-edits/checked-session.ts). Default: true. Off, the file runs exactly as stored, nothing probed:
+   * the switch for when an onnxruntime upgrade is suspected of changing what the edits rely on.
+   * The CUDA device never gets the edits (measured on the CPU only).
+   */
+  readonly graphEdits?: boolean;
   /**
    * Rewrite nodes onnxruntime runs slowly (LRN) into exact equivalents before loading.
    * Default: true. Off, the file runs exactly as stored (benchmarks compare the two).
@@ -85,9 +91,11 @@ export interface OrtEngineOptions {
    * quietly run at CPU speed). Default: false.
    */
   readonly requireGpu?: boolean;
+  /** For tests: model/ort/graph-edits/layout.ts's hook on the edited graph, before it loads. Default: none. */
+  readonly editedGraphHook?: CpuSessionOptions["editedGraphHook"];
   /**
-   * Where the line naming the providers in use goes (written when device "cuda" was asked for).
-   * Default: a line on stderr.
+   * Where the engine's lines go: the graph edits in the session and, when device "cuda" was
+   * asked for, the providers in use. Default: a line on stderr.
    */
   readonly log?: (line: string) => void;
 }
@@ -109,12 +117,8 @@ function dimMatches(dim: number | string | undefined, expected: number): boolean
 export async function createOrtEngine(modelBytes: Uint8Array, options: OrtEngineOptions): Promise<Engine> {
   const { source, flavour } = options;
   const threads = checkedThreads(options);
-  const rewrite = options.rewriteSlowNodes === false ? undefined : rewriteGraph(modelBytes, source);
-  const graphBytes = rewrite?.bytes ?? modelBytes;
-  const chains = options.blockedLrnSteps === false ? [] : (rewrite?.lrnChains ?? []);
-  const { session, device } = await createSession(graphBytes, chains, threads, options);
-  // Only a GPU request is logged: the CPU path stays as quiet as it always was, and a GPU host's
-  // log says whether the batch ran on CUDA.
+  const { session, device } = await createSession(modelBytes, threads, options);
+  // Providers only for a GPU request: a GPU host's log says whether the batch ran on CUDA.
   if (options.device === "cuda") {
     const log = options.log ?? ((line: string) => process.stderr.write(`${line}\n`));
     log(`googlenet-eval: onnxruntime execution providers ${executionProvidersFor(device).join(", ")} for ${source}`);
@@ -251,45 +255,69 @@ function sessionOptions(threads: number, options: OrtEngineOptions, device: OrtD
 /**
  * A session on the requested device. onnxruntime refuses the whole session, not just the
  * provider, when the CUDA add-on or a CUDA library is missing ("Failed to load shared
- * library"), so a CUDA failure is told apart from a bad model by retrying on the CPU.
+ * library"), so a CUDA failure is told apart from a bad model by retrying on the CPU. CUDA runs
+ * the file as stored: the LRN rewrite and the layout edits were measured on the CPU alone, and
+ * the layout edits are of onnxruntime's CPU graph. One line says which edits the session has.
  */
-async function createSession(
-  graphBytes: Uint8Array,
-  chains: readonly LrnChain[],
-  threads: number,
-  options: OrtEngineOptions,
-): Promise<{ session: ort.InferenceSession; device: OrtDevice }> {
+async function createSession(modelBytes: Uint8Array, threads: number, options: OrtEngineOptions): Promise<{ session: ort.InferenceSession; device: OrtDevice }> {
   const { source } = options;
   const device = options.device ?? "cpu";
   if (!ORT_DEVICES.includes(device)) {
     throw new ConfigurationError(`unknown onnxruntime device "${String(device)}"; use one of: ${ORT_DEVICES.join(", ")}`);
   }
+  const log = options.log ?? ((line: string) => process.stderr.write(`${line}\n`));
+  const editsLine = (summary: string) => log(`googlenet-eval: onnxruntime graph edits for ${source}: ${summary}`);
   let cudaError: unknown;
   if (device === "cuda") {
     try {
-      return { session: await ort.InferenceSession.create(graphBytes, sessionOptions(threads, options, "cuda")), device };
+      const session = await ort.InferenceSession.create(modelBytes, sessionOptions(threads, options, "cuda"));
+      editsLine("off (on CUDA the graph runs as stored: the edits are measured on the CPU only)");
+      return { session, device };
     } catch (error) {
       cudaError = error;
     }
   }
-  let session: ort.InferenceSession;
+  const reason = () =>
+    `${source}: onnxruntime's CUDA execution provider could not start (${(cudaError as Error).message}); ` +
+    "it needs onnxruntime-node's CUDA add-on (libonnxruntime_providers_cuda.so), CUDA 12, cuDNN 9 and an NVIDIA GPU";
+  if (cudaError !== undefined && options.requireGpu === true) {
+    await (await loadOrThrow(source, () => ort.InferenceSession.create(modelBytes, sessionOptions(threads, options, "cpu")))).release();
+    throw new BackendUnavailableError(`${reason()}; the GPU is required, so the model is not run on the CPU`, { cause: cudaError });
+  }
+  const { session, summary } = await createCpuSessionChecked(modelBytes, threads, options);
+  if (cudaError !== undefined) log(`googlenet-eval: ${reason()}; falling back to the CPU`);
+  editsLine(summary);
+  return { session, device: "cpu" };
+}
+
+/** The CPU session, with the graph edits the engine options allow and the probe keeps. */
+async function createCpuSessionChecked(modelBytes: Uint8Array, threads: number, options: OrtEngineOptions): Promise<CheckedSession> {
+  const { source } = options;
+  const cpuOptions = sessionOptions(threads, options, "cpu");
+  if (options.graphEdits === false) {
+    const session = await loadOrThrow(source, () => ort.InferenceSession.create(modelBytes, cpuOptions));
+    return { session, summary: "off (turned off by the graphEdits setting: the graph runs as stored)" };
+  }
+  const rewrite = options.rewriteSlowNodes === false ? undefined : rewriteGraph(modelBytes, source);
+  return loadOrThrow(source, () =>
+    createCheckedCpuSession(modelBytes, cpuOptions, {
+      source,
+      preprocess: preprocessFor(options.flavour),
+      ...(rewrite ? { rewrite } : {}),
+      blockedLrnSteps: options.blockedLrnSteps !== false,
+      ...(options.blockRows !== undefined ? { blockRows: options.blockRows } : {}),
+      ...(options.stemCropsPerPart !== undefined ? { stemCropsPerPart: options.stemCropsPerPart } : {}),
+      ...(options.splitStemWithoutLrn !== undefined ? { splitStemWithoutLrn: options.splitStemWithoutLrn } : {}),
+      ...(options.editedGraphHook ? { editedGraphHook: options.editedGraphHook } : {}),
+    }),
+  );
+}
+
+/** onnxruntime's refusal of a graph, as the ModelFormatError naming the model. */
+async function loadOrThrow<T>(source: string, load: () => Promise<T>): Promise<T> {
   try {
-    const cpuOptions = sessionOptions(threads, options, "cpu");
-    session =
-      cudaError === undefined && (chains.length > 0 || options.splitStemWithoutLrn === true)
-        ? (await createCpuSession(graphBytes, chains, cpuOptions, source, options.log, options)).session
-        : await ort.InferenceSession.create(graphBytes, cpuOptions);
+    return await load();
   } catch (error) {
     throw new ModelFormatError(`${source}: onnxruntime cannot load this model: ${(error as Error).message}`, { cause: error });
   }
-  if (cudaError === undefined) return { session, device: "cpu" };
-  const reason =
-    `${source}: onnxruntime's CUDA execution provider could not start (${(cudaError as Error).message}); ` +
-    "it needs onnxruntime-node's CUDA add-on (libonnxruntime_providers_cuda.so), CUDA 12, cuDNN 9 and an NVIDIA GPU";
-  if (options.requireGpu === true) {
-    await session.release();
-    throw new BackendUnavailableError(`${reason}; the GPU is required, so the model is not run on the CPU`, { cause: cudaError });
-  }
-  (options.log ?? ((line: string) => process.stderr.write(`${line}\n`)))(`googlenet-eval: ${reason}; falling back to the CPU`);
-  return { session, device: "cpu" };
 }

@@ -20,7 +20,7 @@ describe("executionProvidersFor", () => {
 });
 
 describe("createOrtEngine on a host without the CUDA add-on", () => {
-  it("runs on the CPU by default and logs nothing", async () => {
+  it("runs on the CPU by default and logs one line, of the graph edits", async () => {
     // Prepare
     const lines: string[] = [];
 
@@ -32,7 +32,8 @@ describe("createOrtEngine on a host without the CUDA add-on", () => {
     // Assess
     expect(engine.backend).toBe("cpu");
     expect(scores).toHaveLength(1000);
-    expect(lines).toEqual([]);
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toMatch(/^googlenet-eval: onnxruntime graph edits for .*bvlc-googlenet\.onnx: on: LRN rewrite/);
   });
 
   it("refuses device cuda when the GPU is required, naming the model and what is missing", async () => {
@@ -56,9 +57,11 @@ describe("createOrtEngine on a host without the CUDA add-on", () => {
 
     // Assess
     expect(engine.backend).toBe("cpu");
-    expect(lines).toHaveLength(2);
+    expect(lines).toHaveLength(3);
     expect(lines[0]).toMatch(/CUDA execution provider could not start .*; falling back to the CPU$/);
-    expect(lines[1]).toBe(`googlenet-eval: onnxruntime execution providers cpu for ${MODEL}`);
+    // On the CPU it falls back to, the CPU's edits, checked as ever.
+    expect(lines[1]).toMatch(/^googlenet-eval: onnxruntime graph edits for .*: on: LRN rewrite .*within 1e-5\)$/);
+    expect(lines[2]).toBe(`googlenet-eval: onnxruntime execution providers cpu for ${MODEL}`);
   });
 
   it("rejects an unknown device with the valid choices", async () => {

@@ -200,10 +200,16 @@ export interface CpuSessionOptions {
   readonly splitStemWithoutLrn?: boolean;
   /** Sum each blocked window over the block rows (model/ort/graph-edits/block-rows.ts). Default: true. */
   readonly blockRows?: boolean;
+  /**
+   * Called with the edited graph just before it loads. For tests only: one that corrupts an
+   * edit here shows the load-time probe (model/ort/graph-edits/checked-session.ts) catching it, with the production
+   * edits themselves untouched. Default: none.
+   */
+  readonly editedGraphHook?: (model: ModelProto) => void;
 }
 
 export const STEM_PARTS = 4;
-const DEFAULT_STEM_CROPS_PER_PART = 4;
+export const DEFAULT_STEM_CROPS_PER_PART = 4;
 
 /** Everything `createCpuSession` changed in the optimized graph. */
 export interface CpuSessionEdit extends Omit<LayoutEdit, "bytes"> {
@@ -269,6 +275,7 @@ export async function createCpuSession(
   const { model, layout } = edit;
   if (layout.reordersRemoved === 0 && !layout.stem) return { session: await asItIs(), layout };
   try {
+    options.editedGraphHook?.(model);
     const session = await ort.InferenceSession.create(encodeModel(model), { ...sessionOptions, graphOptimizationLevel: "disabled" });
     return { session, layout };
   } catch (error) {
