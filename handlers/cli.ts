@@ -37,7 +37,15 @@ export const COMMANDS: Readonly<Record<string, CommandEntry>> = {
   plan: {
     summary: "plan a distributed run: manifest and one queue message per batch",
     run: (argv) => planCommand(argv),
-    hints: [PREPROCESS, OUT, { setting: /\breplac(e|ing)\b/, flag: "--replace" }, { setting: /\bonnxruntime engine\b/, flag: "--engine onnxruntime" }],
+    hints: [
+      PREPROCESS,
+      OUT,
+      { setting: /\breplac(e|ing)\b/, flag: "--replace" },
+      { setting: /\bonnxruntime engine\b/, flag: "--engine onnxruntime" },
+      { setting: /\bimages per batch\b/, flag: "--images-per-batch" },
+      { setting: /\bfewer crops\b/, flag: "--crops" },
+      { setting: /\blonger deadline\b/, flag: "--deadline" },
+    ],
   },
   worker: { summary: "score batches and drop-folder images from an SQS queue", run: workerCommand },
   aggregate: { summary: "collect a planned run's batches into results.jsonl and summary.json", run: (argv) => aggregateCommand(argv) },

@@ -4,6 +4,7 @@ import { ConfigurationError } from "../model/errors.js";
 import type { CropCount } from "../model/predict.js";
 import { FLAVOURS } from "../model/preprocess.js";
 import { DEFAULT_BATCH_SIZE, planRun } from "../queue/plan.js";
+import { DEFAULT_BATCH_DEADLINE_SECONDS, FASTEST_CROPS_PER_SECOND, MAX_HIDDEN_SECONDS } from "../queue/queue-timing.js";
 import { checkSynsetsSource, readSynsetsUrl, SYNSETS_ENV, synsetsSource } from "./class-names.js";
 import { WORKER_ENV } from "./worker-command.js";
 import {
@@ -37,6 +38,8 @@ options:
                            (default: a WNID like n01440764 in each key)
   --crops N                1, 10 or 144 (default 144)
   --images-per-batch N     images per batch / queue message, 1 or more (default ${DEFAULT_BATCH_SIZE})
+  --deadline S             the workers' --deadline ($${WORKER_ENV.deadline}, else ${DEFAULT_BATCH_DEADLINE_SECONDS}): batches that could
+                           not be scored within it even at ${FASTEST_CROPS_PER_SECOND} crops/s per model are refused
   --engine NAME            tfjs, onnxruntime or auto, used by every worker (default auto)
   --preprocess NAME        bvlc or torchvision, for ONNX graphs not recognised as GoogLeNet
                            (engine onnxruntime or auto); recorded in the manifest
@@ -63,6 +66,7 @@ const Args = z.object({
     .default("144")
     .transform((value) => Number(value) as CropCount),
   imagesPerBatch: wholeNumberFlag("--images-per-batch", 1).default(String(DEFAULT_BATCH_SIZE)),
+  deadline: wholeNumberFlag(`--deadline / ${WORKER_ENV.deadline}`, 1, MAX_HIDDEN_SECONDS, " of seconds").default(String(DEFAULT_BATCH_DEADLINE_SECONDS)),
   engine: engineFlag(),
   preprocess: choiceFlag("--preprocess", FLAVOURS).optional(),
   exifOrientation: z.boolean().default(false),
@@ -83,6 +87,10 @@ function inputOf(positionals: readonly string[], input: string | undefined): str
   return input;
 }
 
+function nonEmpty(value: string | undefined): string | undefined {
+  return value === undefined || value.trim() === "" ? undefined : value.trim();
+}
+
 /** `googlenet-eval plan ...`: prints one JSON line with the run id and counts. */
 export async function planCommand(argv: string[], env: NodeJS.ProcessEnv = process.env): Promise<number> {
   const parsed = parseFlags("plan", {
@@ -98,6 +106,7 @@ export async function planCommand(argv: string[], env: NodeJS.ProcessEnv = proce
       crops: { type: "string" },
       "images-per-batch": { type: "string" },
       "batch-size": { type: "string" },
+      deadline: { type: "string" },
       engine: { type: "string" },
       preprocess: { type: "string" },
       "exif-orientation": { type: "boolean" },
@@ -121,6 +130,7 @@ export async function planCommand(argv: string[], env: NodeJS.ProcessEnv = proce
     labels: values.labels,
     crops: values.crops,
     imagesPerBatch: values["images-per-batch"],
+    deadline: values.deadline ?? nonEmpty(env[WORKER_ENV.deadline]),
     engine: values.engine,
     preprocess: values.preprocess,
     exifOrientation: values["exif-orientation"],
@@ -141,6 +151,7 @@ export async function planCommand(argv: string[], env: NodeJS.ProcessEnv = proce
     synsets: await readSynsetsUrl(synsets.url),
     crops: args.crops,
     batchSize: args.imagesPerBatch,
+    deadlineSeconds: args.deadline,
     engine: args.engine,
     applyExifOrientation: args.exifOrientation,
     replace: args.replace,

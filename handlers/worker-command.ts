@@ -2,7 +2,8 @@ import { z } from "zod";
 import { BackendUnavailableError, ConfigurationError, DeadlineExceededError } from "../model/errors.js";
 import type { CropCount } from "../model/predict.js";
 import type { Synsets } from "../model/synsets.js";
-import { DEFAULT_BATCH_DEADLINE_SECONDS, DEFAULT_STOP_TIMEOUT_SECONDS, HEARTBEAT_SECONDS } from "../queue/queue-timing.js";
+import { DEFAULT_BATCH_DEADLINE_SECONDS, DEFAULT_STOP_TIMEOUT_SECONDS, HEARTBEAT_SECONDS, MAX_HIDDEN_SECONDS } from "../queue/queue-timing.js";
+import { VisibilityLostError } from "../queue/held-message.js";
 import { taskProtectionFromEnvironment } from "../queue/task-protection.js";
 import { runWorker, type WorkerOptions } from "../queue/worker.js";
 import { BACKEND_CHOICES } from "../model/load.js";
@@ -48,7 +49,7 @@ export const WORKER_ENV = {
  * Ranges of the timing settings, as queue/worker.ts's resolveWorkerTiming checks them: checked
  * here too, so a bad value is a usage error naming the flag and its variable.
  */
-const MAX_SECONDS = 43_200;
+const MAX_SECONDS = MAX_HIDDEN_SECONDS;
 const MIN_VISIBILITY = 2;
 const MIN_DEADLINE = 1;
 const MIN_STOP_TIMEOUT = 1;
@@ -62,8 +63,10 @@ Takes messages from an SQS queue, one at a time: batches planned by \`googlenet-
 Failures: a bad image is an error record; a storage fault or a broken model fails the message,
 which comes back after a delay that doubles with each receive (then the dead-letter queue); a
 malformed message, or an event outside --drop-input, goes to the dead-letter queue at once; a
-message not done within --deadline is handed back and the worker exits 1. SIGTERM: the message
-in hand is finished if it fits in --stop-timeout, handed back otherwise; then exit 0.
+message not done within --deadline is handed back and the worker exits 1, as it does when failing
+heartbeats let the message's visibility run out (another worker may have it). With --require-gpu
+the GPU is started before the first receive. SIGTERM: the message in hand is finished if it fits
+in --stop-timeout, handed back otherwise; then exit 0.
 
 options (each flag falls back to the environment variable named):
   --queue URL                 queue URL ($${WORKER_ENV.queue})
@@ -82,7 +85,8 @@ ${graphEditsHelp(30)}
   --require-gpu               exit 1 with the reason unless the GPU loads: tfjs on native TensorFlow's GPU, or
                               onnxruntime with --device cuda ($${WORKER_ENV.requireGpu}=true)
   --deadline S                seconds one message may take, ${MIN_DEADLINE} to ${MAX_SECONDS} ($${WORKER_ENV.deadline}, else ${DEFAULT_BATCH_DEADLINE_SECONDS})
-  --visibility-timeout S      seconds a held message stays hidden, ${MIN_VISIBILITY} to ${MAX_SECONDS} ($${WORKER_ENV.visibilityTimeout}, else the queue's own)
+  --visibility-timeout S      seconds a held message stays hidden, ${MIN_VISIBILITY} to ${MAX_SECONDS} ($${WORKER_ENV.visibilityTimeout}, else the queue's own);
+                              with --deadline at most ${MAX_SECONDS} s together: SQS hides a message for 12 hours at most
   --heartbeat S               seconds between visibility extensions, 1 to the timeout minus 1 (else the smaller of ${HEARTBEAT_SECONDS} and a fifth of the timeout)
   --stop-timeout S            seconds between SIGTERM and SIGKILL, ${MIN_STOP_TIMEOUT} to ${MAX_SECONDS} ($${WORKER_ENV.stopTimeout}, else ${DEFAULT_STOP_TIMEOUT_SECONDS})
   --on-stop MODE              fit, finish or abandon the message in hand on SIGTERM (default fit)
@@ -146,6 +150,19 @@ const Settings = z
     const { heartbeat, visibilityTimeout } = settings;
     if (heartbeat !== undefined && visibilityTimeout !== undefined && heartbeat >= visibilityTimeout) {
       context.addIssue({ code: "custom", message: `${HEARTBEAT_RANGE} (1 to ${visibilityTimeout - 1} here)` });
+    }
+    const deadline = settings.deadline ?? DEFAULT_BATCH_DEADLINE_SECONDS;
+    const hidden = deadline + (visibilityTimeout ?? MIN_VISIBILITY);
+    if (hidden > MAX_SECONDS) {
+      // A heartbeat just before the deadline asks for one more visibility timeout; SQS refuses any past 12 hours from the receive.
+      context.addIssue({
+        code: "custom",
+        message:
+          `--deadline (${WORKER_ENV.deadline}) ${deadline} s plus --visibility-timeout (${WORKER_ENV.visibilityTimeout}) ` +
+          `${visibilityTimeout ?? `at least ${MIN_VISIBILITY}`} s is ${hidden} s, more than the ${MAX_SECONDS} s (12 hours) SQS keeps a received ` +
+          `message hidden: the last heartbeats would be refused and the message would reappear mid-work; ` +
+          `give --deadline at most ${MAX_SECONDS - (visibilityTimeout ?? MIN_VISIBILITY)} or a shorter --visibility-timeout`,
+      });
     }
   });
 
@@ -250,18 +267,13 @@ export function workerOptionsFrom(settings: WorkerSettings, synsets: Synsets): W
 }
 
 /**
- * With --require-gpu and tfjs, the GPU must be there before any message is taken: a worker that
- * fell back to a CPU backend would run at GPU prices and CPU speed. (onnxruntime's CUDA provider
- * can only be tried with a model: its first load fails and the worker exits the same way.)
+ * --require-gpu with onnxruntime names its GPU through --device cuda. The GPU itself is started
+ * by runWorker (queue/gpu-check.ts) before the first receive, for either engine.
  */
-async function checkGpu(settings: WorkerSettings): Promise<void> {
-  if (!settings.requireGpu) return;
-  if (settings.engine === "onnxruntime" || settings.device === "cuda") {
-    if (settings.device !== "cuda") throw new ConfigurationError("--require-gpu with --engine onnxruntime needs --device cuda");
-    return;
+function checkGpuSettings(settings: WorkerSettings): void {
+  if (settings.requireGpu && settings.engine === "onnxruntime" && settings.device !== "cuda") {
+    throw new ConfigurationError("--require-gpu with --engine onnxruntime needs --device cuda");
   }
-  const { requireGpuBackend } = await import("../model/tfjs/backend.js");
-  await requireGpuBackend();
 }
 
 /** `googlenet-eval worker ...`: runs until SIGTERM/SIGINT (or an empty queue with --until-empty). */
@@ -271,7 +283,7 @@ export async function workerCommand(argv: string[]): Promise<number> {
     process.stdout.write(`${HELP}\n`);
     return 0;
   }
-  await checkGpu(settings);
+  checkGpuSettings(settings);
   await checkSynsetsSource(settings.synsets);
   const synsets = await readSynsetsUrl(settings.synsets.url);
   const controller = new AbortController();
@@ -292,9 +304,9 @@ export async function workerCommand(argv: string[]): Promise<number> {
       // The queue's own visibility timeout, read at start, is shorter than the heartbeat given.
       throw new ConfigurationError(`${HEARTBEAT_RANGE}: ${error.message}`, { cause: error });
     }
-    if (error instanceof DeadlineExceededError || error instanceof BackendUnavailableError) {
-      // The work left behind (a stalled read) may keep the event loop alive until its own
-      // timeout; the task must end now so ECS starts a fresh one.
+    if (error instanceof DeadlineExceededError || error instanceof VisibilityLostError || error instanceof BackendUnavailableError) {
+      // The work given up (a stalled read) may keep the event loop alive until its own timeout,
+      // though it can no longer write or delete; the task must end now so ECS starts a fresh one.
       setTimeout(() => process.exit(1), 2000).unref();
     }
     throw error;

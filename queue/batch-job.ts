@@ -113,6 +113,7 @@ export async function runBatchJob(context: JobContext, held: HeldMessage, manife
     throw new StorageError(`scorer returned ${records.length} records for ${batch.keys.length} keys of batch ${batch.id}`);
   }
   const out = openLocation(manifest.out, { s3: context.s3 });
+  held.assertHeld();
   await out.write(batchResultKeyFor(manifestDigest, batch.id), records.map((record) => `${JSON.stringify(record)}\n`).join(""));
   await held.delete();
   const seconds = (performance.now() - started) / 1000;

@@ -98,6 +98,7 @@ export async function runDropJob(context: JobContext, held: HeldMessage, drop: D
     const out = openLocation(drop.out, { s3: context.s3 });
     for (const decision of wanted) {
       const record = byKey.get(decision.object.key) as ResultRecord;
+      held.assertHeld();
       await out.write(decision.resultKey, `${JSON.stringify(record)}\n`);
       context.log({ event: "drop-done", key: decision.object.key, out: `${out.url}/${decision.resultKey}`, failed: isFailed(record) });
     }

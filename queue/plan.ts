@@ -29,6 +29,7 @@ import { S3Location } from "../storage/s3-location.js";
 import { readUrl } from "../storage/open-location.js";
 import { isS3Url, LocalLocation, sha256OfBytes, type Location } from "../storage/location.js";
 import { openLocation } from "../storage/open-location.js";
+import { DEFAULT_BATCH_DEADLINE_SECONDS, FASTEST_CROPS_PER_SECOND, MAX_HIDDEN_SECONDS } from "./queue-timing.js";
 
 /** Images per batch (one queue message) when the plan does not say. */
 export const DEFAULT_BATCH_SIZE = 32;
@@ -68,6 +69,12 @@ export interface PlanOptions {
   readonly batchSize?: number;
   /** Engine the workers use. Default: "auto". */
   readonly engine?: EngineChoice;
+  /**
+   * The deadline the workers run with (their own setting), in seconds: a batch that could not
+   * be scored within it even at {@link FASTEST_CROPS_PER_SECOND} is refused. Default:
+   * {@link DEFAULT_BATCH_DEADLINE_SECONDS} (900), the workers' default.
+   */
+  readonly deadlineSeconds?: number;
   /** Rotate images by their EXIF orientation. Default: false (ImageNet validation convention). */
   readonly applyExifOrientation?: boolean;
   /** Images with more pixels become failed records. Default: model/image/decode.ts's DEFAULT_MAX_PIXELS (100 million). */
@@ -156,6 +163,31 @@ interface Settings {
   readonly preprocess: Flavour | undefined;
 }
 
+/**
+ * Refuses batches no worker could finish within its deadline even at the fastest speed assumed
+ * (FASTEST_CROPS_PER_SECOND, an estimate): each of their messages would be handed back at every
+ * deadline until the dead-letter queue, taking a worker down each time.
+ */
+function checkBatchFitsDeadline(batchSize: number, crops: CropCount, models: number, deadlineSeconds: number): void {
+  if (!Number.isInteger(deadlineSeconds) || deadlineSeconds < 1 || deadlineSeconds > MAX_HIDDEN_SECONDS) {
+    throw new ConfigurationError(`deadline must be a whole number of seconds from 1 to ${MAX_HIDDEN_SECONDS}, got ${deadlineSeconds}`);
+  }
+  const work = batchSize * crops * models;
+  const possible = deadlineSeconds * FASTEST_CROPS_PER_SECOND;
+  if (work <= possible) return;
+  const fitting = Math.floor(possible / (crops * models));
+  const modelsText = `${models} model${models === 1 ? "" : "s"}`;
+  throw new ConfigurationError(
+    `a batch of ${batchSize} images x ${crops} crops x ${modelsText} is ${work} crops, but a worker can score at most ` +
+      `${possible} crops within its deadline of ${deadlineSeconds} s even at ${FASTEST_CROPS_PER_SECOND} crops/s per model ` +
+      `(an estimate: twice the README's assumed, unmeasured T4 speed of 500 crops/s; 77.5 crops/s was measured on 2 CPU cores), ` +
+      `so every batch would pass its deadline and end in the dead-letter queue. ` +
+      (fitting >= 1
+        ? `Give at most ${fitting} images per batch, fewer crops, or a longer deadline (the workers' own as well). Nothing was sent`
+        : `Give fewer crops or a longer deadline (the workers' own as well). Nothing was sent`),
+  );
+}
+
 /** Checks the options once, before anything is read, deleted or sent. */
 function settingsOf(options: PlanOptions): Settings {
   const batchSize = options.batchSize ?? DEFAULT_BATCH_SIZE;
@@ -174,6 +206,7 @@ function settingsOf(options: PlanOptions): Settings {
     throw new ConfigurationError(`unknown preprocess "${String(options.preprocess)}"; use one of: ${FLAVOURS.join(", ")}`);
   }
   if (options.models.length === 0) throw new ConfigurationError("plan needs at least one model");
+  checkBatchFitsDeadline(batchSize, crops, options.models.length, options.deadlineSeconds ?? DEFAULT_BATCH_DEADLINE_SECONDS);
   const now = (options.now ?? (() => new Date()))();
   const runId = options.runId ?? defaultRunId(now);
   if (!/^[A-Za-z0-9_.-]+$/.test(runId)) {

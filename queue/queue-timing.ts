@@ -28,6 +28,21 @@ export const MAX_RECEIVE_COUNT = 5;
 export const DEFAULT_BATCH_DEADLINE_SECONDS = 900;
 
 /**
+ * SQS keeps a received message hidden for at most 12 hours after its receive, however often its
+ * visibility is extended: a heartbeat asking for more is refused. A worker's deadline plus its
+ * visibility timeout must stay within this.
+ */
+export const MAX_HIDDEN_SECONDS = 43_200;
+
+/**
+ * The fastest a worker is taken to score, in crops per second per model, to refuse plans whose
+ * batches could not finish within the deadline even so. Twice the README's T4 figure of 500
+ * crops/s, which is an estimate (no GPU has been measured; see "Cost of one 50,000-image,
+ * 144-crop run"), and 13 times the one measurement, 77.5 crops/s with onnxruntime on 2 CPU cores.
+ */
+export const FASTEST_CROPS_PER_SECOND = 1000;
+
+/**
  * Longest delay before a failed batch comes back: the delay starts at the visibility timeout
  * and doubles with each receive, up to this (SQS allows 12 hours).
  */

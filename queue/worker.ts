@@ -12,13 +12,15 @@ import { defaultS3Client, defaultSqsClient } from "../storage/aws-clients.js";
 import { ManifestCache, runBatchJob, type JobContext } from "./batch-job.js";
 import { runDropJob, type DropSettings } from "./drop-job.js";
 import { recordProgress } from "./health-file.js";
-import { Abandoned, HeldMessage, type BatchProtection, type HoldSettings, type StopMode } from "./held-message.js";
+import { assertGpuStarts } from "./gpu-check.js";
+import { Abandoned, HeldMessage, VisibilityLostError, type BatchProtection, type HoldSettings, type StopMode } from "./held-message.js";
 import { ModelCache, type LoadModel } from "./model-cache.js";
 import { readQueueFacts, type QueueFacts } from "./queue-facts.js";
 import {
   DEFAULT_BATCH_DEADLINE_SECONDS,
   DEFAULT_STOP_TIMEOUT_SECONDS,
   HEARTBEAT_SECONDS,
+  MAX_HIDDEN_SECONDS,
   assertHeartbeatFits,
   failureBackoffSeconds,
 } from "./queue-timing.js";
@@ -35,7 +37,10 @@ export interface WorkerOptions {
   readonly classNames: readonly string[];
   /** Loads models. Default: read the file (path or s3://) and model/load.ts's loadEngine with `engineSettings`. */
   readonly loadModel?: LoadModel;
-  /** Threads, tfjs backend and onnxruntime device for the default `loadModel`. Default: loadEngine's. */
+  /**
+   * Threads, tfjs backend and onnxruntime device for the default `loadModel`. With `requireGpu`
+   * the GPU is started before the first receive, whatever `loadModel` is. Default: loadEngine's.
+   */
   readonly engineSettings?: Pick<LoadEngineOptions, "threads" | "backend" | "tfjsWorkers" | "device" | "requireGpu" | "graphEdits">;
   /** Default: clients built from the environment. */
   readonly clients?: { readonly s3?: S3Client; readonly sqs?: SQSClient };
@@ -45,7 +50,11 @@ export interface WorkerOptions {
   readonly visibilityTimeoutSeconds?: number;
   /** Interval between heartbeats; below the visibility timeout. Default: the smaller of 120 and a fifth of the timeout. */
   readonly heartbeatSeconds?: number;
-  /** Seconds one message may be worked on before it is handed back and the worker exits. Default: 900. */
+  /**
+   * Seconds one message may be worked on before it is handed back and the worker exits; with the
+   * visibility timeout at most 43,200 (SQS hides a message for at most 12 hours after its receive).
+   * Default: 900.
+   */
   readonly deadlineSeconds?: number;
   /** Exit once the queue has no visible, delayed or in-flight message. Default: false. */
   readonly untilEmpty?: boolean;
@@ -100,18 +109,27 @@ const wholeSeconds = (name: string, value: number, low: number, high: number): n
  * start. `queueVisibilitySeconds` is the queue's own timeout, the default.
  */
 export function resolveWorkerTiming(options: WorkerOptions, queueVisibilitySeconds: number): WorkerTiming {
-  const visibilityTimeoutSeconds = wholeSeconds("visibility timeout", options.visibilityTimeoutSeconds ?? queueVisibilitySeconds, 2, 43_200);
+  const visibilityTimeoutSeconds = wholeSeconds("visibility timeout", options.visibilityTimeoutSeconds ?? queueVisibilitySeconds, 2, MAX_HIDDEN_SECONDS);
   const heartbeatSeconds = options.heartbeatSeconds ?? Math.max(1, Math.min(HEARTBEAT_SECONDS, Math.floor(visibilityTimeoutSeconds / 5)));
   try {
     assertHeartbeatFits(heartbeatSeconds, visibilityTimeoutSeconds);
   } catch (error) {
     throw new ConfigurationError(`${(error as Error).message}: give a heartbeat from 1 to ${visibilityTimeoutSeconds - 1} seconds`, { cause: error });
   }
+  const deadlineSeconds = wholeSeconds("deadline", options.deadlineSeconds ?? DEFAULT_BATCH_DEADLINE_SECONDS, 1, MAX_HIDDEN_SECONDS);
+  if (deadlineSeconds + visibilityTimeoutSeconds > MAX_HIDDEN_SECONDS) {
+    // A heartbeat near the deadline asks for a visibility timeout more; past the limit SQS refuses it.
+    throw new ConfigurationError(
+      `deadline ${deadlineSeconds} s plus visibility timeout ${visibilityTimeoutSeconds} s is ${deadlineSeconds + visibilityTimeoutSeconds} s, ` +
+        `more than the ${MAX_HIDDEN_SECONDS} s (12 hours) SQS keeps a message hidden after its receive: the last heartbeats would be refused ` +
+        `and the message would reappear mid-work; give a deadline of at most ${MAX_HIDDEN_SECONDS - visibilityTimeoutSeconds} s or a shorter visibility timeout`,
+    );
+  }
   return {
     waitTimeSeconds: wholeSeconds("wait time", options.waitTimeSeconds ?? 20, 0, 20),
     visibilityTimeoutSeconds,
     heartbeatSeconds,
-    deadlineSeconds: wholeSeconds("deadline", options.deadlineSeconds ?? DEFAULT_BATCH_DEADLINE_SECONDS, 1, 43_200),
+    deadlineSeconds,
     stopTimeoutSeconds: wholeSeconds("stop timeout", options.stopTimeoutSeconds ?? DEFAULT_STOP_TIMEOUT_SECONDS, 1, 43_200),
   };
 }
@@ -122,6 +140,18 @@ function defaultLog(entry: Record<string, unknown>): void {
 
 function messageOf(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
+}
+
+/**
+ * Seconds a job given up at its deadline has to reach its next check (the end of its image) and
+ * stop before the worker goes on without it: an image of 144 crops takes about 2 s at the
+ * 77.5 crops/s measured on 2 CPU cores, 4 s on one, far less on a GPU.
+ */
+const GIVEN_UP_GRACE_SECONDS = 10;
+
+function eventFor(error: Error): string {
+  if (error instanceof DeadlineExceededError) return "deadline-exceeded";
+  return error instanceof VisibilityLostError ? "visibility-lost" : "gpu-unavailable";
 }
 
 /** Consecutive failed receives after which the worker gives up: the queue itself is unreachable. */
@@ -145,6 +175,8 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerStats> {
     throw new ConfigurationError("a drop input needs the drop settings: model, crops and output");
   }
   const dropInput = options.dropInput === undefined ? undefined : parseDropInput(options.dropInput);
+  // Before any receive: a worker that cannot serve must not take a message only to hand it back.
+  await assertGpuStarts(options.engineSettings);
   const facts = await readQueueFacts(sqs, options.queueUrl);
   const timing = resolveWorkerTiming(options, facts.visibilityTimeoutSeconds);
   const loadModel: LoadModel =
@@ -185,6 +217,8 @@ class WorkerLoop {
   private readonly manifests: ManifestCache;
   private readonly context: JobContext;
   private readonly hold: HoldSettings;
+  /** Settles when the job of a message given up at its deadline (or on lost visibility) has stopped. */
+  private givenUp: Promise<void> | undefined;
 
   constructor(
     private readonly options: WorkerOptions,
@@ -240,10 +274,33 @@ class WorkerLoop {
         for (const one of received) await this.handle(one);
       }
     } finally {
-      await this.models.disposeAll();
+      await this.disposeModels();
     }
     log({ event: "worker-stopped", ...this.stats, reason });
     return this.stats;
+  }
+
+  /**
+   * Disposes the engines only once no job can use them: a job given up at its deadline runs on
+   * until its next check (the end of the image in hand, or a read that returns), and an engine
+   * disposed under a running inference may take the process down with it.
+   */
+  private async disposeModels(): Promise<void> {
+    const job = this.givenUp;
+    if (job !== undefined) {
+      let timer: NodeJS.Timeout | undefined;
+      const grace = new Promise<false>((resolve) => {
+        timer = setTimeout(() => resolve(false), GIVEN_UP_GRACE_SECONDS * 1000);
+      });
+      const stopped = await Promise.race([job.then(() => true as const), grace]);
+      clearTimeout(timer);
+      if (!stopped) {
+        this.parts.log({ event: "given-up-job-running", note: `still running ${GIVEN_UP_GRACE_SECONDS} s after it was given up; its models are disposed once it stops` });
+        void job.then(() => this.models.disposeAll());
+        return;
+      }
+    }
+    await this.models.disposeAll();
   }
 
   /**
@@ -322,10 +379,15 @@ class WorkerLoop {
       log({ event: "abandoned", messageId, ...batch });
       return;
     }
-    if (error instanceof DeadlineExceededError || error instanceof BackendUnavailableError) {
-      // Not the message's fault but this worker's: another worker (ECS starts a new task) takes it now.
+    if (error instanceof DeadlineExceededError || error instanceof VisibilityLostError || error instanceof BackendUnavailableError) {
+      // Taken as this worker's fault: another worker (ECS starts a new task) takes it now. The
+      // hand-back still costs the receive, and should: a deadline cannot tell a slow or stalled
+      // worker from a batch too big for it or an input whose read always stalls, and a free
+      // hand-back would let such a batch kill workers for ever; the redrive limit bounds it. A
+      // GPU that does not start costs none: assertGpuStarts stops the worker before it receives.
+      this.givenUp = held.stopped;
       await held.setVisibility(0).catch(() => undefined);
-      log({ event: error instanceof DeadlineExceededError ? "deadline-exceeded" : "gpu-unavailable", messageId, ...batch, error: messageOf(error) });
+      log({ event: eventFor(error), messageId, ...batch, error: messageOf(error) });
       throw error;
     }
     this.stats.failedMessages++;
