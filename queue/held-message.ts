@@ -1,6 +1,7 @@
 import { ChangeMessageVisibilityCommand, DeleteMessageCommand, type Message, type SQSClient } from "@aws-sdk/client-sqs";
 import { DeadlineExceededError } from "../model/errors.js";
 import { recordProgress } from "./health-file.js";
+import { HeldMetric } from "./held-metric.js";
 
 /** ECS task scale-in protection (queue/task-protection.ts), or anything shaped like it. */
 export interface BatchProtection {
@@ -114,6 +115,9 @@ export class HeldMessage {
   async hold<T>(work: () => Promise<T>): Promise<T> {
     const { protection, log, deadlineSeconds, visibilityTimeoutSeconds, heartbeatSeconds } = this.settings;
     const heartbeat = setInterval(() => void this.beat(), heartbeatSeconds * 1000);
+    // The services scale on messages held, not on "not visible", which counts backoffs too.
+    const heldMetric = new HeldMetric(this.settings.queueUrl, this.message.MessageId, log);
+    heldMetric.start();
     let deadline: NodeJS.Timeout | undefined;
     let protectedTask = false;
     try {
@@ -133,6 +137,7 @@ export class HeldMessage {
       return await Promise.race([work(), expired]);
     } finally {
       clearInterval(heartbeat);
+      heldMetric.stop();
       clearTimeout(deadline);
       if (protectedTask) {
         await protection?.release().catch((error: unknown) => log({ event: "protection-release-failed", error: messageOf(error) }));
