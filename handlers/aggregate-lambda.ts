@@ -8,7 +8,11 @@ import { decodeS3Key } from "../queue/s3-events.js";
  * The aggregator Lambda (infra/aggregator.ts): S3 invokes it for every `.jsonl` created under
  * `runs/`. For each batch result it aggregates that batch's run; aggregateRun writes the final
  * files only once every batch of the manifest is present, and writes the same bytes however
- * often or concurrently it runs, so duplicate and concurrent events are harmless.
+ * often or concurrently it runs. Two things keep duplicate and racing events cheap and safe: the
+ * event's keys are passed on, so a run already aggregated from those very files is left as it
+ * is (a duplicate reads O(1) objects, not every batch file); and no "waiting" status is written,
+ * so a call that listed just before the last batch landed cannot put "waiting" over "complete".
+ * The last batch's own event completes the run; "waiting" is in this function's log lines.
  */
 
 /** The parts of an S3 event notification record this handler reads (AWS's exact field names). */
@@ -32,6 +36,8 @@ export interface RunOutcome {
   readonly ignoredBatchFiles?: number;
   /** A complete status was left in place although batches are now missing. */
   readonly keptComplete?: boolean;
+  /** The run was already aggregated from the files the event names: nothing read or written. */
+  readonly alreadyAggregated?: boolean;
   readonly images?: number;
   readonly error?: string;
 }
@@ -45,12 +51,14 @@ const BATCH_KEY = /^(runs\/.+)\/batches\/[^/]+\.jsonl$/;
 
 /**
  * The distinct run folders (`s3://bucket/runs/<RUN>`) the event's batch results belong to, in
- * first-seen order, and the keys that are not batch results (results.jsonl, which this very
- * function writes and which also matches the notification's `runs/` + `.jsonl` filter).
+ * first-seen order; for each, the batch keys the event names, relative to the run folder; and
+ * the keys that are not batch results (results.jsonl, which this very function writes and which
+ * also matches the notification's `runs/` + `.jsonl` filter).
  */
-export function runsFromEvent(event: S3EventLike): { runs: string[]; ignored: string[] } {
+export function runsFromEvent(event: S3EventLike): { runs: string[]; ignored: string[]; changed: Map<string, string[]> } {
   const runs: string[] = [];
   const ignored: string[] = [];
+  const changed = new Map<string, string[]>();
   for (const record of event.Records ?? []) {
     // S3 URL-encodes keys in events, with '+' for spaces.
     const key = decodeS3Key(record.s3.object.key);
@@ -61,8 +69,11 @@ export function runsFromEvent(event: S3EventLike): { runs: string[]; ignored: st
     }
     const run = `s3://${record.s3.bucket.name}/${match[1]}`;
     if (!runs.includes(run)) runs.push(run);
+    const keys = changed.get(run) ?? [];
+    keys.push(key.slice(match[1].length + 1));
+    changed.set(run, keys);
   }
-  return { runs, ignored };
+  return { runs, ignored, changed };
 }
 
 export interface AggregateHandlerDeps {
@@ -87,12 +98,12 @@ export function createAggregateHandler(deps: AggregateHandlerDeps = {}): (event:
   const open = deps.open ?? ((url: string) => openLocation(url));
   const log = deps.log ?? ((line: string) => console.log(line));
   return async (event) => {
-    const { runs, ignored } = runsFromEvent(event);
+    const { runs, ignored, changed } = runsFromEvent(event);
     if (ignored.length > 0) log(JSON.stringify({ event: "ignored", keys: ignored }));
     const outcomes: RunOutcome[] = [];
     for (const run of runs) {
       try {
-        const result = await aggregate(open(run));
+        const result = await aggregate(open(run), { changedKeys: changed.get(run) ?? [], writeWaiting: false });
         const ignoredCount = result.ignoredBatchFiles.length;
         const outcome: RunOutcome = {
           run,
@@ -101,6 +112,7 @@ export function createAggregateHandler(deps: AggregateHandlerDeps = {}): (event:
           missingBatches: result.missingBatches.length,
           ...(ignoredCount > 0 ? { ignoredBatchFiles: ignoredCount } : {}),
           ...(result.keptComplete ? { keptComplete: true } : {}),
+          ...(result.alreadyAggregated ? { alreadyAggregated: true } : {}),
           ...(result.summary ? { images: result.summary.images } : {}),
         };
         outcomes.push(outcome);
@@ -109,7 +121,7 @@ export function createAggregateHandler(deps: AggregateHandlerDeps = {}): (event:
         }
         // "kept-complete": batches went missing after the run was complete (deleted files); the
         // complete status and results stay, and the line says so.
-        const event = result.complete ? "aggregated" : result.keptComplete ? "kept-complete" : "waiting";
+        const event = result.alreadyAggregated ? "already-aggregated" : result.complete ? "aggregated" : result.keptComplete ? "kept-complete" : "waiting";
         log(JSON.stringify({ event, ...outcome }));
       } catch (error) {
         const outcome: RunOutcome = { run, complete: false, error: (error as Error).message };

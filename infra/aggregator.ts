@@ -39,10 +39,13 @@ export interface AggregatorProps {
 /**
  * Aggregation without a person: every batch result that lands under `runs/<RUN>/batches/`
  * invokes a Lambda that calls aggregateRun on the run. Until the last batch lands it only
- * lists the run and reports what is missing; the invocation that sees every batch writes
- * results.jsonl, summary.json and report.html. aggregateRun writes deterministic bytes from the batch files, so concurrent or
- * repeated invocations converge on the same files (no reserved concurrency needed, which new
- * accounts with a concurrency quota of 10 could not spare anyway).
+ * lists the run and logs what is missing (it writes no "waiting" status, which could land over
+ * the last call's "complete"); the invocation that sees every batch writes results.jsonl,
+ * summary.json, report.html and aggregate-status.json. After that, an event whose batch file
+ * still holds the bytes the status records (S3 delivers events at least once) reads that file,
+ * the manifest and the status, and writes nothing. aggregateRun writes deterministic bytes from
+ * the batch files, so concurrent invocations converge on the same files (no reserved
+ * concurrency needed, which new accounts with a concurrency quota of 10 could not spare anyway).
  */
 export class Aggregator extends Construct {
   public readonly function: nodejs.NodejsFunction;

@@ -5,6 +5,12 @@ import type * as sns from "aws-cdk-lib/aws-sns";
 import * as sqs from "aws-cdk-lib/aws-sqs";
 import { Construct } from "constructs";
 import {
+  HELD_METRIC_PERIOD_SECONDS,
+  MESSAGES_HELD_METRIC,
+  QUEUE_NAME_DIMENSION,
+  WORKER_METRICS_NAMESPACE,
+} from "../queue/held-metric.js";
+import {
   HEARTBEAT_SECONDS,
   MAX_RECEIVE_COUNT,
   VISIBILITY_TIMEOUT_SECONDS,
@@ -109,16 +115,29 @@ export class WorkQueue extends Construct {
   }
 
   /**
-   * The queue's backlog: visible messages plus those held by a worker. Scaling on this, not on
-   * visible messages alone, keeps a task alive while it still works on the last batches.
+   * The queue's backlog: the work there is for tasks. Visible messages, which a worker can take
+   * now, plus the messages workers hold, which keeps a task alive while it works on the last
+   * batches. Held is the workers' own MessagesHeld (queue/held-metric.ts), not SQS's
+   * ApproximateNumberOfMessagesNotVisible: that also counts failed batches sitting out their
+   * backoff (up to an hour each, about 3.2 h from first failure to the dead-letter queue), and
+   * five such batches would hold four GPU tasks idle for all that time. While no worker holds a
+   * message the metric has no data, hence FILL.
    */
-  metricBacklog(period: Duration = Duration.minutes(1)): cloudwatch.MathExpression {
+  metricBacklog(): cloudwatch.MathExpression {
+    const period = Duration.seconds(HELD_METRIC_PERIOD_SECONDS);
     return new cloudwatch.MathExpression({
-      label: "Backlog (visible + in flight)",
-      expression: "visible + inFlight",
+      label: "Backlog (visible + held by a worker)",
+      expression: "visible + FILL(held, 0)",
       usingMetrics: {
         visible: this.queue.metricApproximateNumberOfMessagesVisible({ period, statistic: cloudwatch.Stats.MAXIMUM }),
-        inFlight: this.queue.metricApproximateNumberOfMessagesNotVisible({ period, statistic: cloudwatch.Stats.MAXIMUM }),
+        // One sample per held message per minute: the minute's Sum is the number held.
+        held: new cloudwatch.Metric({
+          namespace: WORKER_METRICS_NAMESPACE,
+          metricName: MESSAGES_HELD_METRIC,
+          dimensionsMap: { [QUEUE_NAME_DIMENSION]: this.queue.queueName },
+          statistic: cloudwatch.Stats.SUM,
+          period,
+        }),
       },
       period,
     });

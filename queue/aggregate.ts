@@ -6,7 +6,7 @@ import { BATCHES_FOLDER, batchResultKeyFor, readManifestWithDigest, type Manifes
 import type { ResultRecord, Summary } from "../scoring/records.js";
 import { RESULTS_FILE, SUMMARY_FILE, parseResultRecords, serializeSummary } from "../scoring/results.js";
 import { classErrors } from "../scoring/statistics.js";
-import type { Location } from "../storage/location.js";
+import { sha256OfBytes, type Location } from "../storage/location.js";
 import { summarize } from "../scoring/summary.js";
 import { writeReport } from "../scoring/report/index.js";
 
@@ -37,6 +37,22 @@ export interface AggregateOptions {
   readonly classNames?: readonly string[];
   /** Write results.jsonl and summary.json when complete. Default: true. */
   readonly write?: boolean;
+  /**
+   * Batch files (keys relative to the run folder, `batches/<batch>.<digest>.jsonl`) the caller
+   * knows were just written: an S3 event's keys. When aggregate-status.json already says this run
+   * is complete, the listing matches it and these files hold the bytes it was aggregated from, the
+   * run is not aggregated again: a duplicate event then reads the manifest, the status and these
+   * files, and writes nothing, instead of reading every batch file and rewriting the results.
+   * Default: undefined (a complete run is aggregated again in full, as a person running
+   * `aggregate` expects).
+   */
+  readonly changedKeys?: readonly string[];
+  /**
+   * Write aggregate-status.json when batches are missing. The Lambda passes false: S3 writes are
+   * last-writer-wins, so a call that listed just before the last batch landed could put "waiting"
+   * over the "complete" that the last batch's own call had just written. Default: true.
+   */
+  readonly writeWaiting?: boolean;
 }
 
 export interface AggregateResult {
@@ -54,6 +70,11 @@ export interface AggregateResult {
    * the status and the final files were left as they are rather than downgraded.
    */
   readonly keptComplete: boolean;
+  /**
+   * Present (true) when aggregate-status.json already said complete and `changedKeys` held the
+   * bytes it was aggregated from: nothing was written and `summary` is absent.
+   */
+  readonly alreadyAggregated?: true;
   readonly summary?: RunSummary;
 }
 
@@ -67,6 +88,11 @@ export interface AggregateStatus {
   readonly missingBatches: readonly string[];
   readonly ignoredBatchFileCount: number;
   readonly ignoredBatchFiles: readonly string[];
+  /**
+   * In a complete status only: sha256 of each batch file the results were made from, by batch
+   * id, so a duplicate event can tell an unchanged file from a rewritten one by reading it alone.
+   */
+  readonly batchSha256?: Readonly<Record<string, string>>;
 }
 
 function parseBatch(text: string, where: string, keys: readonly string[]): ResultRecord[] {
@@ -129,7 +155,7 @@ async function takeStock(out: Location, manifest: Manifest, manifestDigest: stri
   return { missingBatches, ignoredBatchFiles };
 }
 
-function statusOf(manifest: Manifest, manifestDigest: string, stock: Stock): AggregateStatus {
+function statusOf(manifest: Manifest, manifestDigest: string, stock: Stock, batchSha256?: Record<string, string>): AggregateStatus {
   return {
     runId: manifest.runId,
     manifestDigest,
@@ -139,22 +165,39 @@ function statusOf(manifest: Manifest, manifestDigest: string, stock: Stock): Agg
     missingBatches: stock.missingBatches,
     ignoredBatchFileCount: stock.ignoredBatchFiles.length,
     ignoredBatchFiles: stock.ignoredBatchFiles,
+    ...(batchSha256 === undefined ? {} : { batchSha256 }),
   };
 }
 
 const serializeStatus = (status: AggregateStatus): string => `${JSON.stringify(status, null, 2)}\n`;
 
-/** Whether aggregate-status.json already records this very run (same digest) as complete. */
-async function storedComplete(out: Location, manifestDigest: string): Promise<boolean> {
+/** aggregate-status.json when it records this very run (same digest) as complete, else undefined. */
+async function storedComplete(out: Location, manifestDigest: string): Promise<AggregateStatus | undefined> {
   const bytes = await out.readIfExists(STATUS_FILE);
-  if (bytes === undefined) return false;
+  if (bytes === undefined) return undefined;
   try {
-    const stored = JSON.parse(bytes.toString("utf8")) as Partial<AggregateStatus>;
-    return stored.complete === true && stored.manifestDigest === manifestDigest;
+    const stored = JSON.parse(bytes.toString("utf8")) as AggregateStatus;
+    return stored.complete === true && stored.manifestDigest === manifestDigest ? stored : undefined;
   } catch {
     // An unreadable status holds nothing worth keeping.
-    return false;
+    return undefined;
   }
+}
+
+/**
+ * Whether a complete status still describes the run: the listing has the same files of other
+ * runs, and each of `changedKeys` that is a batch file of this run holds the bytes recorded when
+ * the run was aggregated. Reads only those files.
+ */
+async function stillAggregated(out: Location, stored: AggregateStatus, stock: Stock, batchIds: ReadonlyMap<string, string>, changedKeys: readonly string[]): Promise<boolean> {
+  if (stored.batchSha256 === undefined) return false;
+  if (JSON.stringify(stored.ignoredBatchFiles) !== JSON.stringify(stock.ignoredBatchFiles)) return false;
+  for (const key of new Set(changedKeys)) {
+    const id = batchIds.get(key);
+    if (id === undefined) continue;
+    if (sha256OfBytes(await out.read(key)) !== stored.batchSha256[id]) return false;
+  }
+  return true;
 }
 
 /** Reads every batch file of the run (all present) and writes the final files and the status. */
@@ -166,10 +209,13 @@ async function finish(
   options: AggregateOptions,
 ): Promise<RunSummary> {
   const keyOf = (id: string): string => batchResultKeyFor(manifestDigest, id);
-  const bodies = await Promise.all(manifest.batches.map(async (batch) => (await out.read(keyOf(batch.id))).toString("utf8")));
+  const bodies = await Promise.all(manifest.batches.map(async (batch) => out.read(keyOf(batch.id))));
   const records: ResultRecord[] = [];
+  const batchSha256: Record<string, string> = {};
   manifest.batches.forEach((batch, i) => {
-    records.push(...parseBatch(bodies[i] as string, `${out.url}/${keyOf(batch.id)}`, batch.keys));
+    const body = bodies[i] as Buffer;
+    records.push(...parseBatch(body.toString("utf8"), `${out.url}/${keyOf(batch.id)}`, batch.keys));
+    batchSha256[batch.id] = sha256OfBytes(body);
   });
   const schemes = schemesForCount(manifest.crops);
   const scheme = schemes[schemes.length - 1] as Scheme;
@@ -184,7 +230,7 @@ async function finish(
     await out.write(SUMMARY_FILE, serializeSummary(summary));
     await writeReport(out, summary, records, options.classNames ? { classNames: options.classNames } : {});
     // Last, so a status that says complete always has the final files beside it.
-    await out.write(STATUS_FILE, serializeStatus(statusOf(manifest, manifestDigest, stock)));
+    await out.write(STATUS_FILE, serializeStatus(statusOf(manifest, manifestDigest, stock, batchSha256)));
   }
   return summary;
 }
@@ -192,15 +238,15 @@ async function finish(
 /**
  * Turns a run's batch files into its final results. Only files named by this manifest's digest
  * count; any other file under batches/ is ignored and listed. When a batch is missing it says
- * which and writes only `aggregate-status.json` (never summary.json), unless that status already
- * says the run is complete, which is never downgraded. When all are there it writes
- * `results.jsonl` in manifest order, `summary.json`, `report.html` and the status. Output depends
- * only on the manifest and the listed files, so running it twice, or twice at once, writes the
- * same bytes.
+ * which and writes only `aggregate-status.json` (never summary.json; nothing at all with
+ * `writeWaiting: false`), unless that status already says the run is complete, which is never
+ * downgraded. When all are there it writes `results.jsonl` in manifest order, `summary.json`,
+ * `report.html` and the status, unless `changedKeys` shows the complete status still holds.
+ * Output depends only on the manifest and the listed files, so running it twice, or twice at
+ * once, writes the same bytes.
  */
 export async function aggregateRun(out: Location, options: AggregateOptions = {}): Promise<AggregateResult> {
   const { manifest, manifestDigest } = await readManifestWithDigest(out);
-  const write = options.write ?? true;
   const result = (stock: Stock, keptComplete = false): AggregateResult => ({
     complete: stock.missingBatches.length === 0,
     runId: manifest.runId,
@@ -210,18 +256,29 @@ export async function aggregateRun(out: Location, options: AggregateOptions = {}
     ignoredBatchFiles: stock.ignoredBatchFiles,
     keptComplete,
   });
+  const missing = (stock: Stock): boolean => stock.missingBatches.length > 0;
   let stock = await takeStock(out, manifest, manifestDigest);
-  if (stock.missingBatches.length > 0) {
-    if (!write) return result(stock);
-    const keep = await storedComplete(out, manifestDigest);
-    if (!keep) await out.write(STATUS_FILE, serializeStatus(statusOf(manifest, manifestDigest, stock)));
-    // The last batch may have landed after our listing, and its own invocation may have written
-    // "complete" before our write replaced it. Listing once more after writing makes the last
-    // status written complete: that invocation finished only because the batch was listable,
-    // so this listing sees it too. Also, a kept complete status is reported as such only when
-    // batches really are gone, not because our first listing was early.
+  if (!(options.write ?? true)) return missing(stock) ? result(stock) : { ...result(stock), summary: await finish(out, manifest, manifestDigest, stock, options) };
+  const stored = await storedComplete(out, manifestDigest);
+  if (missing(stock) && stored !== undefined) {
+    // The run may have been completed by another call while we listed: look once more, so a
+    // kept complete status is reported only when batches really are gone.
     stock = await takeStock(out, manifest, manifestDigest);
-    if (stock.missingBatches.length > 0) return result(stock, keep);
+    if (missing(stock)) return result(stock, true);
+  }
+  if (missing(stock)) {
+    if (options.writeWaiting === false) return result(stock);
+    await out.write(STATUS_FILE, serializeStatus(statusOf(manifest, manifestDigest, stock)));
+    // The last batch may have landed after our listing, and its own call may have written
+    // "complete" before our write replaced it. Listing once more after writing makes the last
+    // status written complete: that call finished only because the batch was listable, so this
+    // listing sees it too.
+    stock = await takeStock(out, manifest, manifestDigest);
+    if (missing(stock)) return result(stock);
+  }
+  if (stored !== undefined && options.changedKeys !== undefined) {
+    const batchIds = new Map(manifest.batches.map((batch) => [batchResultKeyFor(manifestDigest, batch.id), batch.id]));
+    if (await stillAggregated(out, stored, stock, batchIds, options.changedKeys)) return { ...result(stock), alreadyAggregated: true };
   }
   const summary = await finish(out, manifest, manifestDigest, stock, options);
   return { ...result(stock), summary };

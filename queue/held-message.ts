@@ -1,6 +1,7 @@
 import { ChangeMessageVisibilityCommand, DeleteMessageCommand, type Message, type SQSClient } from "@aws-sdk/client-sqs";
 import { DeadlineExceededError, GoogLeNetEvalError } from "../model/errors.js";
 import { recordProgress } from "./health-file.js";
+import { HeldMetric } from "./held-metric.js";
 
 /** ECS task scale-in protection (queue/task-protection.ts), or anything shaped like it. */
 export interface BatchProtection {
@@ -236,6 +237,9 @@ export class HeldMessage {
   async hold<T>(work: () => Promise<T>): Promise<T> {
     const { protection, log, deadlineSeconds, visibilityTimeoutSeconds, heartbeatSeconds } = this.settings;
     const heartbeat = setInterval(() => this.beat(), heartbeatSeconds * 1000);
+    // The services scale on messages held, not on "not visible", which counts backoffs too.
+    const heldMetric = new HeldMetric(this.settings.queueUrl, this.message.MessageId, log);
+    heldMetric.start();
     let deadline: NodeJS.Timeout | undefined;
     let protectedTask = false;
     const givenUp = new Promise<never>((_, reject) => {
@@ -257,6 +261,7 @@ export class HeldMessage {
       return await Promise.race([running, givenUp]);
     } finally {
       clearInterval(heartbeat);
+      heldMetric.stop();
       clearTimeout(deadline);
       // A protect call still in flight would land after the release and leave the task protected;
       // waiting for it delays a hand-back by at most the agent client's 5 s timeout.

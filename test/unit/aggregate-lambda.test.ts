@@ -104,7 +104,7 @@ describe("the aggregate Lambda handler over a real run folder", () => {
     await rm(root, { recursive: true, force: true });
   });
 
-  it("waits while a batch is missing, then writes the summary once all are in, the same bytes every time", async () => {
+  it("waits while a batch is missing, writing nothing, then writes the summary once all are in and leaves it on a repeated event", async () => {
     // Prepare
     await out.write(keyOf("b00000"), jsonl(BATCHES[0]?.records ?? []));
 
@@ -114,6 +114,8 @@ describe("the aggregate Lambda handler over a real run folder", () => {
     // Assess
     expect(first).toEqual([{ run: "s3://eval-bucket/runs/run 1", complete: false, batches: 2, missingBatches: 1 }]);
     expect(await out.exists("summary.json")).toBe(false);
+    // "waiting" is only logged: a written one could land over the last batch's "complete".
+    expect(await out.exists("aggregate-status.json")).toBe(false);
 
     // Act: the last batch lands, its event is delivered twice, and our own results.jsonl fires too
     await out.write(keyOf("b00001"), jsonl(BATCHES[1]?.records ?? []));
@@ -126,9 +128,9 @@ describe("the aggregate Lambda handler over a real run folder", () => {
     // Assess
     expect(last).toEqual([{ run: "s3://eval-bucket/runs/run 1", complete: true, batches: 2, missingBatches: 0, images: 3 }]);
     expect(JSON.parse(summaryBytes.toString("utf8"))).toMatchObject({ images: 3, scored: 3, schemes: { "1": { top1Error: 1 / 3 } } });
-    expect(again[0]?.complete).toBe(true);
+    expect(again).toEqual([{ run: "s3://eval-bucket/runs/run 1", complete: true, batches: 2, missingBatches: 0, alreadyAggregated: true }]);
     expect(await readFile(join(root, "runs", "run 1", "summary.json"))).toEqual(summaryBytes);
-    expect(logged.map((l) => JSON.parse(l).event)).toEqual(["waiting", "ignored", "aggregated", "aggregated"]);
+    expect(logged.map((l) => JSON.parse(l).event)).toEqual(["waiting", "ignored", "aggregated", "already-aggregated"]);
   });
 
   it("logs and counts batch files of another run, and keeps a complete status when batches go missing", async () => {

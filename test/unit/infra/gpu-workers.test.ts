@@ -201,7 +201,7 @@ describe("the service", () => {
     template.hasResource("AWS::ECS::Service", { DependsOn: Match.arrayWith([association]) });
   });
 
-  it("scales between 0 and the maximum on the queue backlog, visible plus in flight", () => {
+  it("scales between 0 and the maximum on the queue backlog, visible plus held by a worker", () => {
     // Prepare
     const expression = new Capture();
     const metrics = new Capture();
@@ -227,8 +227,8 @@ describe("the service", () => {
     const names = (metrics.asArray() as { MetricStat?: { Metric: { MetricName: string; Namespace: string } } }[])
       .flatMap((m) => (m.MetricStat ? [`${m.MetricStat.Metric.Namespace}/${m.MetricStat.Metric.MetricName}`] : []))
       .sort();
-    expect(names).toEqual(["AWS/SQS/ApproximateNumberOfMessagesNotVisible", "AWS/SQS/ApproximateNumberOfMessagesVisible"]);
-    expect(expression.asString()).toBe("visible + inFlight");
+    expect(names).toEqual(["AWS/SQS/ApproximateNumberOfMessagesVisible", "googlenet-eval/MessagesHeld"]);
+    expect(expression.asString()).toBe("visible + FILL(held, 0)");
     template.hasResourceProperties("AWS::ApplicationAutoScaling::ScalingPolicy", {
       StepScalingPolicyConfiguration: Match.objectLike({
         AdjustmentType: "ExactCapacity",
