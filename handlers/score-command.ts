@@ -16,7 +16,8 @@ const HELP = `usage: googlenet-eval score <images> --model FILE.onnx [--model FI
 Scores every image under <images> (a local folder or s3://bucket/prefix; recursively; .jpg .jpeg .png .webp in any case) with one
 model, or several as an ensemble, and writes results.jsonl, run-header.json, summary.json, run.json
 and report.html to --out. Running again with the same --out resumes: images already there are not
-scored again; a run with other models, crops, labels or image settings is refused. A failed read
+scored again; a run of another input (a moved folder is another) or with other models, crops, labels
+or image settings is refused. A failed read
 (denied, throttled, timed out) stops the run, to be resumed later; an image that does not decode
 or is gone becomes an error record. Models, label and synsets files may be paths or s3:// URLs.
 Classes are named from the 1000 ImageNet classes built into the package unless --synsets says otherwise.

@@ -22,7 +22,7 @@ import type { ResumeState } from "./results.js";
 import { RESULTS_FILE, ResultsWriter, SUMMARY_FILE, readResumeState } from "./results.js";
 import { RUN_FACTS_FILE, readRunFacts, withRunFacts, writeRunFacts } from "./run-facts.js";
 import type { RunHeader } from "./run-header.js";
-import { RUN_HEADER_FILE, assertSameRun, formatRunHeader, readRunHeader } from "./run-header.js";
+import { RUN_HEADER_FILE, assertSameRun, formatRunHeader, inputOfRun, readRunHeader } from "./run-header.js";
 import { readUrl } from "../storage/open-location.js";
 import type { ImageInput } from "./scorer.js";
 import { scoreImages } from "./scorer.js";
@@ -140,6 +140,7 @@ async function gatherInputs(options: ScoreJobOptions, crops: CropCount, stderr: 
     if (problems) stderr.write(`warning: ${problems}\n`);
   }
   const keys = await listImages(options.input);
+  const input = await inputOfRun(options.input);
   const modelFiles: ModelFile[] = [];
   for (const file of options.models) {
     const bytes = await readSetting(file, "model");
@@ -153,6 +154,7 @@ async function gatherInputs(options: ScoreJobOptions, crops: CropCount, stderr: 
     modelFiles,
     header: {
       version: 1,
+      input,
       models: modelFiles.map(({ file, sha256 }) => ({ file, sha256 })),
       crops,
       exifOrientation: options.applyExifOrientation ?? false,
@@ -202,9 +204,11 @@ async function checkHeaderlessRun(location: Location, previous: ResumeState, hea
 }
 
 /**
- * Refuses to resume into an out folder whose results were made under other settings (models,
- * crops, EXIF, pixel limit, preprocess, labels, synsets): appending would mix them without a
- * trace. Reads only, so a refusal changes no file. Returns whether the header must be written.
+ * Refuses to resume into an out folder whose results were made under other settings (input,
+ * models, crops, EXIF, pixel limit, preprocess, labels, synsets): appending would mix them
+ * without a trace, and a resume onto another input with the same file names would skip every
+ * image and report the other input's results. Reads only, so a refusal changes no file.
+ * Returns the header to write, or undefined when the one there stands.
  */
 async function checkResumable(
   location: Location,
@@ -212,21 +216,29 @@ async function checkResumable(
   header: RunHeader,
   out: string,
   stderr: NodeJS.WritableStream,
-): Promise<boolean> {
+): Promise<RunHeader | undefined> {
   // No result to mix with: whatever header is there (a run that failed before its first
   // result) is replaced.
-  if (previous.lines.size === 0) return true;
+  if (previous.lines.size === 0) return header;
   const before = await readRunHeader(location, out);
   if (before !== undefined) {
     assertSameRun(before, header, out);
-    return false;
+    if (before.input !== undefined) return undefined;
+    // Refusing would strand every run made by the versions before inputs were recorded; the
+    // warning names the input so a user who pointed at another folder can still tell.
+    stderr.write(
+      `warning: ${out}/${RUN_HEADER_FILE} does not name its input (written by versions before inputs were recorded); ` +
+        `resuming it as a run of ${header.input}, now recorded there\n`,
+    );
+    const { version, ...settings } = before;
+    return { version, input: header.input, ...settings };
   }
   stderr.write(
     `warning: ${out} has results but no ${RUN_HEADER_FILE} (written by versions before run headers); ` +
       `resuming after checking its models and crops only\n`,
   );
   await checkHeaderlessRun(location, previous, header, out);
-  return true;
+  return header;
 }
 
 async function loadModels(
@@ -450,14 +462,14 @@ async function scoreToDestination(
   stderr: NodeJS.WriteStream,
 ): Promise<ScoreJobResult> {
   const previous = await readResumeState(destination.local);
-  const writeHeader = await checkResumable(destination.local, previous, inputs.header, options.out, stderr);
+  const header = await checkResumable(destination.local, previous, inputs.header, options.out, stderr);
   const startedAt = new Date();
   const models = await loadModels(inputs.modelFiles, options);
   let writer: ResultsWriter | undefined;
   try {
     writer = await ResultsWriter.open(destination.local, previous);
-    if (writeHeader) {
-      await destination.local.write(RUN_HEADER_FILE, formatRunHeader(inputs.header));
+    if (header !== undefined) {
+      await destination.local.write(RUN_HEADER_FILE, formatRunHeader(header));
       // Up at once, so a resume from the bucket is checked even before the first checkpoint.
       await upload(destination, [RUN_HEADER_FILE]);
     }
