@@ -1,11 +1,12 @@
 import { stat } from "node:fs/promises";
+import { constants } from "node:os";
 import { join } from "node:path";
 import { z } from "zod";
-import { ConfigurationError } from "../model/errors.js";
+import { ConfigurationError, RunInterruptedError } from "../model/errors.js";
 import { BACKEND_CHOICES } from "../model/load.js";
 import { ORT_DEVICES } from "../model/ort/engine.js";
 import { FLAVOURS } from "../model/preprocess.js";
-import { runScoreJob } from "../scoring/score-job.js";
+import { runScoreJob, type ScoreJobOptions } from "../scoring/score-job.js";
 import { isS3Url } from "../storage/location.js";
 import { openLocation } from "../storage/open-location.js";
 import { checkSynsetsSource, describeSynsets, SYNSETS_ENV, synsetsSource } from "./class-names.js";
@@ -17,9 +18,11 @@ const HELP = `usage: googlenet-eval score <images> --model FILE.onnx [--model FI
 Scores every image under <images> (a local folder or s3://bucket/prefix; recursively; .jpg .jpeg .png .webp in any case) with one
 model, or several as an ensemble, and writes results.jsonl, run-header.json, summary.json, run.json
 and report.html to --out. Running again with the same --out resumes: images already there are not
-scored again; a run with other models, crops, labels or image settings is refused. A failed read
+scored again; a run of another input (a moved folder is another) or with other models, crops, labels
+or image settings is refused. A failed read
 (denied, throttled, timed out) stops the run, to be resumed later; an image that does not decode
-or is gone becomes an error record. Models, label and synsets files may be paths or s3:// URLs.
+or is gone becomes an error record. SIGTERM or Ctrl-C stops the run, dropping the image(s) in hand,
+keeps the results so far (uploaded, for an S3 --out) and exits 143 or 130; a second one stops at once. Models, label and synsets files may be paths or s3:// URLs.
 Classes are named from the 1000 ImageNet classes built into the package unless --synsets says otherwise.
 
 options:
@@ -116,6 +119,34 @@ function timestamp(date: Date): string {
   return date.toISOString().replace(/\.\d+Z$/, "Z").replace(/:/g, "-");
 }
 
+/** The signals that stop a run with its results kept. */
+const STOP_SIGNALS = ["SIGTERM", "SIGINT"] as const;
+
+/**
+ * An AbortController aborted (with the signal's name) by the first SIGTERM or SIGINT. Both
+ * listeners go at once, so a second signal has its default effect: a user who presses Ctrl-C
+ * again does not wait for the upload.
+ */
+function abortOnStopSignals(stderr: NodeJS.WritableStream): { signal: AbortSignal; release: () => void } {
+  const controller = new AbortController();
+  const release = (): void => {
+    for (const name of STOP_SIGNALS) process.off(name, stop);
+  };
+  function stop(name: NodeJS.Signals): void {
+    release();
+    stderr.write(`\n${name}: stopping, keeping the results so far (send it again to stop at once)\n`);
+    controller.abort(name);
+  }
+  for (const name of STOP_SIGNALS) process.on(name, stop);
+  return { signal: controller.signal, release };
+}
+
+/** The shell's exit code for a process ended by `name`: 128 plus its number (SIGINT 130, SIGTERM 143). */
+function signalExitCode(name: string): number {
+  const number = (constants.signals as Record<string, number | undefined>)[name];
+  return number === undefined ? 1 : 128 + number;
+}
+
 /** `googlenet-eval score <images> --model FILE.onnx ...`. */
 export async function scoreCommand(argv: string[], env: NodeJS.ProcessEnv = process.env): Promise<number> {
   const args = parse(argv);
@@ -132,13 +163,31 @@ export async function scoreCommand(argv: string[], env: NodeJS.ProcessEnv = proc
   await checkSynsetsSource(synsets);
   const out = args.out ?? join("results", timestamp(new Date()));
   process.stderr.write(`results: ${out}\nclass names: ${describeSynsets(synsets)}\n`);
-  await runScoreJob({
+  const stop = abortOnStopSignals(process.stderr);
+  try {
+    await runScoreJob(scoreJobOptions(args, out, synsets.url, stop.signal));
+  } catch (error) {
+    if (!(error instanceof RunInterruptedError)) throw error;
+    process.stderr.write(`googlenet-eval score: ${error.message}\n`);
+    const code = signalExitCode(error.stoppedBy);
+    // Reads abandoned by the stop (a stalled GET) may keep the event loop alive until their own
+    // timeout; the results are saved, so the process ends now, as the user asked.
+    setTimeout(() => process.exit(code), 2000).unref();
+    return code;
+  } finally {
+    stop.release();
+  }
+  return 0;
+}
+
+function scoreJobOptions(args: ScoreArgs, out: string, synsets: string, signal: AbortSignal): ScoreJobOptions {
+  return {
     input: openLocation(args.input),
     out,
     models: args.model,
     engine: args.engine,
     crops: args.crops,
-    synsets: synsets.url,
+    synsets,
     applyExifOrientation: args["exif-orientation"],
     ...(args.backend !== undefined ? { backend: args.backend } : {}),
     ...(args.preprocess !== undefined ? { preprocess: args.preprocess } : {}),
@@ -150,6 +199,6 @@ export async function scoreCommand(argv: string[], env: NodeJS.ProcessEnv = proc
     ...(args["tfjs-workers"] !== undefined ? { tfjsWorkers: args["tfjs-workers"] } : {}),
     ...(graphEdits ? {} : { graphEdits: false }),
     ...(args["max-pixels"] !== undefined ? { maxPixels: args["max-pixels"] } : {}),
-  });
-  return 0;
+    signal,
+  };
 }

@@ -92,3 +92,17 @@ export class DeadlineExceededError extends GoogLeNetEvalError {
     this.name = "DeadlineExceededError";
   }
 }
+
+/**
+ * A run stopped on request (SIGTERM, Ctrl-C) before it finished: what it wrote stands, for a
+ * resume. `stoppedBy` is what asked, e.g. "SIGTERM".
+ */
+export class RunInterruptedError extends GoogLeNetEvalError {
+  readonly stoppedBy: string;
+
+  constructor(message: string, stoppedBy: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = "RunInterruptedError";
+    this.stoppedBy = stoppedBy;
+  }
+}

@@ -1,7 +1,9 @@
+import { realpath } from "node:fs/promises";
 import { basename } from "node:path";
 import { z } from "zod";
 import { ConfigurationError, StorageError } from "../model/errors.js";
 import type { Location } from "../storage/location.js";
+import { isS3Url } from "../storage/location.js";
 
 /**
  * run-header.json, written beside results.jsonl before the first result: every setting that
@@ -15,6 +17,11 @@ const FileDigest = z.object({ file: z.string(), sha256: z.string().regex(/^[0-9a
 
 const RunHeaderSchema = z.object({
   version: z.literal(1),
+  /**
+   * The images scored, as `inputOfRun` gives it. Optional only for headers written before it
+   * was recorded; every header written now has it.
+   */
+  input: z.string().min(1).optional(),
   /** In --model order: the order of per-model results and of the ensemble. */
   models: z.array(FileDigest).min(1),
   crops: z.union([z.literal(1), z.literal(10), z.literal(144)]),
@@ -30,6 +37,23 @@ const RunHeaderSchema = z.object({
 
 export type RunHeader = z.infer<typeof RunHeaderSchema>;
 
+/**
+ * The input a run header records: an S3 location's normalized URL, or a local folder's real
+ * path. The real path, so the same folder reached through a relative path from another working
+ * directory, or through a symbolic link, is the same input; a folder moved or renamed is a new
+ * input, because nothing then ties its files to the records already made.
+ *
+ * @throws StorageError when a local folder's real path cannot be found.
+ */
+export async function inputOfRun(input: Location): Promise<string> {
+  if (isS3Url(input.url)) return input.url;
+  try {
+    return await realpath(input.url);
+  } catch (error) {
+    throw new StorageError(`cannot resolve image folder ${input.url}: ${(error as Error).message}`, { cause: error });
+  }
+}
+
 /** One setting that differs between the run in an out folder and this run. */
 export interface HeaderDifference {
   /** The field's path, e.g. `models[0].sha256`. */
@@ -44,13 +68,17 @@ function describeDigest(digest: { file: string; sha256: string } | null, none: s
 
 /**
  * The settings that differ, in header order. Files are compared by content (sha256), not by
- * path: the same model moved or copied to S3 is the same model.
+ * path: the same model moved or copied to S3 is the same model. The input is compared by where
+ * it is (`inputOfRun`): hashing every image would read the whole input before the first result,
+ * and a resume skips images by their relative key, which means something only within one input.
  */
 export function headerDifferences(before: RunHeader, now: RunHeader): HeaderDifference[] {
   const differences: HeaderDifference[] = [];
   const add = (field: string, a: string, b: string): void => {
     if (a !== b) differences.push({ field, before: a, now: b });
   };
+  // A header without an input is from before inputs were recorded: see `withInput`.
+  if (before.input !== undefined && now.input !== undefined) add("input", before.input, now.input);
   if (before.models.length !== now.models.length) {
     const list = (header: RunHeader): string =>
       `${header.models.length} (${header.models.map((model) => basename(model.file)).join(", ")})`;

@@ -6,7 +6,7 @@ import type { Scheme } from "../model/image/crop-types.js";
 import type { CropCount } from "../model/image/crops.js";
 import type { Engine, ModelInfo } from "../model/engine.js";
 import { DEFAULT_MAX_PIXELS } from "../model/image/decode.js";
-import { ConfigurationError, LabelFileError, MissingObjectError, StorageError } from "../model/errors.js";
+import { ConfigurationError, LabelFileError, MissingObjectError, RunInterruptedError, StorageError } from "../model/errors.js";
 import type { EngineChoice, LoadEngineOptions } from "../model/load.js";
 import { loadEngine } from "../model/load.js";
 import { schemesForCount } from "../model/predict.js";
@@ -22,7 +22,7 @@ import type { ResumeState } from "./results.js";
 import { RESULTS_FILE, ResultsWriter, SUMMARY_FILE, readResumeState } from "./results.js";
 import { RUN_FACTS_FILE, readRunFacts, withRunFacts, writeRunFacts } from "./run-facts.js";
 import type { RunHeader } from "./run-header.js";
-import { RUN_HEADER_FILE, assertSameRun, formatRunHeader, readRunHeader } from "./run-header.js";
+import { RUN_HEADER_FILE, assertSameRun, formatRunHeader, inputOfRun, readRunHeader } from "./run-header.js";
 import { readUrl } from "../storage/open-location.js";
 import type { ImageInput } from "./scorer.js";
 import { scoreImages } from "./scorer.js";
@@ -67,6 +67,14 @@ export interface ScoreJobOptions extends EngineSettings {
   readonly applyExifOrientation?: boolean;
   /** Pixel limit per image. Default: decode.ts's (100 million). */
   readonly maxPixels?: number;
+  /**
+   * Stops the run: no image is started after it fires, the image(s) in flight are dropped (no
+   * record is ever half written), and what results.jsonl holds is kept (uploaded to an S3 out at
+   * once) for a resume; the job then rejects with RunInterruptedError. Its `reason`, when a
+   * string (the CLI passes the signal's name), is named in the error. A signal after the last
+   * image lets the run finish its summary and report. Default: none.
+   */
+  readonly signal?: AbortSignal;
   /** Show progress on stderr. Default: true. */
   readonly progress?: boolean;
   /** Where the Table 3 block and notices go. Defaults: process.stdout, process.stderr. */
@@ -140,6 +148,7 @@ async function gatherInputs(options: ScoreJobOptions, crops: CropCount, stderr: 
     if (problems) stderr.write(`warning: ${problems}\n`);
   }
   const keys = await listImages(options.input);
+  const input = await inputOfRun(options.input);
   const modelFiles: ModelFile[] = [];
   for (const file of options.models) {
     const bytes = await readSetting(file, "model");
@@ -153,6 +162,7 @@ async function gatherInputs(options: ScoreJobOptions, crops: CropCount, stderr: 
     modelFiles,
     header: {
       version: 1,
+      input,
       models: modelFiles.map(({ file, sha256 }) => ({ file, sha256 })),
       crops,
       exifOrientation: options.applyExifOrientation ?? false,
@@ -202,9 +212,11 @@ async function checkHeaderlessRun(location: Location, previous: ResumeState, hea
 }
 
 /**
- * Refuses to resume into an out folder whose results were made under other settings (models,
- * crops, EXIF, pixel limit, preprocess, labels, synsets): appending would mix them without a
- * trace. Reads only, so a refusal changes no file. Returns whether the header must be written.
+ * Refuses to resume into an out folder whose results were made under other settings (input,
+ * models, crops, EXIF, pixel limit, preprocess, labels, synsets): appending would mix them
+ * without a trace, and a resume onto another input with the same file names would skip every
+ * image and report the other input's results. Reads only, so a refusal changes no file.
+ * Returns the header to write, or undefined when the one there stands.
  */
 async function checkResumable(
   location: Location,
@@ -212,21 +224,29 @@ async function checkResumable(
   header: RunHeader,
   out: string,
   stderr: NodeJS.WritableStream,
-): Promise<boolean> {
+): Promise<RunHeader | undefined> {
   // No result to mix with: whatever header is there (a run that failed before its first
   // result) is replaced.
-  if (previous.lines.size === 0) return true;
+  if (previous.lines.size === 0) return header;
   const before = await readRunHeader(location, out);
   if (before !== undefined) {
     assertSameRun(before, header, out);
-    return false;
+    if (before.input !== undefined) return undefined;
+    // Refusing would strand every run made by the versions before inputs were recorded; the
+    // warning names the input so a user who pointed at another folder can still tell.
+    stderr.write(
+      `warning: ${out}/${RUN_HEADER_FILE} does not name its input (written by versions before inputs were recorded); ` +
+        `resuming it as a run of ${header.input}, now recorded there\n`,
+    );
+    const { version, ...settings } = before;
+    return { version, input: header.input, ...settings };
   }
   stderr.write(
     `warning: ${out} has results but no ${RUN_HEADER_FILE} (written by versions before run headers); ` +
       `resuming after checking its models and crops only\n`,
   );
   await checkHeaderlessRun(location, previous, header, out);
-  return true;
+  return header;
 }
 
 async function loadModels(
@@ -309,21 +329,131 @@ interface ScoringPass {
   readonly stderr: NodeJS.WriteStream;
 }
 
+/** Why a run was stopped, for its message. */
+function stoppedBy(signal: AbortSignal): string {
+  return typeof signal.reason === "string" ? signal.reason : "a stop request";
+}
+
 /**
- * A storage fault while scoring stops the run; what is in results.jsonl stands, and for an S3
- * out it is uploaded now, so the resume starts from it rather than from the last checkpoint.
+ * Uploads results.jsonl to an S3 out when this run added to it, so a resume starts from it
+ * rather than from the last checkpoint. Returns what a message should say when it could not.
  */
-async function stopOnFault(pass: ScoringPass, error: StorageError, done: number): Promise<StorageError> {
+async function saveStaged(pass: ScoringPass, processed: number): Promise<string> {
+  if (!pass.destination.remote || processed === 0) return "";
   try {
     await upload(pass.destination, [RESULTS_FILE]);
+    return "";
   } catch (uploadError) {
     pass.stderr.write(`warning: could not upload the partial results: ${(uploadError as Error).message}\n`);
+    return ` (except the ${processed} of this run, which could not be uploaded)`;
   }
-  return new StorageError(
-    `scoring stopped: ${error.message}. No record was written for that image; the ${done} image(s) done are kept in ` +
-      `${pass.options.out}: run the same command again to resume`,
-    { cause: error },
+}
+
+/**
+ * A fault while scoring stops the run; what is in results.jsonl stands (records made before a
+ * model's first bad output are real results too) and is saved. A storage fault is wrapped to
+ * say how to resume; anything else is rethrown as it is, after a line saying what was kept.
+ */
+async function stopOnFault(pass: ScoringPass, error: unknown, done: number, processed: number): Promise<unknown> {
+  const lost = await saveStaged(pass, processed);
+  if (error instanceof StorageError && !(error instanceof MissingObjectError)) {
+    return new StorageError(
+      `scoring stopped: ${error.message}. No record was written for that image; the ${done} image(s) done are kept in ` +
+        `${pass.options.out}${lost}: run the same command again to resume`,
+      { cause: error },
+    );
+  }
+  if (done > 0) pass.stderr.write(`scoring stopped by the error below; the ${done} image(s) done before it are kept in ${pass.options.out}${lost}\n`);
+  return error;
+}
+
+/** The run was asked to stop: results.jsonl is saved, and the error says how to resume. */
+async function stopOnRequest(pass: ScoringPass, by: string, done: number, processed: number): Promise<RunInterruptedError> {
+  const lost = await saveStaged(pass, processed);
+  return new RunInterruptedError(
+    `scoring stopped by ${by}: the image(s) in flight were dropped; the ${done} image(s) done are kept in ` +
+      `${pass.options.out}${lost}: run the same command again to resume`,
+    by,
   );
+}
+
+/** A stop before scoring began: nothing of this run was written yet. */
+function throwIfStopped(options: ScoreJobOptions): void {
+  const signal = options.signal;
+  if (!signal?.aborted) return;
+  const by = stoppedBy(signal);
+  throw new RunInterruptedError(`scoring stopped by ${by} before its first image; nothing was written to ${options.out}`, by);
+}
+
+/** Returned by `Stop.race` when the run was stopped first. */
+const STOPPED = Symbol("stopped");
+
+/**
+ * The run's stop request, seen by every wait that must end with it. One listener on the
+ * caller's signal, whatever the number of reads in flight (AbortSignal warns past ten); each
+ * wait is removed when it settles, so a long run holds nothing per image.
+ */
+class Stop {
+  private readonly waiters = new Set<() => void>();
+  private readonly onAbort = (): void => {
+    for (const wake of this.waiters) wake();
+    this.waiters.clear();
+  };
+
+  constructor(readonly signal: AbortSignal | undefined) {
+    signal?.addEventListener("abort", this.onAbort, { once: true });
+  }
+
+  get requested(): boolean {
+    return this.signal?.aborted === true;
+  }
+
+  /** `work`'s outcome, or STOPPED as soon as the run is stopped; `work` then goes on unobserved. */
+  race<T>(work: Promise<T>): Promise<T | typeof STOPPED> {
+    if (this.signal === undefined) return work;
+    return new Promise((resolve, reject) => {
+      const wake = (): void => resolve(STOPPED);
+      if (this.requested) wake();
+      else this.waiters.add(wake);
+      work.then(
+        (value) => {
+          this.waiters.delete(wake);
+          resolve(value);
+        },
+        (error: unknown) => {
+          this.waiters.delete(wake);
+          reject(error);
+        },
+      );
+    });
+  }
+
+  /**
+   * The images to score, taken one at a time until the run is stopped. A read still in flight
+   * then fails at once, so a stalled GET of an image that will be dropped does not hold the stop.
+   */
+  *images(images: readonly ImageInput[]): Generator<ImageInput> {
+    for (const image of images) {
+      if (this.requested) return;
+      yield {
+        ...image,
+        read: async () => {
+          const bytes = await this.race(image.read());
+          if (bytes === STOPPED) throw new RunInterruptedError(`read of ${image.key} abandoned: the run was stopped`, this.by);
+          return bytes;
+        },
+      };
+    }
+  }
+
+  /** Who asked, for messages. */
+  get by(): string {
+    return this.signal === undefined ? "a stop request" : stoppedBy(this.signal);
+  }
+
+  release(): void {
+    this.signal?.removeEventListener("abort", this.onAbort);
+  }
 }
 
 /** Scores the images not yet in results.jsonl, appending each record as it comes. */
@@ -339,20 +469,26 @@ async function scorePending(pass: ScoringPass): Promise<{ processed: number; sco
   let lastCheckpoint = Date.now();
   let processed = 0;
   let scored = 0;
+  const stop = new Stop(options.signal);
+  const records = scoreImages(stop.images(images), {
+    models: pass.models,
+    crops: pass.crops,
+    classNames: inputs.synsets.names,
+    applyExifOrientation: options.applyExifOrientation ?? false,
+    ...(options.maxPixels !== undefined ? { maxPixels: options.maxPixels } : {}),
+    ...(options.batchCrops !== undefined ? { batchCrops: options.batchCrops } : {}),
+  })[Symbol.asyncIterator]();
   try {
-    const records = scoreImages(images, {
-      models: pass.models,
-      crops: pass.crops,
-      classNames: inputs.synsets.names,
-      applyExifOrientation: options.applyExifOrientation ?? false,
-      ...(options.maxPixels !== undefined ? { maxPixels: options.maxPixels } : {}),
-      ...(options.batchCrops !== undefined ? { batchCrops: options.batchCrops } : {}),
-    });
-    for await (const record of records) {
-      await writer.append(record);
+    for (;;) {
+      // Checked before asking for the next record too: a stop that came while a record was
+      // written must not start the scorer again.
+      const next = stop.requested ? STOPPED : await stop.race(records.next());
+      if (next === STOPPED) throw await stopOnRequest(pass, stop.by, resumed + processed, processed);
+      if (next.done === true) break;
+      await writer.append(next.value);
       processed++;
-      if (!isFailed(record)) scored++;
-      progress?.tick(isFailed(record));
+      if (!isFailed(next.value)) scored++;
+      progress?.tick(isFailed(next.value));
       if (destination.remote && Date.now() - lastCheckpoint >= checkpointMs) {
         // The appended file is what a resume reads; order is restored at the end.
         await upload(destination, [RESULTS_FILE]);
@@ -361,12 +497,14 @@ async function scorePending(pass: ScoringPass): Promise<{ processed: number; sco
     }
   } catch (error) {
     progress?.stop();
-    if (error instanceof StorageError && !(error instanceof MissingObjectError)) {
-      throw await stopOnFault(pass, error, resumed + processed);
-    }
-    throw error;
+    if (error instanceof RunInterruptedError) throw error;
+    throw await stopOnFault(pass, error, resumed + processed, processed);
   } finally {
     progress?.stop();
+    // After a stop the scorer is left mid-image: its own cleanup waits for the engine call in
+    // flight, which must end before the engines are disposed.
+    await records.return?.(undefined).catch(() => undefined);
+    stop.release();
   }
   return { processed, scored };
 }
@@ -425,6 +563,8 @@ function engineSettingsOf(options: EngineSettings): EngineSettings {
  * @throws StorageError when an image cannot be read for any reason but being gone (denied,
  *   throttled, timed out): the run stops, keeping its results for a resume.
  * @throws ModelOutputError when a model's outputs are not finite; nothing from it is recorded.
+ *   After any failure while scoring, the records already written stand (uploaded to an S3 out).
+ * @throws RunInterruptedError when `signal` stops the run; its records stand, as above.
  */
 export async function runScoreJob(options: ScoreJobOptions): Promise<ScoreJobResult> {
   const stdout = options.stdout ?? process.stdout;
@@ -432,6 +572,7 @@ export async function runScoreJob(options: ScoreJobOptions): Promise<ScoreJobRes
   const crops = options.crops ?? 144;
   if (options.models.length === 0) throw new ConfigurationError("score needs at least one model");
   const inputs = await gatherInputs(options, crops, stderr);
+  throwIfStopped(options);
 
   const destination = await openDestination(options);
   try {
@@ -450,14 +591,15 @@ async function scoreToDestination(
   stderr: NodeJS.WriteStream,
 ): Promise<ScoreJobResult> {
   const previous = await readResumeState(destination.local);
-  const writeHeader = await checkResumable(destination.local, previous, inputs.header, options.out, stderr);
+  const header = await checkResumable(destination.local, previous, inputs.header, options.out, stderr);
   const startedAt = new Date();
   const models = await loadModels(inputs.modelFiles, options);
   let writer: ResultsWriter | undefined;
   try {
+    throwIfStopped(options);
     writer = await ResultsWriter.open(destination.local, previous);
-    if (writeHeader) {
-      await destination.local.write(RUN_HEADER_FILE, formatRunHeader(inputs.header));
+    if (header !== undefined) {
+      await destination.local.write(RUN_HEADER_FILE, formatRunHeader(header));
       // Up at once, so a resume from the bucket is checked even before the first checkpoint.
       await upload(destination, [RUN_HEADER_FILE]);
     }

@@ -1,5 +1,6 @@
 import { spawn, type ChildProcess } from "node:child_process";
-import { resolve } from "node:path";
+import { join, resolve } from "node:path";
+import { pathToFileURL } from "node:url";
 
 /** The repository root, where `node --import tsx handlers/cli.ts` runs. */
 const ROOT = resolve(import.meta.dirname, "../..");
@@ -24,10 +25,15 @@ export interface CliProcess {
 /**
  * Spawns `node --import tsx handlers/cli.ts ...args` detached, so the test can signal its whole
  * process group, as a Spot reclaim or an OOM kill would.
+ *
+ * @param options.cwd the working directory, for relative paths in `args`. Default: the
+ *   repository root.
  */
-export function spawnCli(args: readonly string[], env: Record<string, string>): CliProcess {
-  const child = spawn(process.execPath, ["--import", "tsx", "handlers/cli.ts", ...args], {
-    cwd: ROOT,
+export function spawnCli(args: readonly string[], env: Record<string, string>, options: { cwd?: string } = {}): CliProcess {
+  // By absolute URL and path, because from another working directory `tsx` does not resolve.
+  const tsx = pathToFileURL(join(ROOT, "node_modules/tsx/dist/loader.mjs")).href;
+  const child = spawn(process.execPath, ["--import", tsx, join(ROOT, "handlers/cli.ts"), ...args], {
+    cwd: options.cwd ?? ROOT,
     env: { ...process.env, ...env },
     detached: true,
     stdio: ["ignore", "pipe", "pipe"],

@@ -1,11 +1,12 @@
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, realpath, rm, symlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { join, relative } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { ConfigurationError, StorageError } from "../../model/errors.js";
 import type { RunHeader } from "../../scoring/run-header.js";
-import { RUN_HEADER_FILE, assertSameRun, formatRunHeader, headerDifferences, readRunHeader } from "../../scoring/run-header.js";
+import { RUN_HEADER_FILE, assertSameRun, formatRunHeader, headerDifferences, inputOfRun, readRunHeader } from "../../scoring/run-header.js";
 import { LocalLocation } from "../../storage/location.js";
+import { S3Location } from "../../storage/s3-location.js";
 
 const BVLC = "f5e86a8bb03c8170fb631d164d3851eaddfc0cb4759b16a506b5ef6b35b41de4";
 const TORCHVISION = "1843af8e0dc3c89ab917b54e5fca51e7821f9bb70ca677583d43a7bdfa9b46aa";
@@ -15,6 +16,7 @@ const SYNSETS = "b".repeat(64);
 function header(overrides: Partial<RunHeader> = {}): RunHeader {
   return {
     version: 1,
+    input: "/data/val",
     models: [{ file: "../shared/models/bvlc-googlenet.onnx", sha256: BVLC }],
     crops: 10,
     exifOrientation: false,
@@ -46,7 +48,16 @@ describe("headerDifferences", () => {
     expect(headerDifferences(header(), moved)).toEqual([]);
   });
 
+  it("finds none against a header from before inputs were recorded", () => {
+    // Prepare
+    const { input: _input, ...before } = header();
+
+    // Act, Assess
+    expect(headerDifferences(before, header())).toEqual([]);
+  });
+
   it.each<[string, Partial<RunHeader>, string, string]>([
+    ["input", { input: "s3://b/val" }, "/data/val", "s3://b/val"],
     ["crops", { crops: 144 }, "10", "144"],
     ["exifOrientation", { exifOrientation: true }, "false", "true"],
     ["maxPixels", { maxPixels: 5000 }, "100000000", "5000"],
@@ -93,6 +104,31 @@ describe("assertSameRun", () => {
     expect((error as Error).message).toBe(
       "./r already holds a run with crops 10, exifOrientation false; " +
         "this run has crops 144, exifOrientation true: use another output folder, or delete ./r to start again",
+    );
+  });
+});
+
+describe("inputOfRun", () => {
+  it("gives a local folder's real path, however it was reached", async () => {
+    // Prepare: a folder, a symbolic link to it, and a relative path to it.
+    const folder = join(dir, "images");
+    await mkdir(folder);
+    await symlink(folder, join(dir, "link"));
+    const real = await realpath(folder);
+
+    // Act, Assess
+    expect(await inputOfRun(new LocalLocation(folder))).toBe(real);
+    expect(await inputOfRun(new LocalLocation(join(dir, "link")))).toBe(real);
+    expect(await inputOfRun(new LocalLocation(relative(process.cwd(), folder)))).toBe(real);
+  });
+
+  it("gives an S3 prefix's URL without its trailing slash", async () => {
+    expect(await inputOfRun(new S3Location("s3://data/validation/"))).toBe("s3://data/validation");
+  });
+
+  it("refuses a local folder that is not there, naming it", async () => {
+    await expect(inputOfRun(new LocalLocation(join(dir, "gone")))).rejects.toThrow(
+      new StorageError(`cannot resolve image folder ${join(dir, "gone")}: ENOENT: no such file or directory, realpath '${join(dir, "gone")}'`),
     );
   });
 });
