@@ -165,7 +165,7 @@ export async function scoreCommand(argv: string[], env: NodeJS.ProcessEnv = proc
   process.stderr.write(`results: ${out}\nclass names: ${describeSynsets(synsets)}\n`);
   const stop = abortOnStopSignals(process.stderr);
   try {
-    await runScoreJob(scoreJobOptions(args, out, synsets.url, stop.signal));
+    await runScoreJob(scoreJobOptions(args, out, synsets.url, stop.signal, graphEdits));
   } catch (error) {
     if (!(error instanceof RunInterruptedError)) throw error;
     process.stderr.write(`googlenet-eval score: ${error.message}\n`);
@@ -180,7 +180,7 @@ export async function scoreCommand(argv: string[], env: NodeJS.ProcessEnv = proc
   return 0;
 }
 
-function scoreJobOptions(args: ScoreArgs, out: string, synsets: string, signal: AbortSignal): ScoreJobOptions {
+function scoreJobOptions(args: ScoreArgs, out: string, synsets: string, signal: AbortSignal, graphEdits: boolean): ScoreJobOptions {
   return {
     input: openLocation(args.input),
     out,
