@@ -1,3 +1,4 @@
+import { HELD_METRIC_PERIOD_SECONDS, MESSAGES_HELD_METRIC, QUEUE_NAME_DIMENSION, WORKER_METRICS_NAMESPACE } from "./queue-timing.js";
 /**
  * The messages workers hold, as a CloudWatch metric, for the GPU and CPU services' scaling
  * (infra/work-queue.ts). SQS's ApproximateNumberOfMessagesNotVisible cannot tell a held message
@@ -10,18 +11,6 @@
  * minute, so the metric's one-minute Sum is the number of messages held in that minute,
  * however the ticks fall.
  */
-
-/** CloudWatch namespace of the worker's own metrics. */
-export const WORKER_METRICS_NAMESPACE = "googlenet-eval";
-
-/** The metric: 1 per held message per minute. */
-export const MESSAGES_HELD_METRIC = "MessagesHeld";
-
-/** Its one dimension: the work queue's name, so two stacks in one account do not add up. */
-export const QUEUE_NAME_DIMENSION = "QueueName";
-
-/** The period over which a Sum of MessagesHeld counts held messages: one line per minute. */
-export const HELD_METRIC_PERIOD_SECONDS = 60;
 
 /** How often a holder looks whether a new minute has begun; a message held for less may go uncounted. */
 const TICK_MILLISECONDS = 10_000;

@@ -68,3 +68,17 @@ export function assertHeartbeatFits(heartbeatSeconds: number, visibilityTimeoutS
     );
   }
 }
+
+// The workers' MessagesHeld metric (queue/held-metric.ts writes it, infra/work-queue.ts scales on it).
+
+/** CloudWatch namespace of the worker's own metrics. */
+export const WORKER_METRICS_NAMESPACE = "googlenet-eval";
+
+/** The metric: 1 per held message per minute. */
+export const MESSAGES_HELD_METRIC = "MessagesHeld";
+
+/** Its one dimension: the work queue's name, so two stacks in one account do not add up. */
+export const QUEUE_NAME_DIMENSION = "QueueName";
+
+/** The period over which a Sum of MessagesHeld counts held messages: one line per minute. */
+export const HELD_METRIC_PERIOD_SECONDS = 60;
