@@ -67,6 +67,8 @@ function reliabilityChart(bins: readonly CalibrationBin[]): Promise<string> {
           x: { field: "lower", ...axis, title: "confidence (top-1 probability)" },
           x2: { field: "upper" },
           y: { field: "accuracy", ...axis, title: "top-1 accuracy" },
+          // From 0, so the bar spans its bin's width and rises to its accuracy.
+          y2: { datum: 0 },
           tooltip: [{ field: "images" }, { field: "confidence", format: ".3f" }, { field: "accuracy", format: ".3f" }],
         },
       },
