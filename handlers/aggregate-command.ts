@@ -5,8 +5,9 @@ import { formatTable3 } from "../scoring/summary.js";
 import { checkSynsetsSource, readSynsetsUrl, SYNSETS_ENV, synsetsSource } from "./class-names.js";
 import { REPORT_FILE } from "../scoring/report/index.js";
 import { parseFlags } from "./flags.js";
+import { readRealLabelsFile } from "../scoring/imagenet-validation.js";
 
-const HELP = `usage: googlenet-eval aggregate --out DIR|s3://b/runs/RUN [--synsets FILE|s3://...]
+const HELP = `usage: googlenet-eval aggregate --out DIR|s3://b/runs/RUN [--synsets FILE|s3://...] [--real-labels FILE|none]
 
 Reads <out>/manifest.json and the run's batch files, <out>/batches/<batch>.<digest>.jsonl, where
 <digest> starts the manifest's digest; other files under batches/ (an earlier run's) are ignored
@@ -22,6 +23,8 @@ options:
                            $${SYNSETS_ENV}, else the names the workers wrote into the batch files,
                            which are the built-in ImageNet names unless plan was given another list;
                            so the stack's aggregator Lambda and this command write the same bytes)
+  --real-labels FILE|s3://...|none  ReaL labels (real.json) for keys named ILSVRC2012_val_NNNNNNNN.*
+                           (default: the built-in real.json, as the aggregator Lambda uses; none: no ReaL)
   -h, --help               show this help`;
 
 /** Exit code when batches are missing: distinct from errors (1) and usage (2) for scripts that wait. */
@@ -65,7 +68,12 @@ export async function aggregateCommand(argv: string[], env: NodeJS.ProcessEnv = 
     args: argv,
     strict: true,
     allowPositionals: false,
-    options: { out: { type: "string" }, synsets: { type: "string" }, help: { type: "boolean", short: "h" } },
+    options: {
+      out: { type: "string" },
+      synsets: { type: "string" },
+      "real-labels": { type: "string" },
+      help: { type: "boolean", short: "h" },
+    },
   });
   if (parsed.values.help) {
     process.stdout.write(`${HELP}\n`);
@@ -77,7 +85,13 @@ export async function aggregateCommand(argv: string[], env: NodeJS.ProcessEnv = 
   const synsets = named ? synsetsSource(parsed.values.synsets, env) : undefined;
   if (synsets !== undefined) await checkSynsetsSource(synsets);
   const classNames = synsets === undefined ? undefined : (await readSynsetsUrl(synsets.url)).names;
-  const result = await aggregateRun(openLocation(out), classNames === undefined ? {} : { classNames });
+  const realFlag = parsed.values["real-labels"];
+  if (realFlag === "") throw new ConfigurationError("--real-labels must name a file, or none");
+  const realLabels = realFlag === undefined ? undefined : realFlag === "none" ? null : await readRealLabelsFile(realFlag);
+  const result = await aggregateRun(openLocation(out), {
+    ...(classNames === undefined ? {} : { classNames }),
+    ...(realLabels === undefined ? {} : { realLabels }),
+  });
   reportIgnored(result, out);
   if (!result.complete) {
     reportIncomplete(result);

@@ -34,8 +34,9 @@ options:
   --out DIR|s3://...       the run's folder; must be empty (required)
   --replace                delete everything under --out first (after the images, labels and
                            models have been read and checked)
-  --labels FILE|s3://...   Caffe val.txt, LOC_val_solution.csv or synset labels
-                           (default: a WNID like n01440764 in each key)
+  --labels FILE|s3://...|none  Caffe val.txt, LOC_val_solution.csv or synset labels
+                           (default: keys named ILSVRC2012_val_NNNNNNNN.* get the built-in ILSVRC 2012
+                           validation labels, others a WNID like n01440764 in the key; none: WNIDs only)
   --crops N                1, 10 or 144 (default 144)
   --images-per-batch N     images per batch / queue message, 1 or more (default ${DEFAULT_BATCH_SIZE})
   --deadline S             the workers' --deadline ($${WORKER_ENV.deadline}, else ${DEFAULT_BATCH_DEADLINE_SECONDS}): batches that could
@@ -157,7 +158,7 @@ export async function planCommand(argv: string[], env: NodeJS.ProcessEnv = proce
     replace: args.replace,
     ...(args.maxPixels !== undefined ? { maxPixels: args.maxPixels } : {}),
     ...(args.preprocess !== undefined ? { preprocess: args.preprocess } : {}),
-    ...(args.labels !== undefined ? { labels: args.labels } : {}),
+    ...(args.labels === "none" ? { builtInLabels: false } : args.labels !== undefined ? { labels: args.labels } : {}),
     ...(args.runId !== undefined ? { runId: args.runId } : {}),
   });
   const { labelWarnings, ...counts } = planned;

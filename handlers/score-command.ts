@@ -28,8 +28,13 @@ Classes are named from the 1000 ImageNet classes built into the package unless -
 options:
   --model FILE          ONNX model; repeat for an ensemble (required)
   --out DIR             output folder or s3://bucket/prefix (default ./results/<timestamp>)
-  --labels FILE         Caffe val.txt, LOC_val_solution.csv or imagenet_2012_validation_synset_labels.txt
-                        (default: a WNID like n01440764 in each file or folder name)
+  --labels FILE|none    Caffe val.txt, LOC_val_solution.csv or imagenet_2012_validation_synset_labels.txt
+                        (default: images named ILSVRC2012_val_NNNNNNNN.* get the built-in ILSVRC 2012
+                        validation labels, others a WNID like n01440764 in their file or folder name;
+                        none: no built-in validation labels, WNIDs in names only)
+  --real-labels FILE|none  ReaL labels (real.json: a list of 50,000 lists of class indices) reported
+                        beside the labels for validation-named images (default: the built-in real.json
+                        when any image has a validation name; none: no ReaL)
   --crops N             1, 10 or 144 (default 144); 10 also reports 1, 144 reports all three
   --engine NAME         tfjs, onnxruntime or auto (default auto: tfjs with native TensorFlow, else onnxruntime)
   --backend NAME        tfjs backend: auto, tensorflow, wasm or cpu (default auto)
@@ -58,6 +63,7 @@ const Args = z.object({
     .array(z.string().min(1), { required_error: "--model FILE.onnx is required (repeat it for an ensemble)" })
     .min(1, "--model FILE.onnx is required (repeat it for an ensemble)"),
   labels: z.string().min(1, "--labels must name a file").optional(),
+  "real-labels": z.string().min(1, "--real-labels must name a file, or none").optional(),
   crops: choiceFlag("--crops", ["1", "10", "144"] as const)
     .default("144")
     .transform((value) => Number(value) as 1 | 10 | 144),
@@ -85,6 +91,7 @@ function parse(argv: string[]): ScoreArgs | undefined {
     options: {
       model: { type: "string", multiple: true },
       labels: { type: "string" },
+      "real-labels": { type: "string" },
       crops: { type: "string" },
       engine: { type: "string" },
       backend: { type: "string" },
@@ -191,7 +198,8 @@ function scoreJobOptions(args: ScoreArgs, out: string, synsets: string, signal: 
     applyExifOrientation: args["exif-orientation"],
     ...(args.backend !== undefined ? { backend: args.backend } : {}),
     ...(args.preprocess !== undefined ? { preprocess: args.preprocess } : {}),
-    ...(args.labels !== undefined ? { labels: args.labels } : {}),
+    ...(args.labels === "none" ? { builtInLabels: false } : args.labels !== undefined ? { labels: args.labels } : {}),
+    ...(args["real-labels"] !== undefined ? { realLabels: args["real-labels"] === "none" ? null : args["real-labels"] } : {}),
     ...(args["crops-per-call"] !== undefined ? { batchCrops: args["crops-per-call"] } : {}),
     ...(args.threads !== undefined ? { threads: args.threads } : {}),
     ...(args.device !== undefined ? { device: args.device } : {}),

@@ -19,6 +19,13 @@ import { PREFIXES } from "./storage.js";
  */
 export const AGGREGATE_OUTPUTS = ["results.jsonl", "summary.json", "aggregate-status.json", "report.html"] as const;
 
+/**
+ * data/ files the Lambda reads at run time, copied beside its bundle: the ReaL labels
+ * (scoring/imagenet-validation.ts REAL_LABELS_FILE; infra/ imports no scoring code, so named
+ * here) that summaries judge validation-named keys by.
+ */
+export const AGGREGATOR_DATA_FILES = ["real.json"] as const;
+
 export interface AggregatorProps {
   readonly bucket: s3.Bucket;
   /** The repository root: the handler's entry and package-lock.json are found from it. */
@@ -157,6 +164,17 @@ export class Aggregator extends Construct {
         // runtime ships. Native engines are never used by aggregation; keeping them external
         // lets esbuild succeed should an import chain reach one.
         externalModules: ["sharp", "onnxruntime-node", "@tensorflow/tfjs-node", "@tensorflow/tfjs-node-gpu"],
+        // The ReaL labels summaries judge validation-named keys by (scoring/imagenet-validation.ts
+        // looks for data/ beside the bundle): without them the Lambda's summary.json would lack
+        // `real` where `googlenet-eval aggregate` has it.
+        commandHooks: {
+          beforeBundling: () => [],
+          beforeInstall: () => [],
+          afterBundling: (inputDir: string, outputDir: string) => [
+            `mkdir -p "${outputDir}/data"`,
+            ...AGGREGATOR_DATA_FILES.map((file) => `cp "${inputDir}/data/${file}" "${outputDir}/data/${file}"`),
+          ],
+        },
       },
     });
   }

@@ -3,11 +3,18 @@ import type { ModelInfo } from "../model/engine.js";
 import { StorageError } from "../model/errors.js";
 import { schemesForCount } from "../model/predict.js";
 import { BATCHES_FOLDER, batchResultKeyFor, readManifestWithDigest, type Manifest } from "./manifest.js";
-import type { ResultRecord, Summary } from "../scoring/records.js";
+import { isFailed, type ResultRecord, type Summary } from "../scoring/records.js";
+import {
+  BUILT_IN_LABELS_SOURCE,
+  realLabelsForKeys,
+  validationNumber,
+  VALIDATION_LABELS_FILE,
+  type RealLabels,
+} from "../scoring/imagenet-validation.js";
 import { RESULTS_FILE, SUMMARY_FILE, parseResultRecords, serializeSummary } from "../scoring/results.js";
 import { classErrors } from "../scoring/statistics.js";
 import { sha256OfBytes, type Location } from "../storage/location.js";
-import { summarize } from "../scoring/summary.js";
+import { summarize, type SummaryExtras } from "../scoring/summary.js";
 import { writeReport } from "../scoring/report/index.js";
 
 /** Written on every aggregate, complete or not, so a partial run is never mistaken for a result. */
@@ -53,6 +60,11 @@ export interface AggregateOptions {
    * over the "complete" that the last batch's own call had just written. Default: true.
    */
   readonly writeWaiting?: boolean;
+  /**
+   * ReaL labels for validation-named keys. Default: the shipped data/real.json when any key has
+   * a validation name (the aggregator Lambda's bundle carries it); null: no ReaL.
+   */
+  readonly realLabels?: RealLabels | null;
 }
 
 export interface AggregateResult {
@@ -219,8 +231,17 @@ async function finish(
   });
   const schemes = schemesForCount(manifest.crops);
   const scheme = schemes[schemes.length - 1] as Scheme;
+  const real = await realLabelsForKeys(options.realLabels, manifest.batches.flatMap((batch) => batch.keys));
+  const builtInImages =
+    manifest.labels === BUILT_IN_LABELS_SOURCE
+      ? records.filter((record) => !isFailed(record) && record.label !== null && validationNumber(record.key) !== undefined).length
+      : 0;
+  const extras: SummaryExtras = {
+    ...(real ? { real } : {}),
+    ...(builtInImages > 0 ? { builtInLabels: { file: VALIDATION_LABELS_FILE, images: builtInImages } } : {}),
+  };
   const summary: RunSummary = {
-    ...summarize(records, modelInfos(manifest), manifest.crops),
+    ...summarize(records, modelInfos(manifest), manifest.crops, extras),
     runId: manifest.runId,
     perClassScheme: scheme,
     perClass: perClassAccuracy(records, scheme, options.classNames),

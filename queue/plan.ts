@@ -13,6 +13,12 @@ import type { Synsets } from "../model/synsets.js";
 import { defaultSqsClient } from "../storage/aws-clients.js";
 import { describeProblems, labelFromPath, parseLabels } from "../scoring/labels.js";
 import {
+  BUILT_IN_LABELS_SOURCE,
+  loadBuiltInValidationLabels,
+  validationLabelOf,
+  validationNumber,
+} from "../scoring/imagenet-validation.js";
+import {
   batchId,
   batchMessage,
   codeVersion,
@@ -59,8 +65,14 @@ export interface PlanOptions {
   readonly queueUrl: string;
   /** Model files (paths or s3:// URLs); more than one makes an ensemble. */
   readonly models: readonly string[];
-  /** Label file (path or s3:// URL). Default: the WNID in each image's file name or folder. */
+  /**
+   * Label file (path or s3:// URL). Default: the built-in ILSVRC 2012 validation labels for
+   * keys named ILSVRC2012_val_NNNNNNNN.* (unless `builtInLabels` is false), else the WNID in
+   * each image's file name or folder.
+   */
   readonly labels?: string;
+  /** Without `labels`, label validation-named keys from the shipped validation labels. Default: true. */
+  readonly builtInLabels?: boolean;
   /** The 1000 classes, for WNID label formats and WNID-in-name labels. */
   readonly synsets: Synsets;
   /** Crops per image. Default: 144. */
@@ -283,7 +295,11 @@ interface Labelled {
 
 async function labelKeys(keys: readonly string[], options: PlanOptions, s3: S3Client | undefined): Promise<Labelled> {
   if (options.labels === undefined) {
-    return { labels: keys.map((key) => labelFromPath(key, options.synsets)), source: "wnid-in-key" };
+    const named = options.builtInLabels !== false && keys.some((key) => validationNumber(key) !== undefined);
+    const builtIn = named ? (await loadBuiltInValidationLabels(options.synsets)).labels : undefined;
+    const labels = keys.map((key) => (builtIn ? validationLabelOf(builtIn, key) : null) ?? labelFromPath(key, options.synsets));
+    const used = builtIn !== undefined && keys.some((key) => validationLabelOf(builtIn, key) !== null);
+    return { labels, source: used ? BUILT_IN_LABELS_SOURCE : "wnid-in-key" };
   }
   const source = absolute(options.labels);
   const table = parseLabels((await readUrl(source, s3)).toString("utf8"), { source, synsets: options.synsets });

@@ -51,8 +51,9 @@ export interface ParseLabelsOptions {
 const DEVKIT_REFUSAL =
   "looks like the devkit's ILSVRC2012_validation_ground_truth.txt (one integer per line, no file names). " +
   "Its ids are ILSVRC2012 devkit ids (ILSVRC2012_ID in meta.mat), not class indices in sorted-WNID order, " +
-  "so scoring against it would be silently wrong. Use Caffe's val.txt (file name and class index per line) " +
-  "or LOC_val_solution.csv (ImageId,PredictionString) instead";
+  "so scoring against it would be silently wrong. Leave --labels out instead: images named ILSVRC2012_val_NNNNNNNN.* " +
+  "get the built-in ILSVRC 2012 validation labels (data/ilsvrc2012_validation_synset_labels.txt); " +
+  "or use Caffe's val.txt (file name and class index per line) or LOC_val_solution.csv (ImageId,PredictionString)";
 
 const WNID = /^n\d{8}$/;
 const CAFFE_LINE = /^(.*\S)\s+(\S+)$/;

@@ -6,6 +6,9 @@ export type TopEntry = [classIndex: number, probability: number, name: string];
 /** Top-5 per computed scheme ("1" and "10", or all three with 144 crops). */
 export type SchemeTop5 = Partial<Record<Scheme, TopEntry[]>>;
 
+/** One probability per computed scheme. */
+export type SchemeProbability = Partial<Record<Scheme, number>>;
+
 /** A scored image: one line of results.jsonl (../shared/PROTOCOL.md). */
 export interface ScoredRecord {
   key: string;
@@ -14,8 +17,16 @@ export interface ScoredRecord {
   height: number;
   /** The ensemble's top-5 (the single model's when only one). */
   top5: SchemeTop5;
-  /** Each model's own top-5, in --model order; present only for an ensemble. */
-  models?: { top5: SchemeTop5 }[];
+  /**
+   * The labelled class's mean probability per computed scheme (the ensemble's; the single
+   * model's when only one), as averaged for top5, unrounded: what NLL needs and the top-5 cannot
+   * give. Present only on labelled records; records written before this field existed lack it,
+   * and then the summary reports no calibration (statistics.ts calibrationErrors) rather than
+   * one over part of the images.
+   */
+  labelProbability?: SchemeProbability;
+  /** Each model's own top-5 (and labelProbability when labelled), in --model order; present only for an ensemble. */
+  models?: { top5: SchemeTop5; labelProbability?: SchemeProbability }[];
   /**
    * How each of the 144 crop positions did on its own (the ensemble's probabilities at that
    * position): 144 characters in protocol order (scale, square, crop, mirror), each '0'..'3'
@@ -47,6 +58,33 @@ export interface ErrorRates {
   top1Interval?: Interval;
   /** Wilson score 95% interval of top5Error over the images it counts; absent in older summaries. */
   top5Interval?: Interval;
+  /** Errors against the ReaL labels (PROTOCOL.md), when any scored image has a ReaL entry. */
+  real?: RealErrorRates;
+  /** Calibration of the averaged probabilities, when every labelled record carries labelProbability. */
+  calibration?: Calibration;
+}
+
+/**
+ * Errors against the ReaL labels: a prediction is right when it is in the image's list; images
+ * whose list is empty are left out of both numerator and denominator and counted in leftOut.
+ * Intervals are 95% Wilson score intervals, as for the original labels.
+ */
+export interface RealErrorRates {
+  top1Error: number;
+  top5Error: number;
+  top1Interval: Interval;
+  top5Interval: Interval;
+  leftOut: number;
+}
+
+/**
+ * nll: mean of -ln max(p, statistics.ts NLL_FLOOR) over labelled images, p the labelled
+ * class's averaged probability; ece: top-label expected calibration error over 15 equal-width
+ * confidence bins, L1 (statistics.ts calibrationErrors).
+ */
+export interface Calibration {
+  nll: number;
+  ece: number;
 }
 
 export type SchemeErrorRates = Partial<Record<Scheme, ErrorRates>>;
@@ -69,6 +107,15 @@ export interface Summary {
   perClass?: readonly ClassErrors[];
   /** Facts about the run that produced the numbers; each field only when known. */
   run?: RunFacts;
+  /**
+   * Present when the built-in ILSVRC 2012 validation labels labelled images (no label file was
+   * given and keys are named ILSVRC2012_val_NNNNNNNN.*): the file and how many images.
+   */
+  builtInLabels?: { file: string; images: number };
+  /** Present when ReaL labels applied to any scored image: where they came from and to how many images (left-out ones included). */
+  realLabels?: { source: string; images: number };
+  /** Why no scheme has `calibration` although images are labelled (records from before labelProbability). */
+  calibrationMissing?: string;
 }
 
 /**

@@ -33,6 +33,13 @@ const RunHeaderSchema = z.object({
   labels: FileDigest.nullable(),
   /** synset_words.txt: class names in the records, and WNID labels. */
   synsetsSha256: z.string().regex(/^[0-9a-f]{64}$/),
+  /**
+   * Present when no label file was given and the built-in ILSVRC 2012 validation labels label
+   * images (keys named ILSVRC2012_val_NNNNNNNN.*): the file, its sha256 and how many images
+   * of the first run's listing it labelled. Absent otherwise, so headers from before it read
+   * the same; a resume is refused when it is present on one side only (labels would differ).
+   */
+  builtInLabels: FileDigest.extend({ images: z.number().int().nonnegative() }).optional(),
 });
 
 export type RunHeader = z.infer<typeof RunHeaderSchema>;
@@ -98,6 +105,11 @@ export function headerDifferences(before: RunHeader, now: RunHeader): HeaderDiff
     add("labels.sha256", describeDigest(before.labels, noLabels), describeDigest(now.labels, noLabels));
   }
   add("synsetsSha256", before.synsetsSha256, now.synsetsSha256);
+  // By content, as the label file: the package installed elsewhere ships the same labels.
+  if ((before.builtInLabels?.sha256 ?? null) !== (now.builtInLabels?.sha256 ?? null)) {
+    const builtIn = (header: RunHeader): string => describeDigest(header.builtInLabels ?? null, "none");
+    add("builtInLabels.sha256", builtIn(before), builtIn(now));
+  }
   return differences;
 }
 

@@ -29,7 +29,15 @@ import { scoreImages } from "./scorer.js";
 import type { Location } from "../storage/location.js";
 import { LocalLocation, isS3Url, sha256OfBytes } from "../storage/location.js";
 import { openLocation } from "../storage/open-location.js";
-import { formatTable3, summarize } from "./summary.js";
+import { formatTable3, summarize, type SummaryExtras } from "./summary.js";
+import {
+  loadBuiltInValidationLabels,
+  realLabelsFor,
+  validationLabelOf,
+  validationNumber,
+  VALIDATION_LABELS_FILE,
+  type BuiltInValidationLabels,
+} from "./imagenet-validation.js";
 import { IMAGE_EXTENSIONS, isImageKey } from "../storage/image-keys.js";
 
 /** The engine settings of a run, documented once in model/load.ts. */
@@ -57,8 +65,24 @@ export interface ScoreJobOptions extends EngineSettings {
   readonly engine?: EngineChoice;
   /** Crops per image. Default: 144. */
   readonly crops?: CropCount;
-  /** Label file (val.txt, LOC_val_solution.csv, synset labels; path or s3:// URL). Default: WNIDs in file or folder names. */
+  /**
+   * Label file (val.txt, LOC_val_solution.csv, synset labels; path or s3:// URL). Default: the
+   * built-in ILSVRC 2012 validation labels for keys named ILSVRC2012_val_NNNNNNNN.* (see
+   * `builtInLabels`), and WNIDs in file or folder names for the rest.
+   */
   readonly labels?: string;
+  /**
+   * Without `labels`, label validation-named keys from the shipped TF-slim validation labels
+   * (data/ilsvrc2012_validation_synset_labels.txt, through the synsets' order). Default: true;
+   * false (the CLI's `--labels none`) leaves only WNIDs in names.
+   */
+  readonly builtInLabels?: boolean;
+  /**
+   * ReaL labels (real.json format; path or s3:// URL) judged beside the original labels for
+   * validation-named keys. Default: the shipped data/real.json when any key has a validation
+   * name and the synsets are ImageNet's; null: no ReaL.
+   */
+  readonly realLabels?: string | null;
   /** synset_words.txt (path or s3:// URL): class names and WNIDs. Required (the CLI finds one). */
   readonly synsets: string;
   /** Crops per engine call. Default: the scorer's DEFAULT_BATCH_CROPS (16). */
@@ -106,6 +130,8 @@ interface RunInputs {
   readonly keys: readonly string[];
   readonly modelFiles: readonly ModelFile[];
   readonly header: RunHeader;
+  /** What the summary reports beyond the records: ReaL labels, the built-in labels' use. */
+  readonly extras: SummaryExtras;
 }
 
 /** A readable file's bytes from a path or s3:// URL, with the setting's name in the error. */
@@ -138,6 +164,25 @@ async function listImages(input: Location): Promise<string[]> {
   return keys;
 }
 
+/** The built-in validation labels, when no label file is given and they label any key; a line on stderr says so. */
+async function builtInLabelsFor(
+  options: ScoreJobOptions,
+  keys: readonly string[],
+  synsets: Synsets,
+  stderr: NodeJS.WritableStream,
+): Promise<(BuiltInValidationLabels & { images: number }) | undefined> {
+  if (options.labels !== undefined || options.builtInLabels === false) return undefined;
+  if (!keys.some((key) => validationNumber(key) !== undefined)) return undefined;
+  const loaded = await loadBuiltInValidationLabels(synsets);
+  const images = keys.filter((key) => validationLabelOf(loaded.labels, key) !== null).length;
+  if (images === 0) return undefined;
+  stderr.write(
+    `labels: built-in ILSVRC 2012 validation labels (${loaded.path}) for ${images} of ${keys.length} images ` +
+      `(named ILSVRC2012_val_NNNNNNNN); --labels none turns them off\n`,
+  );
+  return { ...loaded, images };
+}
+
 async function gatherInputs(options: ScoreJobOptions, crops: CropCount, stderr: NodeJS.WritableStream): Promise<RunInputs> {
   const synsetsBytes = await readSetting(options.synsets, "synsets file");
   const synsets: Synsets = parseSynsets(synsetsBytes.toString("utf8"), options.synsets);
@@ -149,15 +194,20 @@ async function gatherInputs(options: ScoreJobOptions, crops: CropCount, stderr: 
   }
   const keys = await listImages(options.input);
   const input = await inputOfRun(options.input);
+  const builtIn = await builtInLabelsFor(options, keys, synsets, stderr);
+  const real = await realLabelsFor(options.realLabels, keys, synsets);
+  if (real) stderr.write(`ReaL labels: ${real.source}\n`);
   const modelFiles: ModelFile[] = [];
   for (const file of options.models) {
     const bytes = await readSetting(file, "model");
     modelFiles.push({ file, bytes, sha256: sha256OfBytes(bytes) });
   }
   const table = labels?.table;
+  const labelOf = (key: string): number | null =>
+    table ? table.lookup(key) : ((builtIn ? validationLabelOf(builtIn.labels, key) : null) ?? labelFromPath(key, synsets));
   return {
     synsets,
-    labelOf: (key) => (table ? table.lookup(key) : labelFromPath(key, synsets)),
+    labelOf,
     keys,
     modelFiles,
     header: {
@@ -170,6 +220,11 @@ async function gatherInputs(options: ScoreJobOptions, crops: CropCount, stderr: 
       preprocess: options.preprocess ?? null,
       labels: options.labels !== undefined && labels ? { file: options.labels, sha256: labels.sha256 } : null,
       synsetsSha256: sha256OfBytes(synsetsBytes),
+      ...(builtIn ? { builtInLabels: { file: builtIn.path, sha256: builtIn.sha256, images: builtIn.images } } : {}),
+    },
+    extras: {
+      ...(real ? { real } : {}),
+      ...(builtIn ? { builtInLabels: { file: VALIDATION_LABELS_FILE, images: builtIn.images } } : {}),
     },
   };
 }
@@ -519,7 +574,7 @@ async function finishRun(
   const keys = inputs.keys;
   const infos = pass.models.map(({ info }) => info);
   const wallSeconds = (Date.now() - done.startedAt.getTime()) / 1000;
-  const summary = summarize(writer.records(keys), infos, pass.crops);
+  const summary = summarize(writer.records(keys), infos, pass.crops, inputs.extras);
   await writer.finish(keys, summary);
   // A re-run that scored nothing keeps the facts of the run that did the work.
   const facts =

@@ -10,7 +10,7 @@ import { CropBatcher, type Pending } from "./crop-batcher.js";
 import type { ImageInput } from "./image-input.js";
 import { prefetchReads } from "./prefetch.js";
 import { messageOf, prepareImage, type Prepared } from "./prepare-image.js";
-import type { ResultRecord, SchemeTop5 } from "./records.js";
+import type { ResultRecord, SchemeProbability, SchemeTop5 } from "./records.js";
 import { encodePositions } from "./statistics.js";
 
 export type { ImageInput } from "./image-input.js";
@@ -82,6 +82,14 @@ function recordOf(pending: Pending, plan: RecordPlan): ResultRecord {
     for (const scheme of plan.schemes) out[scheme] = topKEntries(means[scheme] as Float64Array, plan.classNames, 5);
     return out;
   };
+  // The labelled class's probability, read from the very means top5 ranks, for NLL.
+  const labelProbability = (means: Partial<Record<Scheme, Float64Array>>): { labelProbability?: SchemeProbability } => {
+    const label = pending.label;
+    if (label === null) return {};
+    const out: SchemeProbability = {};
+    for (const scheme of plan.schemes) out[scheme] = (means[scheme] as Float64Array)[label] as number;
+    return { labelProbability: out };
+  };
   const verdicts =
     plan.positions && pending.label !== null ? cropVerdicts(pending.probabilities, NUM_CLASSES, pending.rowOf, pending.label) : undefined;
   return {
@@ -90,7 +98,8 @@ function recordOf(pending: Pending, plan: RecordPlan): ResultRecord {
     width: pending.width,
     height: pending.height,
     top5: top5(ensemble),
-    ...(plan.models > 1 ? { models: perModel.map((means) => ({ top5: top5(means) })) } : {}),
+    ...labelProbability(ensemble),
+    ...(plan.models > 1 ? { models: perModel.map((means) => ({ top5: top5(means), ...labelProbability(means) })) } : {}),
     ...(verdicts !== undefined ? { positions: encodePositions(verdicts.top1, verdicts.top5) } : {}),
   };
 }

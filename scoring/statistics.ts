@@ -3,12 +3,14 @@ import { cropPlan, schemeCropIndices } from "../model/image/crops.js";
 import { StorageError } from "../model/errors.js";
 import {
   isFailed,
+  type Calibration,
   type ClassErrors,
   type Comparison,
   type Confusion,
   type ErrorRates,
   type Interval,
   type PositionErrors,
+  type RealErrorRates,
   type ResultRecord,
   type SchemeErrorRates,
   type SchemeTop5,
@@ -417,4 +419,172 @@ export function classErrors(records: Iterable<ResultRecord>, options: ClassError
         confusions,
       };
     });
+}
+
+/** Judges a top-5 list against a ReaL list: right when the prediction is in the list. */
+function realVerdict(entries: readonly TopEntry[], classes: readonly number[]): Verdict {
+  const first = entries[0]?.[0];
+  return {
+    top1: first !== undefined && classes.includes(first),
+    top5: entries.slice(0, 5).some((entry) => classes.includes(entry[0])),
+  };
+}
+
+/** The ReaL labels statistics need: the list of a key, or undefined when the key has none. */
+export interface RealLookup {
+  lookup(key: string): readonly number[] | undefined;
+}
+
+/**
+ * ReaL errors per scheme over the scored records whose key has a ReaL list, judged on the
+ * top-level top-5 or model `model`'s own. The original label plays no part. An empty list
+ * leaves the image out of numerator and denominator alike and counts it in leftOut; a scheme
+ * no record with a list carries is left out. Intervals: 95% Wilson, as for the original labels.
+ */
+export function realErrors(
+  records: Iterable<ResultRecord>,
+  real: RealLookup,
+  options: { readonly model?: number } = {},
+): Partial<Record<Scheme, RealErrorRates>> {
+  const counts = new Map<Scheme, { errors: ErrorCounts; leftOut: number }>();
+  for (const record of records) {
+    if (isFailed(record)) continue;
+    const classes = real.lookup(record.key);
+    if (classes === undefined) continue;
+    const top5 = options.model === undefined ? record.top5 : modelTop5(record, options.model);
+    for (const scheme of SCHEMES) {
+      const entries = top5[scheme];
+      if (entries === undefined || entries.length === 0) continue;
+      const c = counts.get(scheme) ?? { errors: new ErrorCounts(), leftOut: 0 };
+      if (classes.length === 0) c.leftOut++;
+      else c.errors.add(realVerdict(entries, classes));
+      counts.set(scheme, c);
+    }
+  }
+  const out: Partial<Record<Scheme, RealErrorRates>> = {};
+  for (const scheme of SCHEMES) {
+    const c = counts.get(scheme);
+    if (!c) continue;
+    const rates = c.errors.rates();
+    out[scheme] = {
+      top1Error: rates.top1Error,
+      top5Error: rates.top5Error,
+      top1Interval: rates.top1Interval as Interval,
+      top5Interval: rates.top5Interval as Interval,
+      leftOut: c.leftOut,
+    };
+  }
+  return out;
+}
+
+/**
+ * Probabilities below this count as this in NLL, so one image whose labelled class underflowed
+ * to 0 in float32 softmax adds at most -ln(1e-12) = 27.63 nats instead of making the mean
+ * infinite. The floor is applied to the stored (averaged) probability, never to a crop's.
+ */
+export const NLL_FLOOR = 1e-12;
+
+/** Confidence bins of the expected calibration error: 15 of equal width, the common default. */
+export const ECE_BINS = 15;
+
+/** One confidence bin: (lower, upper], its images, their mean top-1 probability and top-1 accuracy. */
+export interface CalibrationBin {
+  readonly lower: number;
+  readonly upper: number;
+  readonly images: number;
+  /** Mean top-1 probability of its images; 0 when it has none. */
+  readonly confidence: number;
+  /** Share of its images whose top-1 is the label; 0 when it has none. */
+  readonly accuracy: number;
+}
+
+/** NLL, ECE and the bins a reliability diagram draws, for one scheme. */
+export interface CalibrationDetail extends Calibration {
+  readonly images: number;
+  readonly bins: readonly CalibrationBin[];
+}
+
+/**
+ * The bin of a top-1 probability: bin b (0-based) holds (b/15, (b+1)/15], as Guo et al. 2017
+ * and the usual implementations compare against the bin edges; a probability of exactly 0
+ * (impossible for a top-1 of a softmax) goes to the first. Compared against the edges
+ * themselves so that p = b/15 lands in bin b-1 whatever p*15 rounds to.
+ */
+export function calibrationBin(p: number): number {
+  let b = Math.min(ECE_BINS - 1, Math.max(0, Math.ceil(p * ECE_BINS) - 1));
+  while (b > 0 && p <= b / ECE_BINS) b--;
+  while (b < ECE_BINS - 1 && p > (b + 1) / ECE_BINS) b++;
+  return b;
+}
+
+/** Calibration per scheme, or why there is none. */
+export interface CalibrationResult {
+  readonly schemes: Partial<Record<Scheme, CalibrationDetail>>;
+  /** Set when labelled records lack labelProbability, which NLL needs; then `schemes` is empty. */
+  readonly missing?: string;
+}
+
+/**
+ * NLL and top-label ECE (15 equal-width bins, L1: the sum over bins of |accuracy - mean
+ * confidence| weighted by the bin's share of images) per scheme over the labelled records,
+ * judged on the top-level probabilities or model `model`'s own. Confidence is the top-1
+ * probability from top5, correctness its class being the label; NLL reads labelProbability.
+ * All or nothing: when any labelled record lacks labelProbability for a scheme (results
+ * written before it was kept, resumed or aggregated beside newer ones), no scheme is reported
+ * and `missing` says how many, so figures over a part of the images never pass for the run's.
+ */
+export function calibrationErrors(records: Iterable<ResultRecord>, options: { readonly model?: number } = {}): CalibrationResult {
+  const sums = new Map<Scheme, { n: number; nll: number; bins: { n: number; confidence: number; right: number }[] }>();
+  let labelled = 0;
+  let lacking = 0;
+  for (const record of records) {
+    if (!isLabelled(record)) continue;
+    labelled++;
+    const top5 = options.model === undefined ? record.top5 : modelTop5(record, options.model);
+    const probabilities = options.model === undefined ? record.labelProbability : record.models?.[options.model]?.labelProbability;
+    let complete = true;
+    for (const scheme of SCHEMES) {
+      const entries = top5[scheme];
+      if (entries === undefined || entries.length === 0) continue;
+      const p = probabilities?.[scheme];
+      if (typeof p !== "number" || !Number.isFinite(p)) {
+        complete = false;
+        continue;
+      }
+      const s = sums.get(scheme) ?? { n: 0, nll: 0, bins: Array.from({ length: ECE_BINS }, () => ({ n: 0, confidence: 0, right: 0 })) };
+      const [predicted, confidence] = entries[0] as TopEntry;
+      const bin = s.bins[calibrationBin(confidence)] as { n: number; confidence: number; right: number };
+      s.n++;
+      s.nll -= Math.log(Math.max(p, NLL_FLOOR));
+      bin.n++;
+      bin.confidence += confidence;
+      if (predicted === record.label) bin.right++;
+      sums.set(scheme, s);
+    }
+    if (!complete) lacking++;
+  }
+  if (lacking > 0) {
+    const whose = options.model === undefined ? "" : ` (model ${options.model + 1})`;
+    return {
+      schemes: {},
+      missing:
+        `${lacking} of ${labelled} labelled records carry no labelProbability${whose} (written before it was kept), ` +
+        "so NLL and ECE are not reported; score those images again into a new output folder to have them",
+    };
+  }
+  const schemes: Partial<Record<Scheme, CalibrationDetail>> = {};
+  for (const scheme of SCHEMES) {
+    const s = sums.get(scheme);
+    if (!s) continue;
+    const bins = s.bins.map((b, i) => ({
+      lower: i / ECE_BINS,
+      upper: (i + 1) / ECE_BINS,
+      images: b.n,
+      confidence: b.n === 0 ? 0 : b.confidence / b.n,
+      accuracy: b.n === 0 ? 0 : b.right / b.n,
+    }));
+    const ece = bins.reduce((sum, b) => sum + (b.images / s.n) * Math.abs(b.accuracy - b.confidence), 0);
+    schemes[scheme] = { nll: s.nll / s.n, ece, images: s.n, bins };
+  }
+  return { schemes };
 }

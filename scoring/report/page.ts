@@ -1,6 +1,7 @@
 import type { Location } from "../../storage/location.js";
 import type { ResultRecord, Summary } from "../records.js";
 import { addIntervals } from "../statistics.js";
+import { beyondSection } from "./beyond.js";
 import { classesSection } from "./classes.js";
 import { comparisonsSection } from "./comparisons.js";
 import { basename, escapeHtml } from "./format.js";
@@ -26,6 +27,7 @@ export async function renderReport(summary: Summary, records: Iterable<ResultRec
   const title = options.title ?? "googlenet-eval report";
   const sections = [
     await table3Section(complete),
+    await beyondSection(complete, all),
     comparisonsSection(complete),
     await positionsSection(complete.positions),
     await classesSection(complete, all, options),
@@ -44,7 +46,7 @@ export async function renderReport(summary: Summary, records: Iterable<ResultRec
 <body>
 <header><h1>${escapeHtml(title)}</h1>
 <p>${escapeHtml(models)} · ${complete.scored} of ${complete.images} images scored, ${complete.labelled} labelled, ${complete.failed} failed.</p>
-<nav><ul><li><a href="#table3-section">Table 3</a></li><li><a href="#comparisons">Comparisons</a></li><li><a href="#positions">Crop positions</a></li><li><a href="#classes">Classes</a></li><li><a href="#facts">The run</a></li></ul></nav>
+<nav><ul><li><a href="#table3-section">Table 3</a></li>${complete.realLabels || complete.calibrationMissing !== undefined || complete.labelled > 0 ? '<li><a href="#beyond-section">ReaL and calibration</a></li>' : ""}<li><a href="#comparisons">Comparisons</a></li><li><a href="#positions">Crop positions</a></li><li><a href="#classes">Classes</a></li><li><a href="#facts">The run</a></li></ul></nav>
 </header>
 <main>
 ${sections.join("\n")}

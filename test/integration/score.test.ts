@@ -125,8 +125,8 @@ describe("googlenet-eval score (real model, real photos, onnxruntime, 10 crops)"
     expect(first.stderr).not.toMatch(/unexpected error/);
     expect(first.code).toBe(0);
     expect(first.stdout).toMatch(/images 9, scored 6, failed 3, labelled 6/);
-    expect(first.stdout).toMatch(/^1\s+1\s+bvlc-googlenet\.onnx\s+\d+\.\d\d%\s+\d+\.\d\d%$/m);
-    expect(first.stdout).toMatch(/^1\s+10\s+bvlc-googlenet\.onnx\s+\d+\.\d\d%\s+\d+\.\d\d%$/m);
+    expect(first.stdout).toMatch(/^1\s+1\s+bvlc-googlenet\.onnx\s+\d+\.\d\d%\s+\d+\.\d\d%\s+\d+\.\d{4}\s+\d+\.\d\d%$/m);
+    expect(first.stdout).toMatch(/^1\s+10\s+bvlc-googlenet\.onnx\s+\d+\.\d\d%\s+\d+\.\d\d%\s+\d+\.\d{4}\s+\d+\.\d\d%$/m);
   });
 
   it("writes one results.jsonl line per image in input order, with error records for the bad files", async () => {
@@ -434,7 +434,7 @@ describe("googlenet-eval score: other models", () => {
 
     // Assess
     expect(run.code).toBe(0);
-    expect(run.stdout).toMatch(/^2\s+1\s+ensemble\s+\d+\.\d\d%\s+\d+\.\d\d%$/m);
+    expect(run.stdout).toMatch(/^2\s+1\s+ensemble\s+\d+\.\d\d%\s+\d+\.\d\d%\s+\d+\.\d{4}\s+\d+\.\d\d%$/m);
     const records = (await readResults(out)).filter((r): r is ScoredRecord => !("error" in r));
     let checked = 0;
     for (const record of records) {
