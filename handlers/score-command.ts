@@ -26,6 +26,9 @@ options:
   --out DIR             output folder or s3://bucket/prefix (default ./results/<timestamp>)
   --labels FILE         Caffe val.txt, LOC_val_solution.csv or imagenet_2012_validation_synset_labels.txt
                         (default: a WNID like n01440764 in each file or folder name)
+  --no-label-check      run on even when, after the first 200 labelled images, a known remapping of the labels
+                        (off by one, folders "0".."999" sorted as strings) explains the predictions far better
+                        than the labels as given (default: stop with exit code 2)
   --crops N             1, 10 or 144 (default 144); 10 also reports 1, 144 reports all three
   --engine NAME         tfjs, onnxruntime or auto (default auto: tfjs with native TensorFlow, else onnxruntime)
   --backend NAME        tfjs backend: auto, tensorflow, wasm or cpu (default auto)
@@ -68,6 +71,7 @@ const Args = z.object({
   "exif-orientation": z.boolean().default(false),
   "max-pixels": positiveIntFlag("--max-pixels"),
   synsets: z.string().optional(),
+  "no-label-check": z.boolean().default(false),
 });
 type ScoreArgs = z.infer<typeof Args>;
 
@@ -94,6 +98,7 @@ function parse(argv: string[]): ScoreArgs | undefined {
       "exif-orientation": { type: "boolean" },
       "max-pixels": { type: "string" },
       synsets: { type: "string" },
+      "no-label-check": { type: "boolean" },
       help: { type: "boolean", short: "h" },
     },
   });
@@ -135,6 +140,7 @@ export async function scoreCommand(argv: string[], env: NodeJS.ProcessEnv = proc
     crops: args.crops,
     synsets: synsets.url,
     applyExifOrientation: args["exif-orientation"],
+    labelCheck: !args["no-label-check"],
     ...(args.backend !== undefined ? { backend: args.backend } : {}),
     ...(args.preprocess !== undefined ? { preprocess: args.preprocess } : {}),
     ...(args.labels !== undefined ? { labels: args.labels } : {}),

@@ -14,6 +14,7 @@ import type { Synsets } from "../model/synsets.js";
 import { parseSynsets } from "../model/synsets.js";
 import { describeProblems, labelFromPath, parseLabels } from "./labels.js";
 import type { LabelTable } from "./labels.js";
+import { LabelCheck, describeDiagnosis, mismatchError } from "./label-check.js";
 import { createProgress } from "./progress.js";
 import type { ResultRecord, Summary } from "./records.js";
 import { isFailed } from "./records.js";
@@ -67,6 +68,13 @@ export interface ScoreJobOptions extends EngineSettings {
   readonly applyExifOrientation?: boolean;
   /** Pixel limit per image. Default: decode.ts's (100 million). */
   readonly maxPixels?: number;
+  /**
+   * Stop the run (LabelMismatchError) when, after the first 200 labelled images (all, when
+   * fewer), a known remapping of the labels (off by one, folders sorted as strings) explains the
+   * predictions far better than the labels as given (scoring/label-check.ts). When false, the
+   * diagnosis is only printed. Default: true.
+   */
+  readonly labelCheck?: boolean;
   /** Show progress on stderr. Default: true. */
   readonly progress?: boolean;
   /** Where the Table 3 block and notices go. Defaults: process.stdout, process.stderr. */
@@ -332,6 +340,9 @@ async function scorePending(pass: ScoringPass): Promise<{ processed: number; sco
   const todo = inputs.keys.filter((key) => !writer.isDone(key));
   const resumed = inputs.keys.length - todo.length;
   if (resumed > 0) pass.stderr.write(`resuming: ${resumed} of ${inputs.keys.length} images already in ${options.out}\n`);
+  const check = new LabelCheck();
+  // A resumed run is checked on the records it already has, so a bad run stops before more work.
+  for (const record of writer.records(inputs.keys)) labelVerdict(pass, check.add(record));
   const images: ImageInput[] = todo.map((key) => ({ key, label: inputs.labelOf(key), read: () => options.input.read(key) }));
   const progress =
     options.progress === false ? undefined : createProgress({ total: todo.length, stream: pass.stderr });
@@ -353,6 +364,7 @@ async function scorePending(pass: ScoringPass): Promise<{ processed: number; sco
       processed++;
       if (!isFailed(record)) scored++;
       progress?.tick(isFailed(record));
+      labelVerdict(pass, check.add(record));
       if (destination.remote && Date.now() - lastCheckpoint >= checkpointMs) {
         // The appended file is what a resume reads; order is restored at the end.
         await upload(destination, [RESULTS_FILE]);
@@ -368,7 +380,20 @@ async function scorePending(pass: ScoringPass): Promise<{ processed: number; sco
   } finally {
     progress?.stop();
   }
+  labelVerdict(pass, check.finish());
   return { processed, scored };
+}
+
+/**
+ * Prints the label check's diagnosis once it is made, and stops the run when a remapping wins
+ * (unless the check is off). What was written stays in results.jsonl, under the run header of
+ * the wrong label file, so a corrected run must use another output folder.
+ */
+function labelVerdict(pass: ScoringPass, diagnosis: ReturnType<LabelCheck["add"]>): void {
+  if (diagnosis === undefined) return;
+  const stop = diagnosis.winner !== null && pass.options.labelCheck !== false;
+  if (stop) throw mismatchError(diagnosis, `scoring stopped after ${diagnosis.images} labelled image(s)`);
+  pass.stderr.write(`${diagnosis.winner !== null ? "warning (label check off): " : ""}${describeDiagnosis(diagnosis)}\n`);
 }
 
 /** summary.json, run.json and report.html from the records, uploaded for an S3 out, and the Table 3 block printed. */
