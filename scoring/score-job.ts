@@ -12,7 +12,11 @@ import { loadEngine } from "../model/load.js";
 import { schemesForCount } from "../model/predict.js";
 import type { Synsets } from "../model/synsets.js";
 import { parseSynsets } from "../model/synsets.js";
-import { describeProblems, labelFromPath, parseLabels } from "./labels.js";
+import { describeProblems, parseLabels } from "./labels.js";
+import type { ClassSubset } from "./class-subset.js";
+import { parseClassSubset } from "./class-subset.js";
+import type { LabelSpace } from "./label-space.js";
+import { describeLabelSpace, labelSpaceOf, labelsFromLayout } from "./label-space.js";
 import type { LabelTable } from "./labels.js";
 import { LabelCheck, describeDiagnosis, mismatchError } from "./label-check.js";
 import { createProgress } from "./progress.js";
@@ -60,6 +64,12 @@ export interface ScoreJobOptions extends EngineSettings {
   readonly crops?: CropCount;
   /** Label file (val.txt, LOC_val_solution.csv, synset labels; path or s3:// URL). Default: WNIDs in file or folder names. */
   readonly labels?: string;
+  /**
+   * Class subset file (path or s3:// URL; WNIDs or class indices, one per line) for test sets
+   * over fewer classes (ImageNet-A, -R): each crop's softmax is restricted to it before
+   * averaging; errors and top-5 lists are over it. Default: all 1000 classes.
+   */
+  readonly classes?: string;
   /** synset_words.txt (path or s3:// URL): class names and WNIDs. Required (the CLI finds one). */
   readonly synsets: string;
   /** Crops per engine call. Default: the scorer's DEFAULT_BATCH_CROPS (16). */
@@ -106,6 +116,8 @@ interface RunInputs {
   readonly keys: readonly string[];
   readonly modelFiles: readonly ModelFile[];
   readonly header: RunHeader;
+  readonly subset: ClassSubset | undefined;
+  readonly labelSpace: LabelSpace;
 }
 
 /** A readable file's bytes from a path or s3:// URL, with the setting's name in the error. */
@@ -148,16 +160,27 @@ async function gatherInputs(options: ScoreJobOptions, crops: CropCount, stderr: 
     if (problems) stderr.write(`warning: ${problems}\n`);
   }
   const keys = await listImages(options.input);
+  const subset =
+    options.classes === undefined
+      ? undefined
+      : parseClassSubset((await readSetting(options.classes, "class subset")).toString("utf8"), synsets, options.classes);
+  const table = labels?.table;
+  const fromLayout = table === undefined ? labelsFromLayout(keys, synsets) : undefined;
+  const labelOf = (key: string): number | null => (table ? table.lookup(key) : (fromLayout as NonNullable<typeof fromLayout>).labelOf(key));
+  const labelSpace = labelSpaceOf(fromLayout?.layout ?? "label-file", subset);
+  stderr.write(`${describeLabelSpace(labelSpace)}\n`);
+  if (subset !== undefined) warnOutsideSubset(keys, labelOf, subset, stderr);
   const modelFiles: ModelFile[] = [];
   for (const file of options.models) {
     const bytes = await readSetting(file, "model");
     modelFiles.push({ file, bytes, sha256: sha256OfBytes(bytes) });
   }
-  const table = labels?.table;
   return {
     synsets,
-    labelOf: (key) => (table ? table.lookup(key) : labelFromPath(key, synsets)),
+    labelOf,
     keys,
+    subset,
+    labelSpace,
     modelFiles,
     header: {
       version: 1,
@@ -168,8 +191,23 @@ async function gatherInputs(options: ScoreJobOptions, crops: CropCount, stderr: 
       preprocess: options.preprocess ?? null,
       labels: options.labels !== undefined && labels ? { file: options.labels, sha256: labels.sha256 } : null,
       synsetsSha256: sha256OfBytes(synsetsBytes),
+      labelSpace,
     },
   };
+}
+
+/** Labelled images whose class is not in the subset can never be right: say so before scoring. */
+function warnOutsideSubset(keys: readonly string[], labelOf: (key: string) => number | null, subset: ClassSubset, stderr: NodeJS.WritableStream): void {
+  const inSubset = new Set(subset.indices);
+  const outside = keys.filter((key) => {
+    const label = labelOf(key);
+    return label !== null && !inSubset.has(label);
+  });
+  if (outside.length === 0) return;
+  stderr.write(
+    `warning: ${outside.length} labelled image(s) have a class outside the ${subset.indices.length} classes of ${subset.source} ` +
+      `(e.g. ${outside.slice(0, 3).join(", ")}); they count as errors\n`,
+  );
 }
 
 /**
@@ -356,6 +394,7 @@ async function scorePending(pass: ScoringPass): Promise<{ processed: number; sco
       crops: pass.crops,
       classNames: inputs.synsets.names,
       applyExifOrientation: options.applyExifOrientation ?? false,
+      classes: inputs.subset?.indices,
       ...(options.maxPixels !== undefined ? { maxPixels: options.maxPixels } : {}),
       ...(options.batchCrops !== undefined ? { batchCrops: options.batchCrops } : {}),
     });
@@ -406,7 +445,8 @@ async function finishRun(
   const keys = inputs.keys;
   const infos = pass.models.map(({ info }) => info);
   const wallSeconds = (Date.now() - done.startedAt.getTime()) / 1000;
-  const summary = summarize(writer.records(keys), infos, pass.crops);
+  // Which labels and classes the errors are over travels with the figures (PROTOCOL.md leaves room beside them).
+  const summary = { ...summarize(writer.records(keys), infos, pass.crops), labelSpace: inputs.labelSpace };
   await writer.finish(keys, summary);
   // A re-run that scored nothing keeps the facts of the run that did the work.
   const facts =
