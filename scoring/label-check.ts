@@ -10,6 +10,9 @@ import { isFailed } from "./records.js";
  * scoring; a working model reveals it within a few hundred images.
  */
 
+/** Where plan stores the diagnosis, beside manifest.json; aggregate puts it in report.html. */
+export const LABEL_CHECK_FILE = "label-check.json";
+
 /** Labelled, scored images the check waits for before it decides (all of them, when fewer). */
 export const LABEL_CHECK_IMAGES = 200;
 

@@ -5,6 +5,7 @@ import { classesSection } from "./classes.js";
 import { comparisonsSection } from "./comparisons.js";
 import { basename, escapeHtml } from "./format.js";
 import type { ReportOptions } from "./options.js";
+import { labelCheckSection } from "./label-check.js";
 import { positionsSection } from "./positions.js";
 import { runFactsSection } from "./run-facts.js";
 import { STYLE } from "./styles.js";
@@ -26,6 +27,7 @@ export async function renderReport(summary: Summary, records: Iterable<ResultRec
   const title = options.title ?? "googlenet-eval report";
   const sections = [
     await table3Section(complete),
+    labelCheckSection(options.labelCheck),
     comparisonsSection(complete),
     await positionsSection(complete.positions),
     await classesSection(complete, all, options),

@@ -3,7 +3,14 @@ import { copyFile, mkdir, mkdtemp, readFile, readdir, rm, writeFile } from "node
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { GetQueueAttributesCommand } from "@aws-sdk/client-sqs";
+import { readSynsets } from "../../model/synsets.js";
+import { LABEL_CHECK_FILE } from "../../queue/plan-label-check.js";
+import { planRun } from "../../queue/plan.js";
+import { LabelMismatchError } from "../../scoring/label-check.js";
 import type { ResultRecord, ScoredRecord } from "../../scoring/records.js";
+import { S3Location } from "../../storage/s3-location.js";
+import { startEmulator } from "../helpers/emulator.js";
 
 const REPO = resolve(import.meta.dirname, "../..");
 const SHARED = resolve(REPO, "../shared");
@@ -145,5 +152,70 @@ describe("score's label check (real photos, bvlc GoogLeNet, 1 crop, onnxruntime)
     expect(onRight.code).toBe(0);
     expect(onShifted.code).toBe(0);
     expect(onShifted.stderr).toMatch(/label check passed on 40 labelled image\(s\)/);
+  });
+});
+
+describe("plan's label check (S3/SQS emulator, real photos, bvlc GoogLeNet at 1 crop on this CPU)", () => {
+  it("refuses to send when every label is one too high: nothing on the queue, nothing under --out; right labels are sent with the diagnosis beside the manifest", async () => {
+    // Prepare: 40 photos and two val.txt files (right, every label +1) in the emulator's bucket.
+    const emulator = await startEmulator();
+    try {
+      emulator.server.createBucket("data");
+      const data = new S3Location("s3://data", emulator.s3);
+      for (const [file] of truth.slice(0, 40)) await data.write(`images/${file}`, await readFile(join(SAMPLES, file)));
+      await data.write("models/bvlc.onnx", await readFile(MODEL));
+      await data.write("right.txt", truth.slice(0, 40).map(([file, label]) => `${file} ${label}\n`).join(""));
+      await data.write("shifted.txt", truth.slice(0, 40).map(([file, label]) => `${file} ${label + 1}\n`).join(""));
+      const queue = emulator.createQueue("label-check", { visibilityTimeoutSeconds: 30, maxReceiveCount: 3 });
+      const synsets = await readSynsets(SYNSETS);
+      const plan = (labels: string, out: string) =>
+        planRun({
+          input: "s3://data/images",
+          out,
+          queueUrl: queue.queueUrl,
+          models: ["s3://data/models/bvlc.onnx"],
+          labels,
+          synsets,
+          crops: 1,
+          batchSize: 8,
+          engine: "onnxruntime",
+          clients: { s3: emulator.s3, sqs: emulator.sqs },
+        });
+      const visible = async (): Promise<number> => {
+        const response = await emulator.sqs.send(
+          new GetQueueAttributesCommand({ QueueUrl: queue.queueUrl, AttributeNames: ["ApproximateNumberOfMessages"] }),
+        );
+        return Number(response.Attributes?.ApproximateNumberOfMessages);
+      };
+      const keysUnder = async (url: string): Promise<string[]> => {
+        const keys: string[] = [];
+        for await (const key of new S3Location(url, emulator.s3).list()) keys.push(key);
+        return keys;
+      };
+
+      // Act
+      const refused = await plan("s3://data/shifted.txt", "s3://data/runs/shifted").catch((error: unknown) => error);
+
+      // Assess
+      expect(refused).toBeInstanceOf(LabelMismatchError);
+      expect((refused as Error).message).toMatch(
+        /^label check: labels as given: top-1 \d+\.\d% \(\d+ of 40\); labels one too high \(1-based class ids: given n is class n-1\): \d+\.\d% \(\d+ of 40\).*nothing was sent: the labels do not match/,
+      );
+      expect(await visible()).toBe(0);
+      expect(await keysUnder("s3://data/runs/shifted")).toEqual([]);
+
+      // Act: the right labels.
+      const sent = await plan("s3://data/right.txt", "s3://data/runs/right");
+
+      // Assess
+      expect(sent.batches).toBe(5);
+      expect(await visible()).toBe(5);
+      expect(sent.labelCheck?.winner).toBeNull();
+      const stored = JSON.parse((await data.read("runs/right/" + LABEL_CHECK_FILE)).toString("utf8")) as { summary: string; images: number };
+      expect(stored.images).toBe(40);
+      expect(stored.summary).toMatch(/^label check passed on 40 labelled image\(s\)/);
+    } finally {
+      await emulator.stop();
+    }
   });
 });
