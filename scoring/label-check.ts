@@ -204,7 +204,7 @@ export function describeDiagnosis(diagnosis: LabelDiagnosis): string {
   if (winner !== null) {
     return (
       `label check: ${given}; ${winner.description}: ${percent(winner.hits, images)} (${winner.hits} of ${images}), ` +
-      `one-sided exact sign test p = ${winner.pValue.toExponential(1)} (threshold ${diagnosis.alpha})`
+      `one-sided exact sign test p = ${winner.pValue.toExponential(1)} (threshold ${diagnosis.alpha.toExponential(0)})`
     );
   }
   const runnerUp = best === null ? "" : `; best remapping (${best.id}): ${percent(best.hits, images)} (${best.hits} of ${images})`;

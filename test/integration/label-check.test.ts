@@ -5,6 +5,8 @@ import { join, resolve } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { GetQueueAttributesCommand } from "@aws-sdk/client-sqs";
 import { readSynsets } from "../../model/synsets.js";
+import { aggregateRun } from "../../queue/aggregate.js";
+import { batchResultKeyFor, readManifestWithDigest } from "../../queue/manifest.js";
 import { LABEL_CHECK_FILE } from "../../queue/plan-label-check.js";
 import { planRun } from "../../queue/plan.js";
 import { LabelMismatchError } from "../../scoring/label-check.js";
@@ -214,6 +216,22 @@ describe("plan's label check (S3/SQS emulator, real photos, bvlc GoogLeNet at 1 
       const stored = JSON.parse((await data.read("runs/right/" + LABEL_CHECK_FILE)).toString("utf8")) as { summary: string; images: number };
       expect(stored.images).toBe(40);
       expect(stored.summary).toMatch(/^label check passed on 40 labelled image\(s\)/);
+
+      // Act: a worker's part done by hand (each image's label ranked first), then aggregate.
+      const { manifest, manifestDigest } = await readManifestWithDigest(new S3Location("s3://data/runs/right", emulator.s3));
+      for (const batch of manifest.batches) {
+        const lines = batch.keys.map((key, i) => {
+          const label = batch.labels[i] as number;
+          return `${JSON.stringify({ key, label, width: 500, height: 375, top5: { "1": [[label, 0.9, "x"]] } })}\n`;
+        });
+        await data.write(`runs/right/${batchResultKeyFor(manifestDigest, batch.id)}`, lines.join(""));
+      }
+      await aggregateRun(new S3Location("s3://data/runs/right", emulator.s3));
+
+      // Assess: report.html has the diagnosis in its own section.
+      const report = (await data.read("runs/right/report.html")).toString("utf8");
+      expect(report).toContain('<section id="label-check"><h2>Label check</h2>');
+      expect(report).toContain(stored.summary.split(";")[0] as string);
     } finally {
       await emulator.stop();
     }
