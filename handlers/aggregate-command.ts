@@ -1,3 +1,4 @@
+import { LABEL_CHECK_FILE } from "../scoring/label-check.js";
 import { ConfigurationError } from "../model/errors.js";
 import { aggregateRun, STATUS_FILE, type AggregateResult } from "../queue/aggregate.js";
 import { openLocation } from "../storage/open-location.js";
@@ -100,6 +101,11 @@ export async function aggregateCommand(argv: string[], env: NodeJS.ProcessEnv = 
   const summary = result.summary;
   if (summary === undefined) throw new Error("complete aggregate without a summary");
   process.stdout.write(`${formatTable3(summary)}\nreport: ${out.replace(/\/+$/, "")}/${REPORT_FILE}\n`);
+  const labelCheck = await openLocation(out).readIfExists(LABEL_CHECK_FILE);
+  if (labelCheck !== undefined) {
+    const stored = JSON.parse(labelCheck.toString("utf8")) as { summary?: unknown };
+    if (typeof stored.summary === "string") process.stderr.write(`${stored.summary} (at plan time)\n`);
+  }
   process.stderr.write(
     `run ${result.runId}: ${summary.images} images, ${summary.scored} scored, ${summary.failed} failed, ` +
       `${summary.labelled} labelled, ${result.batches} batches; wrote results.jsonl, summary.json and ${REPORT_FILE} to ${out}\n`,

@@ -23,6 +23,7 @@ export interface CommandEntry {
 
 const PREPROCESS: FlagHint = { setting: /\bpreprocess\b/, flag: "--preprocess bvlc|torchvision" };
 const OUT: FlagHint = { setting: /\boutput (folder|prefix)\b/, flag: "--out" };
+const LABEL_CHECK: FlagHint = { setting: /\blabel check off\b/, flag: "--no-label-check" };
 
 /**
  * The subcommands. Adding one is one line here plus its own file; each prints its own --help.
@@ -32,7 +33,7 @@ export const COMMANDS: Readonly<Record<string, CommandEntry>> = {
   score: {
     summary: "score a folder of images with one model or an ensemble",
     run: (argv) => scoreCommand(argv),
-    hints: [PREPROCESS, OUT, { setting: /\bname one backend\b/, flag: "--backend" }, { setting: /\bonnxruntime engine\b/, flag: "--engine onnxruntime" }],
+    hints: [PREPROCESS, OUT, LABEL_CHECK, { setting: /\bname one backend\b/, flag: "--backend" }, { setting: /\bonnxruntime engine\b/, flag: "--engine onnxruntime" }],
   },
   plan: {
     summary: "plan a distributed run: manifest and one queue message per batch",
@@ -40,6 +41,7 @@ export const COMMANDS: Readonly<Record<string, CommandEntry>> = {
     hints: [
       PREPROCESS,
       OUT,
+      LABEL_CHECK,
       { setting: /\breplac(e|ing)\b/, flag: "--replace" },
       { setting: /\bonnxruntime engine\b/, flag: "--engine onnxruntime" },
       { setting: /\bimages per batch\b/, flag: "--images-per-batch" },

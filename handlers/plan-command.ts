@@ -5,6 +5,7 @@ import type { CropCount } from "../model/predict.js";
 import { FLAVOURS } from "../model/preprocess.js";
 import { DEFAULT_BATCH_SIZE, planRun } from "../queue/plan.js";
 import { DEFAULT_BATCH_DEADLINE_SECONDS, FASTEST_CROPS_PER_SECOND, MAX_HIDDEN_SECONDS } from "../queue/queue-timing.js";
+import { describeDiagnosis } from "../scoring/label-check.js";
 import { checkSynsetsSource, readSynsetsUrl, SYNSETS_ENV, synsetsSource } from "./class-names.js";
 import { WORKER_ENV } from "./worker-command.js";
 import {
@@ -37,6 +38,11 @@ options:
   --labels FILE|s3://...|none  Caffe val.txt, LOC_val_solution.csv or synset labels
                            (default: keys named ILSVRC2012_val_NNNNNNNN.* get the built-in ILSVRC 2012
                            validation labels, others a WNID like n01440764 in the key; none: WNIDs only)
+  --classes FILE|s3://...  class subset (WNIDs or indices, one per line), e.g. ImageNet-A/-R's 200;
+                           recorded in the manifest: workers restrict each crop's softmax to it
+  --no-label-check         skip the label check (default: ~200 labelled images scored at 1 crop on
+                           this CPU before anything is sent; when a known remapping of the labels,
+                           e.g. off by one, explains them far better: refuse, exit 2, nothing sent)
   --crops N                1, 10 or 144 (default 144)
   --images-per-batch N     images per batch / queue message, 1 or more (default ${DEFAULT_BATCH_SIZE})
   --deadline S             the workers' --deadline ($${WORKER_ENV.deadline}, else ${DEFAULT_BATCH_DEADLINE_SECONDS}): batches that could
@@ -75,6 +81,8 @@ const Args = z.object({
   replace: z.boolean().default(false),
   runId: z.string().min(1, "--run-id must not be empty").optional(),
   synsets: z.string().optional(),
+  classes: z.string().min(1, "--classes must name a file").optional(),
+  noLabelCheck: z.boolean().default(false),
 });
 
 /** The images: the first argument, or the old --input, not both. */
@@ -115,6 +123,8 @@ export async function planCommand(argv: string[], env: NodeJS.ProcessEnv = proce
       replace: { type: "boolean" },
       "run-id": { type: "string" },
       synsets: { type: "string" },
+      classes: { type: "string" },
+      "no-label-check": { type: "boolean" },
       help: { type: "boolean", short: "h" },
     },
   });
@@ -139,6 +149,8 @@ export async function planCommand(argv: string[], env: NodeJS.ProcessEnv = proce
     replace: values.replace,
     runId: values["run-id"],
     synsets: values.synsets,
+    classes: values.classes,
+    noLabelCheck: values["no-label-check"],
   });
   if (!result.success) throw usageError(result.error);
   const args = result.data;
@@ -156,13 +168,19 @@ export async function planCommand(argv: string[], env: NodeJS.ProcessEnv = proce
     engine: args.engine,
     applyExifOrientation: args.exifOrientation,
     replace: args.replace,
+    labelCheck: !args.noLabelCheck,
+    ...(args.classes !== undefined ? { classes: args.classes } : {}),
     ...(args.maxPixels !== undefined ? { maxPixels: args.maxPixels } : {}),
     ...(args.preprocess !== undefined ? { preprocess: args.preprocess } : {}),
     ...(args.labels === "none" ? { builtInLabels: false } : args.labels !== undefined ? { labels: args.labels } : {}),
     ...(args.runId !== undefined ? { runId: args.runId } : {}),
   });
-  const { labelWarnings, ...counts } = planned;
+  const { labelWarnings, labelCheck, labelLayout, ...counts } = planned;
   if (labelWarnings !== undefined) process.stderr.write(`${labelWarnings}\n`);
+  process.stderr.write(`labels: ${labelLayout}\n`);
+  if (labelCheck !== undefined) {
+    process.stderr.write(`${describeDiagnosis(labelCheck)}\n`);
+  }
   process.stdout.write(`${JSON.stringify(counts)}\n`);
   if (planned.replaced > 0) process.stderr.write(`--replace: deleted ${planned.replaced} objects under ${args.out}\n`);
   process.stderr.write(

@@ -35,6 +35,11 @@ options:
   --real-labels FILE|none  ReaL labels (real.json: a list of 50,000 lists of class indices) reported
                         beside the labels for validation-named images (default: the built-in real.json
                         when any image has a validation name; none: no ReaL)
+  --no-label-check      run on even when, after the first 200 labelled images, a known remapping of the labels
+                        (off by one, folders "0".."999" sorted as strings) explains the predictions far better
+                        than the labels as given (default: stop with exit code 2)
+  --classes FILE        class subset (WNIDs or class indices, one per line), e.g. ImageNet-A/-R's 200: each crop's
+                        softmax is restricted to it before averaging; errors and top-5 are over it (default: all 1000)
   --crops N             1, 10 or 144 (default 144); 10 also reports 1, 144 reports all three
   --engine NAME         tfjs, onnxruntime or auto (default auto: tfjs with native TensorFlow, else onnxruntime)
   --backend NAME        tfjs backend: auto, tensorflow, wasm or cpu (default auto)
@@ -80,6 +85,8 @@ const Args = z.object({
   "exif-orientation": z.boolean().default(false),
   "max-pixels": positiveIntFlag("--max-pixels"),
   synsets: z.string().optional(),
+  "no-label-check": z.boolean().default(false),
+  classes: z.string().min(1, "--classes must name a file").optional(),
 });
 type ScoreArgs = z.infer<typeof Args>;
 
@@ -108,6 +115,8 @@ function parse(argv: string[]): ScoreArgs | undefined {
       "exif-orientation": { type: "boolean" },
       "max-pixels": { type: "string" },
       synsets: { type: "string" },
+      "no-label-check": { type: "boolean" },
+      classes: { type: "string" },
       help: { type: "boolean", short: "h" },
     },
   });
@@ -196,10 +205,12 @@ function scoreJobOptions(args: ScoreArgs, out: string, synsets: string, signal: 
     crops: args.crops,
     synsets,
     applyExifOrientation: args["exif-orientation"],
+    labelCheck: !args["no-label-check"],
     ...(args.backend !== undefined ? { backend: args.backend } : {}),
     ...(args.preprocess !== undefined ? { preprocess: args.preprocess } : {}),
     ...(args.labels === "none" ? { builtInLabels: false } : args.labels !== undefined ? { labels: args.labels } : {}),
     ...(args["real-labels"] !== undefined ? { realLabels: args["real-labels"] === "none" ? null : args["real-labels"] } : {}),
+    ...(args.classes !== undefined ? { classes: args.classes } : {}),
     ...(args["crops-per-call"] !== undefined ? { batchCrops: args["crops-per-call"] } : {}),
     ...(args.threads !== undefined ? { threads: args.threads } : {}),
     ...(args.device !== undefined ? { device: args.device } : {}),

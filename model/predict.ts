@@ -43,6 +43,30 @@ export function softmaxRows(values: ArrayLike<number>, rows: number, classes: nu
 }
 
 /**
+ * Restricts each row of a `rows x classes` probability array to the classes in `subset`, in
+ * place: those are divided by their sum (in float64), the rest set to 0. For a softmax row this
+ * is exactly the softmax of the logits with the other classes masked out (exp(z_c) / sum over
+ * the subset), the rule ImageNet-A and -R are scored by; it is applied per crop, before any
+ * averaging, so the mean over crops and models is a mean of restricted distributions.
+ *
+ * @throws ModelOutputError when a row gives the whole subset probability 0 (every class of the
+ *   subset underflowed): no distribution over the subset can be recovered from it.
+ */
+export function restrictRows(values: Float32Array, rows: number, classes: number, subset: readonly number[]): void {
+  const keep = new Uint8Array(classes);
+  for (const c of subset) keep[c] = 1;
+  for (let r = 0; r < rows; r++) {
+    const base = r * classes;
+    let sum = 0;
+    for (const c of subset) sum += values[base + c] as number;
+    if (!(sum > 0)) {
+      throw new ModelOutputError(`crop ${r}: the ${subset.length} classes of the subset have total probability ${sum}; cannot renormalise over them`);
+    }
+    for (let c = 0; c < classes; c++) values[base + c] = keep[c] === 1 ? (values[base + c] as number) / sum : 0;
+  }
+}
+
+/**
  * Whether every row looks like a probability distribution (non-negative, sums to 1 within
  * `tolerance`). Logits essentially never pass: a thousand raw scores would all have to be
  * non-negative and sum to one.
@@ -137,10 +161,16 @@ export function ensembleMean(predictions: readonly ArrayLike<number>[]): Float64
 /**
  * The k classes of highest probability, best first; equal probabilities rank the lower class
  * index first (../shared/PROTOCOL.md), so results do not depend on sort stability.
+ *
+ * @param among the classes that may rank, ascending (a class subset); default: all
  */
-export function topK(probabilities: ArrayLike<number>, k: number): Ranked[] {
+export function topK(probabilities: ArrayLike<number>, k: number, among?: readonly number[]): Ranked[] {
   const best: Ranked[] = [];
-  for (let index = 0; index < probabilities.length; index++) {
+  // Only the subset's classes may rank, even where the probabilities of both are 0 (subsets are
+  // ascending, so index order and the tie rule hold).
+  const count = among ? among.length : probabilities.length;
+  for (let i = 0; i < count; i++) {
+    const index = among ? (among[i] as number) : i;
     const probability = probabilities[index] as number;
     // Scanning in index order and inserting only ahead of strictly smaller values keeps ties
     // in index order.
@@ -158,8 +188,9 @@ export function topKEntries(
   probabilities: ArrayLike<number>,
   classNames: readonly string[],
   k = 5,
+  among?: readonly number[],
 ): [number, number, string][] {
-  return topK(probabilities, k).map(({ index, probability }) => [index, probability, classNames[index] ?? String(index)]);
+  return topK(probabilities, k, among).map(({ index, probability }) => [index, probability, classNames[index] ?? String(index)]);
 }
 
 /**

@@ -16,6 +16,7 @@ import { classErrors } from "../scoring/statistics.js";
 import { sha256OfBytes, type Location } from "../storage/location.js";
 import { summarize, type SummaryExtras } from "../scoring/summary.js";
 import { writeReport } from "../scoring/report/index.js";
+import { LABEL_CHECK_FILE } from "../scoring/label-check.js";
 
 /** Written on every aggregate, complete or not, so a partial run is never mistaken for a result. */
 export const STATUS_FILE = "aggregate-status.json";
@@ -212,6 +213,18 @@ async function stillAggregated(out: Location, stored: AggregateStatus, stock: St
   return true;
 }
 
+/** plan's label check in words, from label-check.json beside the manifest; undefined for runs planned without one. */
+async function readLabelCheck(out: Location): Promise<string | undefined> {
+  const bytes = await out.readIfExists(LABEL_CHECK_FILE);
+  if (bytes === undefined) return undefined;
+  try {
+    const stored = JSON.parse(bytes.toString("utf8")) as { summary?: unknown };
+    return typeof stored.summary === "string" ? stored.summary : undefined;
+  } catch (error) {
+    throw new StorageError(`${out.url}/${LABEL_CHECK_FILE} is not JSON: ${(error as Error).message}`, { cause: error });
+  }
+}
+
 /** Reads every batch file of the run (all present) and writes the final files and the status. */
 async function finish(
   out: Location,
@@ -246,10 +259,14 @@ async function finish(
     perClassScheme: scheme,
     perClass: perClassAccuracy(records, scheme, options.classNames),
   };
+  const labelCheck = await readLabelCheck(out);
   if (options.write ?? true) {
     await out.write(RESULTS_FILE, records.map((record) => `${JSON.stringify(record)}\n`).join(""));
     await out.write(SUMMARY_FILE, serializeSummary(summary));
-    await writeReport(out, summary, records, options.classNames ? { classNames: options.classNames } : {});
+    await writeReport(out, summary, records, {
+      ...(options.classNames ? { classNames: options.classNames } : {}),
+      ...(labelCheck !== undefined ? { labelCheck } : {}),
+    });
     // Last, so a status that says complete always has the final files beside it.
     await out.write(STATUS_FILE, serializeStatus(statusOf(manifest, manifestDigest, stock, batchSha256)));
   }

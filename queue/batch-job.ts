@@ -28,7 +28,7 @@ export async function scoreHeld(
   held: HeldMessage,
   inputs: readonly ImageInput[],
   loaded: readonly LoadedModel[],
-  settings: Pick<ScorerOptions, "crops" | "applyExifOrientation" | "maxPixels">,
+  settings: Pick<ScorerOptions, "crops" | "applyExifOrientation" | "maxPixels" | "classes">,
 ): Promise<ResultRecord[]> {
   const records: ResultRecord[] = [];
   await held.progressed(0, inputs.length);
@@ -108,6 +108,7 @@ export async function runBatchJob(context: JobContext, held: HeldMessage, manife
     crops: manifest.crops,
     applyExifOrientation: manifest.applyExifOrientation,
     maxPixels: manifest.maxPixels,
+    classes: manifest.classes,
   });
   if (records.length !== batch.keys.length || records.some((record, i) => record.key !== batch.keys[i])) {
     throw new StorageError(`scorer returned ${records.length} records for ${batch.keys.length} keys of batch ${batch.id}`);

@@ -67,6 +67,11 @@ export interface Manifest {
   readonly maxPixels: number;
   /** The label file or source the labels came from, or null for an unlabelled run. */
   readonly labels: string | null;
+  /**
+   * Class subset (indices, ascending) every crop's softmax is restricted to before averaging
+   * (scoring/class-subset.ts); absent for all 1000 classes, so manifests without it still read.
+   */
+  readonly classes?: readonly number[];
   readonly images: number;
   readonly batches: readonly ManifestBatch[];
 }
@@ -107,6 +112,7 @@ const manifestSchema = z.object({
   applyExifOrientation: z.boolean(),
   maxPixels: z.number().int().positive(),
   labels: z.string().nullable(),
+  classes: z.array(z.number().int().min(0).max(999)).min(2).optional(),
   images: z.number().int().nonnegative(),
   batches: z.array(
     z

@@ -11,7 +11,11 @@ import { CROP_COUNTS } from "../model/predict.js";
 import { FLAVOURS, type Flavour } from "../model/preprocess.js";
 import type { Synsets } from "../model/synsets.js";
 import { defaultSqsClient } from "../storage/aws-clients.js";
-import { describeProblems, labelFromPath, parseLabels } from "../scoring/labels.js";
+import { describeProblems, parseLabels } from "../scoring/labels.js";
+import { parseClassSubset } from "../scoring/class-subset.js";
+import { LABEL_CHECK_FILE, describeDiagnosis, mismatchError, type LabelDiagnosis } from "../scoring/label-check.js";
+import { labelsFromLayout, type LabelLayout } from "../scoring/label-space.js";
+import { checkPlannedLabels } from "./plan-label-check.js";
 import {
   BUILT_IN_LABELS_SOURCE,
   loadBuiltInValidationLabels,
@@ -96,6 +100,17 @@ export interface PlanOptions {
    * architecture reader does not recognise. Default: none (every model must be recognised).
    */
   readonly preprocess?: Flavour;
+  /**
+   * Class subset file (path or s3:// URL; WNIDs or indices, one per line): recorded in the
+   * manifest, so every worker restricts each crop's softmax to it. Default: all 1000 classes.
+   */
+  readonly classes?: string;
+  /**
+   * Refuse to send (LabelMismatchError) when the label check on ~200 labelled images at 1 crop
+   * finds the labels in another label space than the model's (scoring/label-check.ts); when
+   * false no image is scored here and nothing is checked. Default: true.
+   */
+  readonly labelCheck?: boolean;
   /** Delete everything under `out` before writing the manifest. Default: false (a non-empty `out` is refused). */
   readonly replace?: boolean;
   /** Run id. Default: UTC time plus a random suffix, e.g. 20260101T120000Z-1a2b3c. */
@@ -120,6 +135,10 @@ export interface PlanResult {
   readonly replaced: number;
   /** Label file lines that were skipped (their images count as unlabelled), when any. */
   readonly labelWarnings?: string;
+  /** Which label space the labels came from. */
+  readonly labelLayout: LabelLayout;
+  /** The label check's diagnosis (stored in label-check.json beside the manifest), when any image is labelled. */
+  readonly labelCheck?: LabelDiagnosis;
 }
 
 /**
@@ -290,6 +309,7 @@ async function listImages(inputUrl: string, s3: S3Client | undefined): Promise<s
 interface Labelled {
   readonly labels: (number | null)[];
   readonly source: string | null;
+  readonly layout: LabelLayout;
   readonly warnings?: string;
 }
 
@@ -297,14 +317,15 @@ async function labelKeys(keys: readonly string[], options: PlanOptions, s3: S3Cl
   if (options.labels === undefined) {
     const named = options.builtInLabels !== false && keys.some((key) => validationNumber(key) !== undefined);
     const builtIn = named ? (await loadBuiltInValidationLabels(options.synsets)).labels : undefined;
-    const labels = keys.map((key) => (builtIn ? validationLabelOf(builtIn, key) : null) ?? labelFromPath(key, options.synsets));
+    const { layout, labelOf } = labelsFromLayout(keys, options.synsets);
+    const labels = keys.map((key) => (builtIn ? validationLabelOf(builtIn, key) : null) ?? labelOf(key));
     const used = builtIn !== undefined && keys.some((key) => validationLabelOf(builtIn, key) !== null);
-    return { labels, source: used ? BUILT_IN_LABELS_SOURCE : "wnid-in-key" };
+    return { labels, source: used ? BUILT_IN_LABELS_SOURCE : layout === "folder-index" ? "folder-index" : "wnid-in-key", layout };
   }
   const source = absolute(options.labels);
   const table = parseLabels((await readUrl(source, s3)).toString("utf8"), { source, synsets: options.synsets });
   const warnings = describeProblems(table);
-  return { labels: keys.map((key) => table.lookup(key)), source, ...(warnings !== undefined ? { warnings } : {}) };
+  return { labels: keys.map((key) => table.lookup(key)), source, layout: "label-file", ...(warnings !== undefined ? { warnings } : {}) };
 }
 
 async function describeModels(options: PlanOptions, settings: Settings, s3: S3Client | undefined): Promise<ManifestModel[]> {
@@ -342,12 +363,32 @@ export async function planRun(options: PlanOptions): Promise<PlanResult> {
   const inputUrl = absolute(options.input);
   const out = openLocation(absolute(options.out), { s3 });
   const replace = options.replace ?? false;
-  const reads = [inputUrl, ...options.models.map(absolute), ...(options.labels !== undefined ? [absolute(options.labels)] : [])];
+  const reads = [
+    inputUrl,
+    ...options.models.map(absolute),
+    ...[options.labels, options.classes].filter((file): file is string => file !== undefined).map(absolute),
+  ];
   await checkOut(out, replace, reads);
 
   const keys = await listImages(inputUrl, s3);
   const labelled = await labelKeys(keys, options, s3);
   const models = await describeModels(options, settings, s3);
+  const classes =
+    options.classes === undefined
+      ? undefined
+      : parseClassSubset((await readUrl(absolute(options.classes), s3)).toString("utf8"), options.synsets, absolute(options.classes)).indices;
+  const diagnosis = options.labelCheck === false ? undefined : await checkPlannedLabels({
+    input: inputUrl,
+    keys,
+    labels: labelled.labels,
+    models,
+    engine: settings.engine,
+    applyExifOrientation: settings.applyExifOrientation,
+    maxPixels: settings.maxPixels,
+    classes,
+    s3,
+  });
+  if (diagnosis?.winner) throw mismatchError(diagnosis, "nothing was sent");
   const batches = cutBatches(keys, labelled.labels, settings.batchSize);
   const manifest: Manifest = {
     format: MANIFEST_FORMAT,
@@ -362,12 +403,17 @@ export async function planRun(options: PlanOptions): Promise<PlanResult> {
     applyExifOrientation: settings.applyExifOrientation,
     maxPixels: settings.maxPixels,
     labels: labelled.source,
+    ...(classes !== undefined ? { classes } : {}),
     images: keys.length,
     batches,
   };
   const replaced = replace ? await out.clear() : 0;
   // The manifest goes first: a worker that gets a message must find it.
   await out.write(MANIFEST_KEY, serializeManifest(manifest));
+  if (diagnosis !== undefined) {
+    const stored = { ...diagnosis, summary: describeDiagnosis(diagnosis) };
+    await out.write(LABEL_CHECK_FILE, `${JSON.stringify(stored, null, 2)}\n`);
+  }
   await sendBatches(sqs, options.queueUrl, manifest);
   return {
     runId: settings.runId,
@@ -377,6 +423,8 @@ export async function planRun(options: PlanOptions): Promise<PlanResult> {
     batches: batches.length,
     manifestUrl: `${out.url}/${MANIFEST_KEY}`,
     replaced,
+    labelLayout: labelled.layout,
+    ...(diagnosis !== undefined ? { labelCheck: diagnosis } : {}),
     ...(labelled.warnings !== undefined ? { labelWarnings: labelled.warnings } : {}),
   };
 }

@@ -40,6 +40,16 @@ const RunHeaderSchema = z.object({
    * the same; a resume is refused when it is present on one side only (labels would differ).
    */
   builtInLabels: FileDigest.extend({ images: z.number().int().nonnegative() }).optional(),
+  /**
+   * Where labels come from and the class subset scored over (scoring/label-space.ts). Headers
+   * written before it have none: labels from the file or from WNIDs in names, all 1000 classes.
+   */
+  labelSpace: z
+    .object({
+      layout: z.enum(["label-file", "wnid-in-path", "folder-index"]),
+      classes: z.object({ file: z.string(), sha256: z.string().regex(/^[0-9a-f]{64}$/), count: z.number().int().positive() }).nullable(),
+    })
+    .optional(),
 });
 
 export type RunHeader = z.infer<typeof RunHeaderSchema>;
@@ -109,6 +119,16 @@ export function headerDifferences(before: RunHeader, now: RunHeader): HeaderDiff
   if ((before.builtInLabels?.sha256 ?? null) !== (now.builtInLabels?.sha256 ?? null)) {
     const builtIn = (header: RunHeader): string => describeDigest(header.builtInLabels ?? null, "none");
     add("builtInLabels.sha256", builtIn(before), builtIn(now));
+  }
+  const layout = (header: RunHeader): string => header.labelSpace?.layout ?? (header.labels === null ? "wnid-in-path" : "label-file");
+  // A label file given or not is already told by labels.sha256.
+  if (before.labels === null && now.labels === null) add("labelSpace.layout", layout(before), layout(now));
+  const classes = (header: RunHeader): string => {
+    const subset = header.labelSpace?.classes;
+    return subset ? `${subset.count} classes, sha256 ${subset.sha256} (${basename(subset.file)})` : "all 1000";
+  };
+  if ((before.labelSpace?.classes?.sha256 ?? null) !== (now.labelSpace?.classes?.sha256 ?? null)) {
+    add("labelSpace.classes", classes(before), classes(now));
   }
   return differences;
 }

@@ -12,8 +12,13 @@ import { loadEngine } from "../model/load.js";
 import { schemesForCount } from "../model/predict.js";
 import type { Synsets } from "../model/synsets.js";
 import { parseSynsets } from "../model/synsets.js";
-import { describeProblems, labelFromPath, parseLabels } from "./labels.js";
+import { describeProblems, parseLabels } from "./labels.js";
+import type { ClassSubset } from "./class-subset.js";
+import { parseClassSubset } from "./class-subset.js";
+import type { LabelSpace } from "./label-space.js";
+import { describeLabelSpace, labelSpaceOf, labelsFromLayout } from "./label-space.js";
 import type { LabelTable } from "./labels.js";
+import { LabelCheck, describeDiagnosis, mismatchError } from "./label-check.js";
 import { createProgress } from "./progress.js";
 import type { ResultRecord, Summary } from "./records.js";
 import { isFailed } from "./records.js";
@@ -83,6 +88,12 @@ export interface ScoreJobOptions extends EngineSettings {
    * name and the synsets are ImageNet's; null: no ReaL.
    */
   readonly realLabels?: string | null;
+  /**
+   * Class subset file (path or s3:// URL; WNIDs or class indices, one per line) for test sets
+   * over fewer classes (ImageNet-A, -R): each crop's softmax is restricted to it before
+   * averaging; errors and top-5 lists are over it. Default: all 1000 classes.
+   */
+  readonly classes?: string;
   /** synset_words.txt (path or s3:// URL): class names and WNIDs. Required (the CLI finds one). */
   readonly synsets: string;
   /** Crops per engine call. Default: the scorer's DEFAULT_BATCH_CROPS (16). */
@@ -99,6 +110,13 @@ export interface ScoreJobOptions extends EngineSettings {
    * image lets the run finish its summary and report. Default: none.
    */
   readonly signal?: AbortSignal;
+  /**
+   * Stop the run (LabelMismatchError) when, after the first 200 labelled images (all, when
+   * fewer), a known remapping of the labels (off by one, folders sorted as strings) explains the
+   * predictions far better than the labels as given (scoring/label-check.ts). When false, the
+   * diagnosis is only printed. Default: true.
+   */
+  readonly labelCheck?: boolean;
   /** Show progress on stderr. Default: true. */
   readonly progress?: boolean;
   /** Where the Table 3 block and notices go. Defaults: process.stdout, process.stderr. */
@@ -132,6 +150,8 @@ interface RunInputs {
   readonly header: RunHeader;
   /** What the summary reports beyond the records: ReaL labels, the built-in labels' use. */
   readonly extras: SummaryExtras;
+  readonly subset: ClassSubset | undefined;
+  readonly labelSpace: LabelSpace;
 }
 
 /** A readable file's bytes from a path or s3:// URL, with the setting's name in the error. */
@@ -197,18 +217,27 @@ async function gatherInputs(options: ScoreJobOptions, crops: CropCount, stderr: 
   const builtIn = await builtInLabelsFor(options, keys, synsets, stderr);
   const real = await realLabelsFor(options.realLabels, keys, synsets);
   if (real) stderr.write(`ReaL labels: ${real.source}\n`);
+  const subset =
+    options.classes === undefined
+      ? undefined
+      : parseClassSubset((await readSetting(options.classes, "class subset")).toString("utf8"), synsets, options.classes);
+  const table = labels?.table;
+  const fromLayout = table === undefined ? labelsFromLayout(keys, synsets) : undefined;
+  const labelOf = (key: string): number | null => table ? table.lookup(key) : ((builtIn ? validationLabelOf(builtIn.labels, key) : null) ?? (fromLayout as NonNullable<typeof fromLayout>).labelOf(key));
+  const labelSpace = labelSpaceOf(fromLayout?.layout ?? "label-file", subset);
+  stderr.write(`${describeLabelSpace(labelSpace)}\n`);
+  if (subset !== undefined) warnOutsideSubset(keys, labelOf, subset, stderr);
   const modelFiles: ModelFile[] = [];
   for (const file of options.models) {
     const bytes = await readSetting(file, "model");
     modelFiles.push({ file, bytes, sha256: sha256OfBytes(bytes) });
   }
-  const table = labels?.table;
-  const labelOf = (key: string): number | null =>
-    table ? table.lookup(key) : ((builtIn ? validationLabelOf(builtIn.labels, key) : null) ?? labelFromPath(key, synsets));
   return {
     synsets,
     labelOf,
     keys,
+    subset,
+    labelSpace,
     modelFiles,
     header: {
       version: 1,
@@ -220,6 +249,7 @@ async function gatherInputs(options: ScoreJobOptions, crops: CropCount, stderr: 
       preprocess: options.preprocess ?? null,
       labels: options.labels !== undefined && labels ? { file: options.labels, sha256: labels.sha256 } : null,
       synsetsSha256: sha256OfBytes(synsetsBytes),
+      labelSpace,
       ...(builtIn ? { builtInLabels: { file: builtIn.path, sha256: builtIn.sha256, images: builtIn.images } } : {}),
     },
     extras: {
@@ -227,6 +257,20 @@ async function gatherInputs(options: ScoreJobOptions, crops: CropCount, stderr: 
       ...(builtIn ? { builtInLabels: { file: VALIDATION_LABELS_FILE, images: builtIn.images } } : {}),
     },
   };
+}
+
+/** Labelled images whose class is not in the subset can never be right: say so before scoring. */
+function warnOutsideSubset(keys: readonly string[], labelOf: (key: string) => number | null, subset: ClassSubset, stderr: NodeJS.WritableStream): void {
+  const inSubset = new Set(subset.indices);
+  const outside = keys.filter((key) => {
+    const label = labelOf(key);
+    return label !== null && !inSubset.has(label);
+  });
+  if (outside.length === 0) return;
+  stderr.write(
+    `warning: ${outside.length} labelled image(s) have a class outside the ${subset.indices.length} classes of ${subset.source} ` +
+      `(e.g. ${outside.slice(0, 3).join(", ")}); they count as errors\n`,
+  );
 }
 
 /**
@@ -517,6 +561,9 @@ async function scorePending(pass: ScoringPass): Promise<{ processed: number; sco
   const todo = inputs.keys.filter((key) => !writer.isDone(key));
   const resumed = inputs.keys.length - todo.length;
   if (resumed > 0) pass.stderr.write(`resuming: ${resumed} of ${inputs.keys.length} images already in ${options.out}\n`);
+  const check = new LabelCheck();
+  // A resumed run is checked on the records it already has, so a bad run stops before more work.
+  for (const record of writer.records(inputs.keys)) labelVerdict(pass, check.add(record));
   const images: ImageInput[] = todo.map((key) => ({ key, label: inputs.labelOf(key), read: () => options.input.read(key) }));
   const progress =
     options.progress === false ? undefined : createProgress({ total: todo.length, stream: pass.stderr });
@@ -530,6 +577,7 @@ async function scorePending(pass: ScoringPass): Promise<{ processed: number; sco
     crops: pass.crops,
     classNames: inputs.synsets.names,
     applyExifOrientation: options.applyExifOrientation ?? false,
+    classes: inputs.subset?.indices,
     ...(options.maxPixels !== undefined ? { maxPixels: options.maxPixels } : {}),
     ...(options.batchCrops !== undefined ? { batchCrops: options.batchCrops } : {}),
   })[Symbol.asyncIterator]();
@@ -544,6 +592,7 @@ async function scorePending(pass: ScoringPass): Promise<{ processed: number; sco
       processed++;
       if (!isFailed(next.value)) scored++;
       progress?.tick(isFailed(next.value));
+      labelVerdict(pass, check.add(next.value));
       if (destination.remote && Date.now() - lastCheckpoint >= checkpointMs) {
         // The appended file is what a resume reads; order is restored at the end.
         await upload(destination, [RESULTS_FILE]);
@@ -561,7 +610,20 @@ async function scorePending(pass: ScoringPass): Promise<{ processed: number; sco
     await records.return?.(undefined).catch(() => undefined);
     stop.release();
   }
+  labelVerdict(pass, check.finish());
   return { processed, scored };
+}
+
+/**
+ * Prints the label check's diagnosis once it is made, and stops the run when a remapping wins
+ * (unless the check is off). What was written stays in results.jsonl, under the run header of
+ * the wrong label file, so a corrected run must use another output folder.
+ */
+function labelVerdict(pass: ScoringPass, diagnosis: ReturnType<LabelCheck["add"]>): void {
+  if (diagnosis === undefined) return;
+  const stop = diagnosis.winner !== null && pass.options.labelCheck !== false;
+  if (stop) throw mismatchError(diagnosis, `scoring stopped after ${diagnosis.images} labelled image(s)`);
+  pass.stderr.write(`${diagnosis.winner !== null ? "warning (label check off): " : ""}${describeDiagnosis(diagnosis)}\n`);
 }
 
 /** summary.json, run.json and report.html from the records, uploaded for an S3 out, and the Table 3 block printed. */
@@ -574,7 +636,8 @@ async function finishRun(
   const keys = inputs.keys;
   const infos = pass.models.map(({ info }) => info);
   const wallSeconds = (Date.now() - done.startedAt.getTime()) / 1000;
-  const summary = summarize(writer.records(keys), infos, pass.crops, inputs.extras);
+  // Which labels and classes the errors are over travels with the figures (PROTOCOL.md leaves room beside them).
+  const summary = { ...summarize(writer.records(keys), infos, pass.crops, inputs.extras), labelSpace: inputs.labelSpace };
   await writer.finish(keys, summary);
   // A re-run that scored nothing keeps the facts of the run that did the work.
   const facts =

@@ -7,6 +7,8 @@ export interface ReportOptions {
   readonly classNames?: readonly string[];
   /** How many of the worst classes to list. Default: 20. */
   readonly worstClasses?: number;
+  /** The label check's diagnosis in words (queue/plan-label-check.ts), shown in its own section. Default: none. */
+  readonly labelCheck?: string;
   /** The page's title. Default: "googlenet-eval report". */
   readonly title?: string;
 }

@@ -6,6 +6,7 @@ import { classesSection } from "./classes.js";
 import { comparisonsSection } from "./comparisons.js";
 import { basename, escapeHtml } from "./format.js";
 import type { ReportOptions } from "./options.js";
+import { labelCheckSection } from "./label-check.js";
 import { positionsSection } from "./positions.js";
 import { runFactsSection } from "./run-facts.js";
 import { STYLE } from "./styles.js";
@@ -28,6 +29,7 @@ export async function renderReport(summary: Summary, records: Iterable<ResultRec
   const sections = [
     await table3Section(complete),
     await beyondSection(complete, all),
+    labelCheckSection(options.labelCheck),
     comparisonsSection(complete),
     await positionsSection(complete.positions),
     await classesSection(complete, all, options),

@@ -1,0 +1,70 @@
+import type { S3Client } from "@aws-sdk/client-s3";
+import { NUM_CLASSES } from "../model/engine.js";
+import type { EngineChoice } from "../model/load.js";
+import { loadEngine } from "../model/load.js";
+import type { Flavour } from "../model/preprocess.js";
+import type { LabelDiagnosis } from "../scoring/label-check.js";
+import { LABEL_CHECK_IMAGES, LabelCheck } from "../scoring/label-check.js";
+import { scoreImages } from "../scoring/scorer.js";
+import { readUrl } from "../storage/open-location.js";
+import { openLocation } from "../storage/open-location.js";
+
+export { LABEL_CHECK_FILE } from "../scoring/label-check.js";
+
+export interface PlanLabelCheckInput {
+  readonly input: string;
+  readonly keys: readonly string[];
+  readonly labels: readonly (number | null)[];
+  readonly models: readonly { readonly url: string; readonly preprocess: Flavour | null }[];
+  readonly engine: EngineChoice;
+  readonly applyExifOrientation: boolean;
+  readonly maxPixels: number;
+  readonly classes: readonly number[] | undefined;
+  readonly s3: S3Client | undefined;
+}
+
+/**
+ * Up to {@link LABEL_CHECK_IMAGES} labelled keys spread evenly over the run: a listing in folder
+ * order (ImageNet-V2's 10 per class) would otherwise give only a few classes.
+ */
+function sampleOf(keys: readonly string[], labels: readonly (number | null)[]): { key: string; label: number }[] {
+  const labelled = keys.flatMap((key, i) => (labels[i] === null || labels[i] === undefined ? [] : [{ key, label: labels[i] as number }]));
+  if (labelled.length <= LABEL_CHECK_IMAGES) return labelled;
+  const step = labelled.length / LABEL_CHECK_IMAGES;
+  return Array.from({ length: LABEL_CHECK_IMAGES }, (_, i) => labelled[Math.floor(i * step)] as { key: string; label: number });
+}
+
+/**
+ * The label check as `plan` runs it, before anything is sent: ~200 labelled images at 1 crop on
+ * this machine's CPU with the run's models (onnxruntime threads on all cores). Undefined when
+ * the run has no labelled image. Reads only; a fault reading an image stops the plan as any
+ * other read would.
+ */
+export async function checkPlannedLabels(run: PlanLabelCheckInput): Promise<LabelDiagnosis | undefined> {
+  const sample = sampleOf(run.keys, run.labels);
+  if (sample.length === 0) return undefined;
+  const location = openLocation(run.input, { s3: run.s3 });
+  const models = [];
+  try {
+    for (const model of run.models) {
+      models.push(
+        await loadEngine(await readUrl(model.url, run.s3), {
+          source: model.url,
+          engine: run.engine,
+          device: "cpu",
+          ...(model.preprocess !== null ? { preprocess: model.preprocess } : {}),
+        }),
+      );
+    }
+    const check = new LabelCheck(undefined, sample.length);
+    const classNames = Array.from({ length: NUM_CLASSES }, (_, i) => String(i));
+    const records = scoreImages(
+      sample.map(({ key, label }) => ({ key, label, read: () => location.read(key) })),
+      { models, crops: 1, classNames, applyExifOrientation: run.applyExifOrientation, maxPixels: run.maxPixels, classes: run.classes },
+    );
+    for await (const record of records) check.add(record);
+    return check.diagnosis ?? check.finish();
+  } finally {
+    await Promise.all(models.map(({ engine }) => engine.dispose()));
+  }
+}
