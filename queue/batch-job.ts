@@ -3,10 +3,21 @@ import { StorageError } from "../model/errors.js";
 import { measureEngines } from "../model/engine-meter.js";
 import type { EngineChoice } from "../model/load.js";
 import type { HeldMessage } from "./held-message.js";
-import { batchResultKeyFor, readManifestWithDigest, type BatchMessage, type ManifestWithDigest } from "./manifest.js";
+import {
+  batchResultKeyFor,
+  digestOfManifest,
+  MANIFEST_KEY,
+  parseManifest,
+  type BatchMessage,
+  type Manifest,
+  type ManifestWithDigest,
+} from "./manifest.js";
+import { PermanentMessageError, SupersededMessageError } from "./message-errors.js";
 import type { LoadedModel, ModelCache } from "./model-cache.js";
 import { isFailed, type ResultRecord } from "../scoring/records.js";
 import { scoreImages, type ImageInput, type ScorerOptions } from "../scoring/scorer.js";
+import type { Location } from "../storage/location.js";
+import { objectVersion } from "../storage/object-version.js";
 import { openLocation } from "../storage/open-location.js";
 
 /** What the batch and drop jobs share: clients, class names, loaded models, the log. */
@@ -44,46 +55,66 @@ export async function scoreHeld(
   return records;
 }
 
-/** Manifests by run, read once per worker: plan never rewrites one (it refuses a used --out). */
+/** A manifest as a worker last read it, with the version of the stored file it came from. */
+interface ReadManifest extends ManifestWithDigest {
+  readonly version: string | undefined;
+}
+
+/**
+ * Manifests by `out`, read again only when the stored file changed (one HEAD per message), so a
+ * re-plan of the same `out` (`plan --replace`) is seen by a worker that read the earlier one.
+ */
 export class ManifestCache {
-  private readonly manifests = new Map<string, ManifestWithDigest>();
+  private readonly manifests = new Map<string, ReadManifest>();
 
   constructor(private readonly s3: S3Client) {}
 
   /**
-   * The manifest a message names. A message of another plan of the same --out (its digest or
-   * run id differ: the prefix was replanned with --replace) is a StorageError: its batch must not
-   * be scored with settings it was not planned with.
+   * The manifest a message names. A message of another plan of the same `out` (the manifest
+   * there has another digest or run id) is superseded: its run no longer exists. A manifest
+   * that is missing, of an older format or malformed is permanent: the message can never be
+   * worked on. A storage fault while reading rejects as itself (StorageError: try again later).
    */
   async get(body: BatchMessage): Promise<ManifestWithDigest> {
-    const key = `${body.out}\u0000${body.manifestDigest}`;
-    const cached = this.manifests.get(key);
-    if (cached !== undefined) return cached;
-    const read = await readManifestWithDigest(openLocation(body.out, { s3: this.s3 }));
+    const out = openLocation(body.out, { s3: this.s3 });
+    const where = `${out.url}/${MANIFEST_KEY}`;
+    const version = await objectVersion(where, this.s3);
+    let read = this.manifests.get(out.url);
+    if (read === undefined || version === undefined || read.version !== version) {
+      read = await this.read(out, where, version);
+      if (this.manifests.size >= 8) this.manifests.clear();
+      this.manifests.set(out.url, read);
+    }
     if (read.manifest.runId !== body.runId || read.manifestDigest !== body.manifestDigest) {
-      throw new StorageError(
-        `message for run ${body.runId} (manifest ${body.manifestDigest.slice(0, 16)}) but ${body.out}/manifest.json is run ` +
+      throw new SupersededMessageError(
+        `message for run ${body.runId} (manifest ${body.manifestDigest.slice(0, 16)}) but ${where} is run ` +
           `${read.manifest.runId} (manifest ${read.manifestDigest.slice(0, 16)}): the prefix was planned again`,
       );
     }
-    if (this.manifests.size >= 8) this.manifests.clear();
-    this.manifests.set(key, read);
     return read;
+  }
+
+  private async read(out: Location, where: string, version: string | undefined): Promise<ReadManifest> {
+    const bytes = await out.readIfExists(MANIFEST_KEY);
+    // plan writes the manifest before any message and --replace overwrites it in place, so a
+    // message whose manifest is missing belongs to a prefix that was deleted, not to a re-plan.
+    if (bytes === undefined) throw new PermanentMessageError(`no manifest at ${where}: the run's output prefix was deleted or never planned`);
+    let manifest;
+    try {
+      manifest = parseManifest(bytes.toString("utf8"), where);
+    } catch (error) {
+      throw new PermanentMessageError((error as Error).message, { cause: error });
+    }
+    return { manifest, manifestDigest: digestOfManifest(manifest), version };
   }
 }
 
-/** The models of a manifest, loaded (or taken from the cache) and checked against its sha256s. */
-async function modelsOf(context: JobContext, manifest: ManifestWithDigest["manifest"]): Promise<LoadedModel[]> {
-  const loaded = await context.models.acquire(manifest.models, manifest.engine as EngineChoice);
-  loaded.forEach((model, i) => {
-    const expected = manifest.models[i]?.sha256;
-    if (model.info.sha256 !== expected) {
-      throw new StorageError(
-        `model ${manifest.models[i]?.url} has sha256 ${model.info.sha256}, but run ${manifest.runId} was planned with ${expected}`,
-      );
-    }
-  });
-  return loaded;
+/** The models of a manifest, loaded (or taken from the cache) with the sha256s it was planned with. */
+async function modelsOf(context: JobContext, manifest: Manifest): Promise<LoadedModel[]> {
+  return context.models.acquire(
+    manifest.models.map((model) => ({ url: model.url, preprocess: model.preprocess, sha256: model.sha256 })),
+    manifest.engine as EngineChoice,
+  );
 }
 
 /**
@@ -95,7 +126,7 @@ export async function runBatchJob(context: JobContext, held: HeldMessage, manife
   const { manifest, manifestDigest } = await manifests.get(body);
   const batch = manifest.batches.find((candidate) => candidate.id === body.batchId);
   if (batch === undefined) {
-    throw new StorageError(`batch ${body.batchId} is not in ${body.out}/manifest.json (run ${manifest.runId})`);
+    throw new PermanentMessageError(`batch ${body.batchId} is not in ${body.out}/${MANIFEST_KEY} (run ${manifest.runId})`);
   }
   const receiveCount = held.receiveCount;
   context.log({ event: "batch-started", run: manifest.runId, batch: batch.id, images: batch.keys.length, receiveCount });

@@ -5,6 +5,8 @@ import { StorageError } from "../model/errors.js";
 import type { JobContext } from "./batch-job.js";
 import { scoreHeld } from "./batch-job.js";
 import type { HeldMessage } from "./held-message.js";
+import { PermanentMessageError } from "./message-errors.js";
+import type { Location } from "../storage/location.js";
 import type { LoadedModel } from "./model-cache.js";
 import { isFailed, type ResultRecord } from "../scoring/records.js";
 import { planDropEvent, type DropDecision, type S3ObjectEvent } from "./s3-events.js";
@@ -71,9 +73,31 @@ async function inputsFor(context: JobContext, wanted: readonly Wanted[], maxByte
   return { inputs, oversized };
 }
 
+/** S3's longest object key, in UTF-8 bytes. */
+export const S3_MAX_KEY_BYTES = 1024;
+
+/**
+ * Refuses a message whose result key S3 could never store: `<drop out>/<key>.json` can pass
+ * 1,024 bytes although the dropped key itself did not, and S3 would refuse every write of it.
+ */
+function assertStorableKeys(out: Location, wanted: readonly Wanted[]): void {
+  if (!(out instanceof S3Location)) return;
+  for (const { object, resultKey } of wanted) {
+    const key = out.objectKey(resultKey);
+    const bytes = Buffer.byteLength(key, "utf8");
+    if (bytes > S3_MAX_KEY_BYTES) {
+      throw new PermanentMessageError(
+        // Bytes first: the reason attribute is cut at 1,024 characters and these keys are long.
+        `result key ${bytes} bytes, more than S3's ${S3_MAX_KEY_BYTES}, for s3://${object.bucket}/${object.key.slice(0, 100)}... ` +
+          `(result s3://${out.bucket}/${key.slice(0, 100)}...): shorten the drop output prefix or the dropped key`,
+      );
+    }
+  }
+}
+
 /**
  * The objects of one S3 event message: each new image scored with the drop model and written
- * to `<drop out>/<key>.json`, then the message deleted. Objects that are not new images are
+ * to `<drop out>/<key>.json` with the model's URL and sha256, then the message deleted. Objects that are not new images are
  * skipped with a log line; an image over the size cap or that does not decode gets an error
  * record; a storage fault or a broken model rejects before anything is deleted.
  */
@@ -87,20 +111,24 @@ export async function runDropJob(context: JobContext, held: HeldMessage, drop: D
   }
   const wanted = decisions.filter((decision): decision is Wanted => decision.action === "score");
   if (wanted.length > 0) {
+    const out = openLocation(drop.out, { s3: context.s3 });
+    assertStorableKeys(out, wanted);
     const { inputs, oversized } = await inputsFor(context, wanted, drop.maxBytes ?? DEFAULT_DROP_MAX_BYTES);
     const [loaded] = await context.models.acquire([{ url: drop.model }], drop.engine);
+    // Workers load the drop model when they start or when it changed, so results from
+    // different workers may come from different files: each says which one.
+    const model = { url: drop.model, sha256: (loaded as LoadedModel).info.sha256 };
     const scored = await scoreHeld(context, held, inputs, [loaded as LoadedModel], {
       crops: drop.crops,
       applyExifOrientation: drop.applyExifOrientation ?? true,
       maxPixels: drop.maxPixels ?? DEFAULT_DROP_MAX_PIXELS,
     });
     const byKey = new Map<string, ResultRecord>([...oversized, ...scored.map((record) => [record.key, record] as const)]);
-    const out = openLocation(drop.out, { s3: context.s3 });
     for (const decision of wanted) {
       const record = byKey.get(decision.object.key) as ResultRecord;
       held.assertHeld();
-      await out.write(decision.resultKey, `${JSON.stringify(record)}\n`);
-      context.log({ event: "drop-done", key: decision.object.key, out: `${out.url}/${decision.resultKey}`, failed: isFailed(record) });
+      await out.write(decision.resultKey, `${JSON.stringify({ ...record, model })}\n`);
+      context.log({ event: "drop-done", key: decision.object.key, out: `${out.url}/${decision.resultKey}`, failed: isFailed(record), model });
     }
   }
   await held.delete();

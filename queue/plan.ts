@@ -131,7 +131,7 @@ export interface PlanResult {
   readonly labelled: number;
   readonly batches: number;
   readonly manifestUrl: string;
-  /** Objects deleted from `out` by `replace` (0 when it was empty or `replace` was off). */
+  /** Objects deleted from `out` by `replace`, an earlier manifest (overwritten) not counted; 0 when it was empty or `replace` was off. */
   readonly replaced: number;
   /** Label file lines that were skipped (their images count as unlabelled), when any. */
   readonly labelWarnings?: string;
@@ -407,9 +407,12 @@ export async function planRun(options: PlanOptions): Promise<PlanResult> {
     images: keys.length,
     batches,
   };
-  const replaced = replace ? await out.clear() : 0;
-  // The manifest goes first: a worker that gets a message must find it.
+  // The manifest goes first: a worker that gets a message must find it. With replace it
+  // overwrites the earlier one in place before the rest is deleted, so `out` never lacks a
+  // manifest: a worker holding the old run's message sees another run (superseded, deleted),
+  // never a missing manifest (which would dead-letter it).
   await out.write(MANIFEST_KEY, serializeManifest(manifest));
+  const replaced = replace ? await out.clear([MANIFEST_KEY]) : 0;
   if (diagnosis !== undefined) {
     const stored = { ...diagnosis, summary: describeDiagnosis(diagnosis) };
     await out.write(LABEL_CHECK_FILE, `${JSON.stringify(stored, null, 2)}\n`);

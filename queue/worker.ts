@@ -14,6 +14,7 @@ import { runDropJob, type DropSettings } from "./drop-job.js";
 import { recordProgress } from "./health-file.js";
 import { assertGpuStarts } from "./gpu-check.js";
 import { Abandoned, HeldMessage, VisibilityLostError, type BatchProtection, type HoldSettings, type StopMode } from "./held-message.js";
+import { PermanentMessageError, SupersededMessageError } from "./message-errors.js";
 import { ModelCache, type LoadModel } from "./model-cache.js";
 import { readQueueFacts, type QueueFacts } from "./queue-facts.js";
 import {
@@ -24,6 +25,7 @@ import {
   assertHeartbeatFits,
   failureBackoffSeconds,
 } from "./queue-timing.js";
+import { objectVersion } from "../storage/object-version.js";
 import { readUrl } from "../storage/open-location.js";
 import { classifyMessage, parseDropInput, type DropInput, type WorkItem } from "./work-message.js";
 
@@ -226,7 +228,8 @@ class WorkerLoop {
   ) {
     const cacheSize = options.modelCacheSize ?? 2;
     if (!Number.isInteger(cacheSize) || cacheSize < 1) throw new ConfigurationError(`model cache size must be a positive integer, got ${cacheSize}`);
-    this.models = new ModelCache(cacheSize, parts.loadModel);
+    // One HEAD per model per message: how a warm worker sees a model replaced at its URL.
+    this.models = new ModelCache(cacheSize, parts.loadModel, (url) => objectVersion(url, parts.s3));
     this.manifests = new ManifestCache(parts.s3);
     this.context = { s3: parts.s3, classNames: options.classNames, models: this.models, cropsPerCall: options.cropsPerCall, log: parts.log };
     this.hold = {
@@ -390,6 +393,10 @@ class WorkerLoop {
       log({ event: eventFor(error), messageId, ...batch, error: messageOf(error) });
       throw error;
     }
+    if (error instanceof SupersededMessageError || error instanceof PermanentMessageError) {
+      await this.settle(held, error, batch);
+      return;
+    }
     this.stats.failedMessages++;
     const delay = failureBackoffSeconds(timing.visibilityTimeoutSeconds, held.receiveCount);
     await held.setVisibility(delay).catch((visibilityError: unknown) => {
@@ -404,6 +411,21 @@ class WorkerLoop {
       ...batch,
       error: messageOf(error),
     });
+  }
+
+  /** A message that no retry can help: a superseded one is deleted, a permanent failure dead-lettered now. */
+  private async settle(held: HeldMessage, error: SupersededMessageError | PermanentMessageError, batch: Record<string, unknown>): Promise<void> {
+    const messageId = held.message.MessageId;
+    try {
+      if (error instanceof PermanentMessageError) await this.deadLetter(held, error.message);
+      else {
+        await held.delete();
+        this.parts.log({ event: "superseded", messageId, ...batch, reason: error.message, action: "deleted" });
+      }
+    } catch (queueError) {
+      // SQS itself failed: the message comes back after its visibility timeout and is settled then.
+      this.parts.log({ event: "queue-call-failed", messageId, kind: error.name, error: messageOf(queueError) });
+    }
   }
 
   /** Moves a malformed message to the dead-letter queue now, with the reason as an attribute. */

@@ -21,10 +21,11 @@ export interface Location {
   write(key: string, body: string | Uint8Array): Promise<void>;
   exists(key: string): Promise<boolean>;
   /**
-   * Deletes every object below this location (`plan --replace`) and returns how many there
-   * were. Deleting an empty or absent location is not an error.
+   * Deletes every object below this location (`plan --replace`) but the top-level keys in
+   * `keep` (default: none), and returns how many it deleted. Deleting an empty or absent
+   * location is not an error.
    */
-  clear(): Promise<number>;
+  clear(keep?: readonly string[]): Promise<number>;
   /** A location for the sub-folder or sub-prefix `key`. */
   child(key: string): Location;
 }
@@ -105,9 +106,9 @@ export class LocalLocation implements Location {
     }
   }
 
-  async clear(): Promise<number> {
+  async clear(keep: readonly string[] = []): Promise<number> {
     let count = 0;
-    for await (const _key of this.list()) count++;
+    for await (const key of this.list()) if (!keep.includes(key)) count++;
     // Empty the folder but keep it: it may be a mount point or carry permissions the user set.
     let entries: string[];
     try {
@@ -116,7 +117,7 @@ export class LocalLocation implements Location {
       if ((error as NodeJS.ErrnoException).code === "ENOENT") return 0;
       throw new StorageError(`cannot list folder ${this.root}: ${(error as Error).message}`, { cause: error });
     }
-    for (const entry of entries) {
+    for (const entry of entries.filter((name) => !keep.includes(name))) {
       const path = join(this.root, entry);
       try {
         await rm(path, { recursive: true, force: true });

@@ -143,9 +143,9 @@ export class S3Location implements Location {
     }
   }
 
-  async clear(): Promise<number> {
+  async clear(keep: readonly string[] = []): Promise<number> {
     const keys: string[] = [];
-    for await (const key of this.list()) keys.push(key);
+    for await (const key of this.list()) if (!keep.includes(key)) keys.push(key);
     for (let start = 0; start < keys.length; start += DELETE_PAGE_KEYS) {
       const page = keys.slice(start, start + DELETE_PAGE_KEYS).map((key) => ({ Key: this.objectKey(key) }));
       let response;
