@@ -1,6 +1,7 @@
 import {
   DeleteObjectsCommand,
   GetObjectCommand,
+  HeadBucketCommand,
   HeadObjectCommand,
   ListObjectsV2Command,
   type S3Client,
@@ -23,10 +24,16 @@ function errorName(error: unknown): string | undefined {
   return (error as { name?: string } | undefined)?.name;
 }
 
-function isNotFound(error: unknown): boolean {
-  const name = errorName(error);
-  const status = (error as { $metadata?: { httpStatusCode?: number } } | undefined)?.$metadata?.httpStatusCode;
-  return name === "NoSuchKey" || name === "NotFound" || status === 404;
+function httpStatus(error: unknown): number | undefined {
+  return (error as { $metadata?: { httpStatusCode?: number } } | undefined)?.$metadata?.httpStatusCode;
+}
+
+/**
+ * Only S3's NoSuchKey says the object is gone. Any other 404 (NoSuchBucket above all: a bucket
+ * deleted after `plan`) is a storage fault, or every image of a run would become an error record.
+ */
+function isNoSuchKey(error: unknown): boolean {
+  return errorName(error) === "NoSuchKey";
 }
 
 export interface S3LocationOptions {
@@ -105,7 +112,7 @@ export class S3Location implements Location {
       if (response.Body === undefined) return Buffer.alloc(0);
       return Buffer.from(await response.Body.transformToByteArray());
     } catch (error) {
-      if (isNotFound(error)) return undefined;
+      if (isNoSuchKey(error)) return undefined;
       throw new StorageError(`cannot read s3://${this.bucket}/${objectKey}: ${(error as Error).message}`, {
         cause: error,
       });
@@ -136,8 +143,22 @@ export class S3Location implements Location {
       await this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: objectKey }));
       return true;
     } catch (error) {
-      if (isNotFound(error)) return false;
+      // A HEAD answer has no body, so a missing key and a missing bucket are the same bare 404.
+      if (httpStatus(error) === 404 && (await this.bucketExists(objectKey))) return false;
       throw new StorageError(`cannot stat s3://${this.bucket}/${objectKey}: ${(error as Error).message}`, {
+        cause: error,
+      });
+    }
+  }
+
+  /** Whether the bucket answers HeadBucket; a fault other than its absence is a StorageError. */
+  private async bucketExists(objectKey: string): Promise<boolean> {
+    try {
+      await this.client.send(new HeadBucketCommand({ Bucket: this.bucket }));
+      return true;
+    } catch (error) {
+      if (httpStatus(error) === 404) return false;
+      throw new StorageError(`cannot stat bucket ${this.bucket} (for key ${objectKey}): ${(error as Error).message}`, {
         cause: error,
       });
     }

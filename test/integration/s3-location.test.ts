@@ -61,6 +61,15 @@ describe("S3Location against the emulator", () => {
     await expect(root.write("../escape.txt", "x")).rejects.toThrow(StorageError);
   });
 
+  it("a missing bucket is a StorageError naming bucket and key, not a missing key", async () => {
+    // Prepare: a bucket that never existed, as one deleted after `plan` answers NoSuchBucket
+    const gone = new S3Location("s3://no-such-bucket-19/in", emulator.s3);
+    // Act / Assess
+    await expect(gone.readIfExists("a.jpg")).rejects.toThrow(StorageError);
+    await expect(gone.read("a.jpg")).rejects.toThrow(/no-such-bucket-19\/in\/a\.jpg/);
+    await expect(gone.exists("a.jpg")).rejects.toThrow(/no-such-bucket-19.*in\/a\.jpg/);
+  });
+
   it("uploads the 28 MB model in parts, and it reads back byte for byte", async () => {
     // Prepare
     const client = createS3Client({ AWS_ENDPOINT_URL: emulator.endpoint, AWS_REGION: "us-east-1" }, {
