@@ -262,6 +262,35 @@ describe("score s3://…: a storage fault stops the run, and the run resumes onc
   const resultsAt = async (prefix: string): Promise<ResultRecord[]> =>
     parseResults((await new S3Location(`s3://data/${prefix}`, emulator.s3).read("results.jsonl")).toString("utf8"));
 
+  it("exits 1 naming bucket and key when the input bucket is deleted mid-run, with no record for the image", async () => {
+    // Prepare: photos in a bucket of their own; the first read of one stalls (2 s request
+    // timeout) while the bucket is deleted, so the SDK's retry meets NoSuchBucket.
+    const sdk = await import("@aws-sdk/client-s3");
+    emulator.server.createBucket("photos19");
+    const photos = PHOTOS.slice(0, 2);
+    for (const file of photos) await new S3Location("s3://photos19", emulator.s3).write(`in/${file}`, await readFile(join(SAMPLES, file)));
+    const stalled = proxy.addRule({ method: "GET", path: `/photos19/in/${photos[0]}`, fault: "stall", times: 1 });
+    const out = join(work, "bucket-gone-out");
+    const args = s3Args(out).map((arg) => (arg === "s3://data/validation/" ? "s3://photos19/in/" : arg));
+
+    // Act
+    const cli = spawnCli(args, { ...env, GOOGLENET_EVAL_REQUEST_TIMEOUT_SECONDS: "2" });
+    while (stalled.hits === 0 && cli.child.exitCode === null) await new Promise((done) => setTimeout(done, 50));
+    for (const file of photos) await emulator.s3.send(new sdk.DeleteObjectCommand({ Bucket: "photos19", Key: `in/${file}` }));
+    await emulator.s3.send(new sdk.DeleteBucketCommand({ Bucket: "photos19" }));
+    const code = await cli.exited;
+    const text = [...cli.lines, ...cli.stderr].join("\n");
+    stalled.remove();
+    console.log(`fault: input bucket deleted mid-run -> exit ${code}: ${text.split("\n").filter((l) => /StorageError|error/.test(l)).join(" | ")}`);
+
+    // Assess
+    expect(stalled.hits).toBe(1);
+    expect(code, text).toBe(1);
+    expect(text).toMatch(/StorageError: scoring stopped: cannot read image .*s3:\/\/photos19\/in\/n01440764_tench\.JPEG: .*(NoSuchBucket|bucket)/i);
+    const written = await readFile(join(out, "results.jsonl"), "utf8").catch(() => "");
+    expect(parseResults(written).some((record) => record.key === photos[0])).toBe(false);
+  });
+
   it("exits non-zero on a 403 naming the key, keeps no record for it, then resumes to the clean run's results", async () => {
     // Prepare
     const rule = proxy.addRule({ method: "GET", path: `/data/validation/${DENIED}`, fault: "403" });
