@@ -7,9 +7,9 @@ import {
   type S3Client,
 } from "@aws-sdk/client-s3";
 import { Upload } from "@aws-sdk/lib-storage";
-import { MissingObjectError, StorageError } from "../model/errors.js";
+import { MissingObjectError, ObjectTooLargeError, StorageError } from "../model/errors.js";
 import { defaultS3Client } from "./aws-clients.js";
-import { assertSafeKey, parseS3Url, type Location } from "./location.js";
+import { assertSafeKey, parseS3Url, type Location, type ReadOptions } from "./location.js";
 
 /**
  * Part size for uploads. S3 needs at least 5 MiB per part; staying well under the 11 MiB request
@@ -97,8 +97,8 @@ export class S3Location implements Location {
     yield* keys;
   }
 
-  async read(key: string): Promise<Buffer> {
-    const bytes = await this.readIfExists(key);
+  async read(key: string, options: ReadOptions = {}): Promise<Buffer> {
+    const bytes = options.maxBytes === undefined ? await this.readIfExists(key) : await this.readCappedIfExists(key, options.maxBytes);
     if (bytes === undefined) {
       throw new MissingObjectError(`cannot read s3://${this.bucket}/${this.objectKey(key)}: no such key`);
     }
@@ -116,6 +116,41 @@ export class S3Location implements Location {
       throw new StorageError(`cannot read s3://${this.bucket}/${objectKey}: ${(error as Error).message}`, {
         cause: error,
       });
+    }
+  }
+
+  /**
+   * A GET whose Content-Length is checked before the body is read, and whose body is counted
+   * while reading (the object can be replaced between the two): never more than `maxBytes` + one
+   * chunk in memory.
+   */
+  private async readCappedIfExists(key: string, maxBytes: number): Promise<Buffer | undefined> {
+    const objectKey = this.objectKey(key);
+    const url = `s3://${this.bucket}/${objectKey}`;
+    let body: AsyncIterable<Uint8Array> & { destroy?: () => void };
+    try {
+      const response = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: objectKey }));
+      body = response.Body as unknown as AsyncIterable<Uint8Array> & { destroy?: () => void };
+      if (body === undefined) return Buffer.alloc(0);
+      if ((response.ContentLength ?? 0) > maxBytes) {
+        body.destroy?.();
+        throw new ObjectTooLargeError(`${url}: ${response.ContentLength} bytes, more than the limit of ${maxBytes}`, maxBytes);
+      }
+      const chunks: Uint8Array[] = [];
+      let total = 0;
+      for await (const chunk of body) {
+        total += chunk.length;
+        if (total > maxBytes) {
+          body.destroy?.();
+          throw new ObjectTooLargeError(`${url}: more than the limit of ${maxBytes} bytes`, maxBytes);
+        }
+        chunks.push(chunk);
+      }
+      return Buffer.concat(chunks, total);
+    } catch (error) {
+      if (error instanceof ObjectTooLargeError) throw error;
+      if (isNoSuchKey(error)) return undefined;
+      throw new StorageError(`cannot read ${url}: ${(error as Error).message}`, { cause: error });
     }
   }
 
