@@ -5,11 +5,15 @@ import { ConfigurationError } from "../model/errors.js";
 import { BACKEND_CHOICES } from "../model/load.js";
 import { ORT_DEVICES } from "../model/ort-engine.js";
 import { FLAVOURS } from "../model/preprocess.js";
+import { DEFAULT_INPUT_MAX_BYTES } from "../scoring/image-input.js";
 import { runScoreJob } from "../scoring/score-job.js";
 import { isS3Url } from "../storage/location.js";
 import { openLocation } from "../storage/open-location.js";
 import { checkSynsetsSource, describeSynsets, SYNSETS_ENV, synsetsSource } from "./class-names.js";
 import { choiceFlag, engineFlag, OLD_SPELLINGS_UNTIL, parseFlags, positiveIntFlag, takeOldSpellings, usageError } from "./flags.js";
+
+/** Environment variable for --max-input-bytes. */
+export const MAX_INPUT_BYTES_ENV = "GOOGLENET_EVAL_MAX_INPUT_BYTES";
 
 const HELP = `usage: googlenet-eval score <images> --model FILE.onnx [--model FILE.onnx ...] [options]
 
@@ -37,6 +41,8 @@ options:
   --tfjs-workers N      tfjs worker threads on the wasm/cpu backends, one network each, 1 or more (default: all cores)
   --exif-orientation    rotate images by their EXIF orientation (default off, as ImageNet)
   --max-pixels N        refuse larger images as failed records, 1 or more (default 100000000)
+  --max-input-bytes N   refuse larger image files as failed records, never read whole
+                        (default: $${MAX_INPUT_BYTES_ENV}, else ${DEFAULT_INPUT_MAX_BYTES})
   --synsets FILE        synset_words.txt for another label set (default: $${SYNSETS_ENV}, else the
                         1000 ImageNet classes built in)
   -h, --help            show this help
@@ -67,11 +73,12 @@ const Args = z.object({
   "tfjs-workers": positiveIntFlag("--tfjs-workers"),
   "exif-orientation": z.boolean().default(false),
   "max-pixels": positiveIntFlag("--max-pixels"),
+  "max-input-bytes": positiveIntFlag(`--max-input-bytes / ${MAX_INPUT_BYTES_ENV}`),
   synsets: z.string().optional(),
 });
 type ScoreArgs = z.infer<typeof Args>;
 
-function parse(argv: string[]): ScoreArgs | undefined {
+function parse(argv: string[], env: NodeJS.ProcessEnv): ScoreArgs | undefined {
   const parsed = parseFlags("score", {
     args: argv,
     allowPositionals: true,
@@ -93,6 +100,7 @@ function parse(argv: string[]): ScoreArgs | undefined {
       workers: { type: "string" },
       "exif-orientation": { type: "boolean" },
       "max-pixels": { type: "string" },
+      "max-input-bytes": { type: "string" },
       synsets: { type: "string" },
       help: { type: "boolean", short: "h" },
     },
@@ -102,7 +110,9 @@ function parse(argv: string[]): ScoreArgs | undefined {
     throw new ConfigurationError(`expected one image folder, got ${parsed.positionals.length}: ${parsed.positionals.join(" ")}`);
   }
   const values = takeOldSpellings("score", parsed.values, OLD_SPELLINGS);
-  const result = Args.safeParse({ ...values, input: parsed.positionals[0] });
+  const fromEnv = env[MAX_INPUT_BYTES_ENV];
+  const maxInputBytes = values["max-input-bytes"] ?? (fromEnv === undefined || fromEnv.trim() === "" ? undefined : fromEnv);
+  const result = Args.safeParse({ ...values, "max-input-bytes": maxInputBytes, input: parsed.positionals[0] });
   if (!result.success) throw usageError(result.error);
   return result.data;
 }
@@ -114,7 +124,7 @@ function timestamp(date: Date): string {
 
 /** `googlenet-eval score <images> --model FILE.onnx ...`. */
 export async function scoreCommand(argv: string[], env: NodeJS.ProcessEnv = process.env): Promise<number> {
-  const args = parse(argv);
+  const args = parse(argv, env);
   if (!args) {
     process.stdout.write(`${HELP}\n`);
     return 0;
@@ -144,6 +154,7 @@ export async function scoreCommand(argv: string[], env: NodeJS.ProcessEnv = proc
     ...(args["require-gpu"] ? { requireGpu: true } : {}),
     ...(args["tfjs-workers"] !== undefined ? { tfjsWorkers: args["tfjs-workers"] } : {}),
     ...(args["max-pixels"] !== undefined ? { maxPixels: args["max-pixels"] } : {}),
+    ...(args["max-input-bytes"] !== undefined ? { inputMaxBytes: args["max-input-bytes"] } : {}),
   });
   return 0;
 }

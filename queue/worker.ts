@@ -65,6 +65,8 @@ export interface WorkerOptions {
   readonly modelCacheSize?: number;
   /** Crops per engine call. Default: the scorer's. */
   readonly cropsPerCall?: number;
+  /** Largest batch input object read, in bytes; a larger one is its error record. Default: DEFAULT_INPUT_MAX_BYTES (50 MiB). */
+  readonly inputMaxBytes?: number;
   /** Rewritten on every turn of the loop and after each image, for the container health check. */
   readonly healthFile?: string;
   /** Receives one JSON object per event. Default: one JSON line on stdout. */
@@ -194,7 +196,7 @@ class WorkerLoop {
     if (!Number.isInteger(cacheSize) || cacheSize < 1) throw new ConfigurationError(`model cache size must be a positive integer, got ${cacheSize}`);
     this.models = new ModelCache(cacheSize, parts.loadModel);
     this.manifests = new ManifestCache(parts.s3);
-    this.context = { s3: parts.s3, classNames: options.classNames, models: this.models, cropsPerCall: options.cropsPerCall, log: parts.log };
+    this.context = { s3: parts.s3, classNames: options.classNames, models: this.models, cropsPerCall: options.cropsPerCall, inputMaxBytes: options.inputMaxBytes, log: parts.log };
     this.hold = {
       sqs: parts.sqs,
       queueUrl: options.queueUrl,

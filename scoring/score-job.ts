@@ -25,6 +25,7 @@ import type { RunHeader } from "./run-header.js";
 import { RUN_HEADER_FILE, assertSameRun, formatRunHeader, readRunHeader } from "./run-header.js";
 import { readUrl } from "../storage/open-location.js";
 import type { ImageInput } from "./scorer.js";
+import { DEFAULT_INPUT_MAX_BYTES } from "./image-input.js";
 import { scoreImages } from "./scorer.js";
 import type { Location } from "../storage/location.js";
 import { LocalLocation, isS3Url, sha256OfBytes } from "../storage/location.js";
@@ -67,6 +68,8 @@ export interface ScoreJobOptions extends EngineSettings {
   readonly applyExifOrientation?: boolean;
   /** Pixel limit per image. Default: decode.ts's (100 million). */
   readonly maxPixels?: number;
+  /** Largest input object read, in bytes; a larger one is its error record. Default: DEFAULT_INPUT_MAX_BYTES (50 MiB). */
+  readonly inputMaxBytes?: number;
   /** Show progress on stderr. Default: true. */
   readonly progress?: boolean;
   /** Where the Table 3 block and notices go. Defaults: process.stdout, process.stderr. */
@@ -332,7 +335,7 @@ async function scorePending(pass: ScoringPass): Promise<{ processed: number; sco
   const todo = inputs.keys.filter((key) => !writer.isDone(key));
   const resumed = inputs.keys.length - todo.length;
   if (resumed > 0) pass.stderr.write(`resuming: ${resumed} of ${inputs.keys.length} images already in ${options.out}\n`);
-  const images: ImageInput[] = todo.map((key) => ({ key, label: inputs.labelOf(key), read: () => options.input.read(key) }));
+  const images: ImageInput[] = todo.map((key) => ({ key, label: inputs.labelOf(key), read: () => options.input.read(key, { maxBytes: options.inputMaxBytes ?? DEFAULT_INPUT_MAX_BYTES }) }));
   const progress =
     options.progress === false ? undefined : createProgress({ total: todo.length, stream: pass.stderr });
   const checkpointMs = (options.checkpointSeconds ?? 300) * 1000;
