@@ -204,6 +204,30 @@ describe("the worker under storage faults, poison messages and stops (fauxqs beh
     expect(dead).toHaveLength(1);
   });
 
+  it("an input over --max-input-bytes is that image's error record with a fixed reason; the batch is done", async () => {
+    // Prepare: a 30 MiB object named .jpg (sent as a multipart upload) next to a real photo.
+    emulator.server.createBucket("capped19");
+    const bucket = new S3Location("s3://capped19", emulator.s3);
+    await bucket.write("in/a-huge.jpg", Buffer.alloc(30 * 1024 * 1024, 0xff));
+    await bucket.write(`in/${PHOTOS[0]}`, await readFile(join(SAMPLES, PHOTOS[0] as string)));
+    const pair = emulator.createQueue("capped", { visibilityTimeoutSeconds: 30, maxReceiveCount: 2 });
+    const out = new S3Location("s3://data/runs/capped", emulator.s3);
+    await planRun({
+      input: "s3://capped19/in", out: out.url, queueUrl: pair.queueUrl, models: ["s3://data/models/bvlc-googlenet.onnx"],
+      synsets, crops: 1, batchSize: 2, engine: "onnxruntime", runId: "capped", clients: { s3: emulator.s3, sqs: emulator.sqs },
+    });
+    const log: Record<string, unknown>[] = [];
+
+    // Act
+    const stats = await inProcessWorker(pair.queueUrl, log, { inputMaxBytes: 1024 * 1024 });
+
+    // Assess
+    expect(stats).toMatchObject({ batches: 1, failedMessages: 0 });
+    const records = await batchRecords(out);
+    expect(records.get("a-huge.jpg")).toEqual({ key: "a-huge.jpg", error: "a-huge.jpg: larger than the input limit of 1048576 bytes" });
+    expect("top5" in (records.get(PHOTOS[0] as string) ?? {})).toBe(true);
+  });
+
   it("poison messages go to the dead-letter queue at once with the reason, costing no visibility timeout", async () => {
     // Prepare: a visibility timeout far longer than the test, so waiting for it would show.
     const pair = emulator.createQueue("poison", { visibilityTimeoutSeconds: 300, maxReceiveCount: 5 });
