@@ -198,6 +198,32 @@ describe("score --device cuda on a host without CUDA", () => {
   });
 });
 
+describe("score: an input over the byte cap", () => {
+  it("is its error record with a fixed reason (--max-input-bytes, or its variable), and a bad cap is refused naming it", async () => {
+    // Prepare: a 30 MiB file named .jpg beside a real photo.
+    const folder = join(work, "with-huge");
+    await mkdir(folder);
+    await copyFile(join(SAMPLES, PHOTOS[0]), join(folder, PHOTOS[0]));
+    await writeFile(join(folder, "huge.jpg"), Buffer.alloc(30 * 1024 * 1024, 0xff));
+    const args = (out: string, ...extra: string[]) => localArgs(join(work, out), BVLC, ...extra).map((arg) => (arg === images ? folder : arg));
+
+    // Act
+    const byFlag = await runCli(args("huge-flag", "--max-input-bytes", "1048576"));
+    const byEnv = await runCli(args("huge-env"), { GOOGLENET_EVAL_MAX_INPUT_BYTES: "1048576" });
+    const bad = await runCli(args("huge-bad"), { GOOGLENET_EVAL_MAX_INPUT_BYTES: "lots" });
+
+    // Assess
+    for (const [run, out] of [[byFlag, "huge-flag"], [byEnv, "huge-env"]] as const) {
+      expect(run.code, run.out).toBe(0);
+      const records = parseResults(await readFile(join(work, out, "results.jsonl"), "utf8"));
+      expect(records.find((record) => record.key === "huge.jpg")).toEqual({ key: "huge.jpg", error: "huge.jpg: larger than the input limit of 1048576 bytes" });
+      expect(records.some((record) => record.key === PHOTOS[0] && "top5" in record)).toBe(true);
+    }
+    expect(bad.code).toBe(2);
+    expect(bad.out).toContain("GOOGLENET_EVAL_MAX_INPUT_BYTES");
+  });
+});
+
 describe("score: a local read that fails for another reason than a missing file", () => {
   it("stops naming the key and the cause, with no record for it", async () => {
     // Prepare: a symbolic link to itself is listed like an image, and reading it fails with ELOOP.
