@@ -51,7 +51,7 @@ options:
   --preprocess NAME        bvlc or torchvision, for ONNX graphs not recognised as GoogLeNet
                            (engine onnxruntime or auto); recorded in the manifest
   --exif-orientation       rotate images by their EXIF orientation (default off, as ImageNet)
-  --max-pixels N           larger images become failed records, 1 or more (default ${DEFAULT_MAX_PIXELS})
+  --max-pixels N           larger images become error records, 1 or more (default ${DEFAULT_MAX_PIXELS})
   --run-id ID              run id (default: UTC time and a random suffix)
   --synsets FILE|s3://...  synset_words.txt for another label set (default: $${SYNSETS_ENV}, else
                            the 1000 ImageNet classes built in)

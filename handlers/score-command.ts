@@ -6,12 +6,16 @@ import { ConfigurationError, RunInterruptedError } from "../model/errors.js";
 import { BACKEND_CHOICES } from "../model/load.js";
 import { ORT_DEVICES } from "../model/ort/engine.js";
 import { FLAVOURS } from "../model/preprocess.js";
+import { DEFAULT_INPUT_MAX_BYTES } from "../scoring/image-input.js";
 import { runScoreJob, type ScoreJobOptions } from "../scoring/score-job.js";
 import { isS3Url } from "../storage/location.js";
 import { openLocation } from "../storage/open-location.js";
 import { checkSynsetsSource, describeSynsets, SYNSETS_ENV, synsetsSource } from "./class-names.js";
 import { choiceFlag, engineFlag, OLD_SPELLINGS_UNTIL, parseFlags, positiveIntFlag, takeOldSpellings, usageError } from "./flags.js";
 import { graphEditsHelp, graphEditsSetting } from "./graph-edits.js";
+
+/** Environment variable for --max-input-bytes. */
+export const MAX_INPUT_BYTES_ENV = "GOOGLENET_EVAL_MAX_INPUT_BYTES";
 
 const HELP = `usage: googlenet-eval score <images> --model FILE.onnx [--model FILE.onnx ...] [options]
 
@@ -51,7 +55,9 @@ options:
   --tfjs-workers N      tfjs worker threads on the wasm/cpu backends, one network each, 1 or more (default: all cores)
 ${graphEditsHelp(24)}
   --exif-orientation    rotate images by their EXIF orientation (default off, as ImageNet)
-  --max-pixels N        refuse larger images as failed records, 1 or more (default 100000000)
+  --max-pixels N        larger images become error records, 1 or more (default 100000000)
+  --max-input-bytes N   larger image files become error records, never read whole
+                        (default: $${MAX_INPUT_BYTES_ENV}, else ${DEFAULT_INPUT_MAX_BYTES})
   --synsets FILE        synset_words.txt for another label set (default: $${SYNSETS_ENV}, else the
                         1000 ImageNet classes built in)
   -h, --help            show this help
@@ -84,13 +90,14 @@ const Args = z.object({
   "no-graph-edits": z.boolean().default(false),
   "exif-orientation": z.boolean().default(false),
   "max-pixels": positiveIntFlag("--max-pixels"),
+  "max-input-bytes": positiveIntFlag(`--max-input-bytes / ${MAX_INPUT_BYTES_ENV}`),
   synsets: z.string().optional(),
   "no-label-check": z.boolean().default(false),
   classes: z.string().min(1, "--classes must name a file").optional(),
 });
 type ScoreArgs = z.infer<typeof Args>;
 
-function parse(argv: string[]): ScoreArgs | undefined {
+function parse(argv: string[], env: NodeJS.ProcessEnv): ScoreArgs | undefined {
   const parsed = parseFlags("score", {
     args: argv,
     allowPositionals: true,
@@ -114,6 +121,7 @@ function parse(argv: string[]): ScoreArgs | undefined {
       "no-graph-edits": { type: "boolean" },
       "exif-orientation": { type: "boolean" },
       "max-pixels": { type: "string" },
+      "max-input-bytes": { type: "string" },
       synsets: { type: "string" },
       "no-label-check": { type: "boolean" },
       classes: { type: "string" },
@@ -125,7 +133,9 @@ function parse(argv: string[]): ScoreArgs | undefined {
     throw new ConfigurationError(`expected one image folder, got ${parsed.positionals.length}: ${parsed.positionals.join(" ")}`);
   }
   const values = takeOldSpellings("score", parsed.values, OLD_SPELLINGS);
-  const result = Args.safeParse({ ...values, input: parsed.positionals[0] });
+  const fromEnv = env[MAX_INPUT_BYTES_ENV];
+  const maxInputBytes = values["max-input-bytes"] ?? (fromEnv === undefined || fromEnv.trim() === "" ? undefined : fromEnv);
+  const result = Args.safeParse({ ...values, "max-input-bytes": maxInputBytes, input: parsed.positionals[0] });
   if (!result.success) throw usageError(result.error);
   return result.data;
 }
@@ -165,7 +175,7 @@ function signalExitCode(name: string): number {
 
 /** `googlenet-eval score <images> --model FILE.onnx ...`. */
 export async function scoreCommand(argv: string[], env: NodeJS.ProcessEnv = process.env): Promise<number> {
-  const args = parse(argv);
+  const args = parse(argv, env);
   if (!args) {
     process.stdout.write(`${HELP}\n`);
     return 0;
@@ -218,6 +228,7 @@ function scoreJobOptions(args: ScoreArgs, out: string, synsets: string, signal: 
     ...(args["tfjs-workers"] !== undefined ? { tfjsWorkers: args["tfjs-workers"] } : {}),
     ...(graphEdits ? {} : { graphEdits: false }),
     ...(args["max-pixels"] !== undefined ? { maxPixels: args["max-pixels"] } : {}),
+    ...(args["max-input-bytes"] !== undefined ? { inputMaxBytes: args["max-input-bytes"] } : {}),
     signal,
   };
 }

@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { DEFAULT_INPUT_MAX_BYTES } from "../scoring/image-input.js";
 import { BackendUnavailableError, ConfigurationError, DeadlineExceededError } from "../model/errors.js";
 import type { CropCount } from "../model/predict.js";
 import type { Synsets } from "../model/synsets.js";
@@ -39,6 +40,8 @@ export const WORKER_ENV = {
   cropsPerCall: "CROPS_PER_CALL",
   /** onnxruntime threads. */
   threads: "THREADS",
+  /** Largest batch input object read, in bytes. */
+  maxInputBytes: "MAX_INPUT_BYTES",
   /** tfjs backend: auto, tensorflow, wasm or cpu. */
   backend: "TFJS_BACKEND",
   /** "off": onnxruntime runs the ONNX file as stored, without the graph edits (the same for score). */
@@ -82,6 +85,7 @@ options (each flag falls back to the environment variable named):
   --device NAME               onnxruntime device: cpu or cuda ($${WORKER_ENV.device}, else cpu)
 ${graphEditsHelp(30)}
   --crops-per-call N          crops per engine call, 1 or more ($${WORKER_ENV.cropsPerCall}, else the scorer's 16)
+  --max-input-bytes N         larger batch inputs become error records, never read whole ($${WORKER_ENV.maxInputBytes}, else ${DEFAULT_INPUT_MAX_BYTES})
   --require-gpu               exit 1 with the reason unless the GPU loads: tfjs on native TensorFlow's GPU, or
                               onnxruntime with --device cuda ($${WORKER_ENV.requireGpu}=true)
   --deadline S                seconds one message may take, ${MIN_DEADLINE} to ${MAX_SECONDS} ($${WORKER_ENV.deadline}, else ${DEFAULT_BATCH_DEADLINE_SECONDS})
@@ -118,6 +122,7 @@ const Settings = z
     threads: positiveIntFlag(`--threads / ${WORKER_ENV.threads}`),
     device: choiceFlag(`--device / ${WORKER_ENV.device}`, ORT_DEVICES).optional(),
     cropsPerCall: positiveIntFlag(`--crops-per-call / ${WORKER_ENV.cropsPerCall}`),
+    maxInputBytes: positiveIntFlag(`--max-input-bytes / ${WORKER_ENV.maxInputBytes}`),
     requireGpu: z
       .string()
       .refine((value) => [...TRUE_WORDS, ...FALSE_WORDS].includes(value.toLowerCase()), `${WORKER_ENV.requireGpu} must be true or false`)
@@ -193,6 +198,7 @@ export function parseWorkerArgs(argv: string[], env: NodeJS.ProcessEnv = process
       device: { type: "string" },
       "crops-per-call": { type: "string" },
       "no-graph-edits": { type: "boolean" },
+      "max-input-bytes": { type: "string" },
       "require-gpu": { type: "boolean" },
       deadline: { type: "string" },
       "visibility-timeout": { type: "string" },
@@ -220,6 +226,7 @@ export function parseWorkerArgs(argv: string[], env: NodeJS.ProcessEnv = process
     threads: values.threads ?? fromEnv("threads"),
     device: values.device ?? fromEnv("device"),
     cropsPerCall: values["crops-per-call"] ?? fromEnv("cropsPerCall"),
+    maxInputBytes: values["max-input-bytes"] ?? fromEnv("maxInputBytes"),
     requireGpu: values["require-gpu"] ? "true" : fromEnv("requireGpu"),
     deadline: values.deadline ?? fromEnv("deadline"),
     visibilityTimeout: values["visibility-timeout"] ?? fromEnv("visibilityTimeout"),
@@ -258,6 +265,7 @@ export function workerOptionsFrom(settings: WorkerSettings, synsets: Synsets): W
     ...optional("waitTimeSeconds", settings.wait),
     ...optional("modelCacheSize", settings.modelCache),
     ...optional("cropsPerCall", settings.cropsPerCall),
+    ...optional("inputMaxBytes", settings.maxInputBytes),
     ...optional("healthFile", settings.healthFile),
     ...optional("dropInput", settings.dropInput),
     ...(settings.model !== undefined && settings.dropOut !== undefined

@@ -82,7 +82,20 @@ export class ModelOutputError extends GoogLeNetEvalError {
  * failed read, a timeout, a broken model) is a fault that fails the batch or the run.
  */
 export function isImageFault(error: unknown): boolean {
-  return error instanceof ImageDecodeError || error instanceof MissingObjectError;
+  return error instanceof ImageDecodeError || error instanceof MissingObjectError || error instanceof ObjectTooLargeError;
+}
+
+/**
+ * An input object over the byte cap, found by its size before the read or by counting while
+ * reading (it can grow in between); the image's own fault, so it becomes its error record.
+ */
+export class ObjectTooLargeError extends GoogLeNetEvalError {
+  readonly maxBytes: number;
+  constructor(message: string, maxBytes: number, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = "ObjectTooLargeError";
+    this.maxBytes = maxBytes;
+  }
 }
 
 /** A queued batch that did not finish within its deadline; the worker hands it back and exits. */

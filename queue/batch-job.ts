@@ -1,3 +1,4 @@
+import { DEFAULT_INPUT_MAX_BYTES } from "../scoring/image-input.js";
 import type { S3Client } from "@aws-sdk/client-s3";
 import { StorageError } from "../model/errors.js";
 import { measureEngines } from "../model/engine-meter.js";
@@ -27,6 +28,8 @@ export interface JobContext {
   readonly models: ModelCache;
   /** Crops per engine call. Default: the scorer's. */
   readonly cropsPerCall?: number | undefined;
+  /** Largest input object read, in bytes; a larger one is its error record. Default: DEFAULT_INPUT_MAX_BYTES. */
+  readonly inputMaxBytes?: number | undefined;
   readonly log: (entry: Record<string, unknown>) => void;
 }
 
@@ -134,7 +137,7 @@ export async function runBatchJob(context: JobContext, held: HeldMessage, manife
   // Device, crops/s and the share of the batch the engines sat idle (on a GPU: waiting for the host).
   const usage = measureEngines(loaded.map((model) => model.engine));
   const input = openLocation(manifest.input, { s3: context.s3 });
-  const inputs: ImageInput[] = batch.keys.map((key, i) => ({ key, label: batch.labels[i] ?? null, read: () => input.read(key) }));
+  const inputs: ImageInput[] = batch.keys.map((key, i) => ({ key, label: batch.labels[i] ?? null, read: () => input.read(key, { maxBytes: context.inputMaxBytes ?? DEFAULT_INPUT_MAX_BYTES }) }));
   const records = await scoreHeld(context, held, inputs, loaded, {
     crops: manifest.crops,
     applyExifOrientation: manifest.applyExifOrientation,

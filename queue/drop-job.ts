@@ -68,7 +68,8 @@ async function inputsFor(context: JobContext, wanted: readonly Wanted[], maxByte
       buckets.set(object.bucket, bucket);
     }
     const source = bucket;
-    inputs.push({ key: object.key, label: null, read: () => source.read(object.key) });
+    // The event's size can be stale (the key rewritten since): the read itself is capped too.
+    inputs.push({ key: object.key, label: null, read: () => source.read(object.key, { maxBytes }) });
   }
   return { inputs, oversized };
 }

@@ -76,6 +76,8 @@ export interface WorkerOptions {
   readonly modelCacheSize?: number;
   /** Crops per engine call. Default: the scorer's. */
   readonly cropsPerCall?: number;
+  /** Largest batch input object read, in bytes; a larger one is its error record. Default: DEFAULT_INPUT_MAX_BYTES (50 MiB). */
+  readonly inputMaxBytes?: number;
   /** Rewritten on every turn of the loop and after each image, for the container health check. */
   readonly healthFile?: string;
   /** Receives one JSON object per event. Default: one JSON line on stdout. */
@@ -231,7 +233,7 @@ class WorkerLoop {
     // One HEAD per model per message: how a warm worker sees a model replaced at its URL.
     this.models = new ModelCache(cacheSize, parts.loadModel, (url) => objectVersion(url, parts.s3));
     this.manifests = new ManifestCache(parts.s3);
-    this.context = { s3: parts.s3, classNames: options.classNames, models: this.models, cropsPerCall: options.cropsPerCall, log: parts.log };
+    this.context = { s3: parts.s3, classNames: options.classNames, models: this.models, cropsPerCall: options.cropsPerCall, inputMaxBytes: options.inputMaxBytes, log: parts.log };
     this.hold = {
       sqs: parts.sqs,
       queueUrl: options.queueUrl,

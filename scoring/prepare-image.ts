@@ -1,6 +1,6 @@
 import type { DecodedImage } from "../model/image/decode.js";
 import { decodeImage } from "../model/image/decode.js";
-import { MissingObjectError, StorageError, isImageFault } from "../model/errors.js";
+import { MissingObjectError, ObjectTooLargeError, StorageError, isImageFault } from "../model/errors.js";
 import type { ImageInput } from "./image-input.js";
 
 /** An input read and decoded, or the image's own error record. */
@@ -59,6 +59,7 @@ export async function prepareImage(input: ImageInput, options: PrepareOptions): 
     // A fixed sentence, not the storage's text (which names a local absolute path), so the
     // record is the same on every machine.
     if (error instanceof MissingObjectError) return { key: input.key, error: `${input.key}: not found (listed, but gone when read)` };
+    if (error instanceof ObjectTooLargeError) return { key: input.key, error: `${input.key}: larger than the input limit of ${error.maxBytes} bytes` };
     if (isImageFault(error)) return { key: input.key, error: messageOf(error) };
     throw readFault(input.key, error);
   }

@@ -30,6 +30,7 @@ import type { RunHeader } from "./run-header.js";
 import { RUN_HEADER_FILE, assertSameRun, formatRunHeader, inputOfRun, readRunHeader } from "./run-header.js";
 import { readUrl } from "../storage/open-location.js";
 import type { ImageInput } from "./scorer.js";
+import { DEFAULT_INPUT_MAX_BYTES } from "./image-input.js";
 import { scoreImages } from "./scorer.js";
 import type { Location } from "../storage/location.js";
 import { LocalLocation, isS3Url, sha256OfBytes } from "../storage/location.js";
@@ -117,6 +118,8 @@ export interface ScoreJobOptions extends EngineSettings {
    * diagnosis is only printed. Default: true.
    */
   readonly labelCheck?: boolean;
+  /** Largest input object read, in bytes; a larger one is its error record. Default: DEFAULT_INPUT_MAX_BYTES (50 MiB). */
+  readonly inputMaxBytes?: number;
   /** Show progress on stderr. Default: true. */
   readonly progress?: boolean;
   /** Where the Table 3 block and notices go. Defaults: process.stdout, process.stderr. */
@@ -564,7 +567,7 @@ async function scorePending(pass: ScoringPass): Promise<{ processed: number; sco
   const check = new LabelCheck();
   // A resumed run is checked on the records it already has, so a bad run stops before more work.
   for (const record of writer.records(inputs.keys)) labelVerdict(pass, check.add(record));
-  const images: ImageInput[] = todo.map((key) => ({ key, label: inputs.labelOf(key), read: () => options.input.read(key) }));
+  const images: ImageInput[] = todo.map((key) => ({ key, label: inputs.labelOf(key), read: () => options.input.read(key, { maxBytes: options.inputMaxBytes ?? DEFAULT_INPUT_MAX_BYTES }) }));
   const progress =
     options.progress === false ? undefined : createProgress({ total: todo.length, stream: pass.stderr });
   const checkpointMs = (options.checkpointSeconds ?? 300) * 1000;

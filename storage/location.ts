@@ -2,7 +2,7 @@ import { createHash, randomBytes } from "node:crypto";
 import { createReadStream } from "node:fs";
 import { mkdir, readFile, readdir, rename, rm, stat, writeFile } from "node:fs/promises";
 import { dirname, join, relative, resolve, sep } from "node:path";
-import { MissingObjectError, StorageError } from "../model/errors.js";
+import { MissingObjectError, ObjectTooLargeError, StorageError } from "../model/errors.js";
 
 /**
  * A folder of objects addressed by `/`-separated keys: a local directory or an S3 prefix.
@@ -14,7 +14,8 @@ export interface Location {
   readonly url: string;
   /** Every key below this location, relative to it, `/`-separated, in sorted order. */
   list(): AsyncIterable<string>;
-  read(key: string): Promise<Buffer>;
+  /** Reads a whole object; with `maxBytes`, one larger is an ObjectTooLargeError, never read whole. */
+  read(key: string, options?: ReadOptions): Promise<Buffer>;
   /** Reads a key, or returns undefined when it does not exist. */
   readIfExists(key: string): Promise<Buffer | undefined>;
   /** Writes a whole object, replacing any earlier one (atomically for local folders). */
@@ -30,12 +31,31 @@ export interface Location {
   child(key: string): Location;
 }
 
+export interface ReadOptions {
+  /** Largest object, in bytes, to read. Default: no cap. */
+  readonly maxBytes?: number | undefined;
+}
+
 /** Rejects keys that would escape their location ("..", absolute, empty segments). */
 export function assertSafeKey(key: string): void {
   const parts = key.split("/");
   if (key.length === 0 || key.startsWith("/") || parts.some((p) => p === "" || p === "." || p === "..")) {
     throw new StorageError(`unsafe key "${key}": keys must be relative, without "." or ".." segments`);
   }
+}
+
+/** Reads a file of at most `maxBytes`, counting while reading, since the file can grow after a stat. */
+async function readCapped(path: string, maxBytes: number): Promise<Buffer> {
+  const { size } = await stat(path);
+  if (size > maxBytes) throw new ObjectTooLargeError(`${path}: ${size} bytes, more than the limit of ${maxBytes}`, maxBytes);
+  const chunks: Buffer[] = [];
+  let total = 0;
+  for await (const chunk of createReadStream(path, { end: maxBytes })) {
+    total += (chunk as Buffer).length;
+    if (total > maxBytes) throw new ObjectTooLargeError(`${path}: more than the limit of ${maxBytes} bytes`, maxBytes);
+    chunks.push(chunk as Buffer);
+  }
+  return Buffer.concat(chunks, total);
 }
 
 export class LocalLocation implements Location {
@@ -68,10 +88,11 @@ export class LocalLocation implements Location {
     yield* keys;
   }
 
-  async read(key: string): Promise<Buffer> {
+  async read(key: string, options: ReadOptions = {}): Promise<Buffer> {
     try {
-      return await readFile(this.pathOf(key));
+      return options.maxBytes === undefined ? await readFile(this.pathOf(key)) : await readCapped(this.pathOf(key), options.maxBytes);
     } catch (error) {
+      if (error instanceof ObjectTooLargeError) throw error;
       const Kind = (error as NodeJS.ErrnoException).code === "ENOENT" ? MissingObjectError : StorageError;
       throw new Kind(`cannot read ${this.pathOf(key)}: ${(error as Error).message}`, { cause: error });
     }

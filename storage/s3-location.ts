@@ -1,14 +1,15 @@
 import {
   DeleteObjectsCommand,
   GetObjectCommand,
+  HeadBucketCommand,
   HeadObjectCommand,
   ListObjectsV2Command,
   type S3Client,
 } from "@aws-sdk/client-s3";
 import { Upload } from "@aws-sdk/lib-storage";
-import { MissingObjectError, StorageError } from "../model/errors.js";
+import { MissingObjectError, ObjectTooLargeError, StorageError } from "../model/errors.js";
 import { defaultS3Client } from "./aws-clients.js";
-import { assertSafeKey, parseS3Url, type Location } from "./location.js";
+import { assertSafeKey, parseS3Url, type Location, type ReadOptions } from "./location.js";
 
 /**
  * Part size for uploads. S3 needs at least 5 MiB per part; staying well under the 11 MiB request
@@ -23,10 +24,16 @@ function errorName(error: unknown): string | undefined {
   return (error as { name?: string } | undefined)?.name;
 }
 
-function isNotFound(error: unknown): boolean {
-  const name = errorName(error);
-  const status = (error as { $metadata?: { httpStatusCode?: number } } | undefined)?.$metadata?.httpStatusCode;
-  return name === "NoSuchKey" || name === "NotFound" || status === 404;
+function httpStatus(error: unknown): number | undefined {
+  return (error as { $metadata?: { httpStatusCode?: number } } | undefined)?.$metadata?.httpStatusCode;
+}
+
+/**
+ * Only S3's NoSuchKey says the object is gone. Any other 404 (NoSuchBucket above all: a bucket
+ * deleted after `plan`) is a storage fault, or every image of a run would become an error record.
+ */
+function isNoSuchKey(error: unknown): boolean {
+  return errorName(error) === "NoSuchKey";
 }
 
 export interface S3LocationOptions {
@@ -90,8 +97,8 @@ export class S3Location implements Location {
     yield* keys;
   }
 
-  async read(key: string): Promise<Buffer> {
-    const bytes = await this.readIfExists(key);
+  async read(key: string, options: ReadOptions = {}): Promise<Buffer> {
+    const bytes = options.maxBytes === undefined ? await this.readIfExists(key) : await this.readCappedIfExists(key, options.maxBytes);
     if (bytes === undefined) {
       throw new MissingObjectError(`cannot read s3://${this.bucket}/${this.objectKey(key)}: no such key`);
     }
@@ -105,10 +112,45 @@ export class S3Location implements Location {
       if (response.Body === undefined) return Buffer.alloc(0);
       return Buffer.from(await response.Body.transformToByteArray());
     } catch (error) {
-      if (isNotFound(error)) return undefined;
+      if (isNoSuchKey(error)) return undefined;
       throw new StorageError(`cannot read s3://${this.bucket}/${objectKey}: ${(error as Error).message}`, {
         cause: error,
       });
+    }
+  }
+
+  /**
+   * A GET whose Content-Length is checked before the body is read, and whose body is counted
+   * while reading (the object can be replaced between the two): never more than `maxBytes` + one
+   * chunk in memory.
+   */
+  private async readCappedIfExists(key: string, maxBytes: number): Promise<Buffer | undefined> {
+    const objectKey = this.objectKey(key);
+    const url = `s3://${this.bucket}/${objectKey}`;
+    let body: AsyncIterable<Uint8Array> & { destroy?: () => void };
+    try {
+      const response = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: objectKey }));
+      body = response.Body as unknown as AsyncIterable<Uint8Array> & { destroy?: () => void };
+      if (body === undefined) return Buffer.alloc(0);
+      if ((response.ContentLength ?? 0) > maxBytes) {
+        body.destroy?.();
+        throw new ObjectTooLargeError(`${url}: ${response.ContentLength} bytes, more than the limit of ${maxBytes}`, maxBytes);
+      }
+      const chunks: Uint8Array[] = [];
+      let total = 0;
+      for await (const chunk of body) {
+        total += chunk.length;
+        if (total > maxBytes) {
+          body.destroy?.();
+          throw new ObjectTooLargeError(`${url}: more than the limit of ${maxBytes} bytes`, maxBytes);
+        }
+        chunks.push(chunk);
+      }
+      return Buffer.concat(chunks, total);
+    } catch (error) {
+      if (error instanceof ObjectTooLargeError) throw error;
+      if (isNoSuchKey(error)) return undefined;
+      throw new StorageError(`cannot read ${url}: ${(error as Error).message}`, { cause: error });
     }
   }
 
@@ -136,8 +178,22 @@ export class S3Location implements Location {
       await this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: objectKey }));
       return true;
     } catch (error) {
-      if (isNotFound(error)) return false;
+      // A HEAD answer has no body, so a missing key and a missing bucket are the same bare 404.
+      if (httpStatus(error) === 404 && (await this.bucketExists(objectKey))) return false;
       throw new StorageError(`cannot stat s3://${this.bucket}/${objectKey}: ${(error as Error).message}`, {
+        cause: error,
+      });
+    }
+  }
+
+  /** Whether the bucket answers HeadBucket; a fault other than its absence is a StorageError. */
+  private async bucketExists(objectKey: string): Promise<boolean> {
+    try {
+      await this.client.send(new HeadBucketCommand({ Bucket: this.bucket }));
+      return true;
+    } catch (error) {
+      if (httpStatus(error) === 404) return false;
+      throw new StorageError(`cannot stat bucket ${this.bucket} (for key ${objectKey}): ${(error as Error).message}`, {
         cause: error,
       });
     }

@@ -5,6 +5,7 @@ import sharp from "sharp";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { loadEngine } from "../../model/load.js";
 import { readSynsets } from "../../model/synsets.js";
+import { runWorker } from "../../queue/worker.js";
 import type { ResultRecord, ScoredRecord } from "../../scoring/records.js";
 import { S3Location } from "../../storage/s3-location.js";
 import { scoreImages } from "../../scoring/scorer.js";
@@ -45,6 +46,33 @@ describe("drop folder: S3 event messages to <drop-out>/<key>.json", () => {
   afterAll(async () => {
     worker?.killGroup("SIGKILL");
     await emulator?.stop();
+  });
+
+  it("an object rewritten larger than the cap after its event is capped on the read: its error record, never read whole", async () => {
+    // Prepare: the event says 1,000 bytes; the key now holds 30 MiB (a multipart upload).
+    const key = "drop/rewritten.jpg";
+    await new S3Location("s3://photos", emulator.s3).write(key, Buffer.alloc(30 * 1024 * 1024, 0xff));
+    const pair = emulator.createQueue("drops-capped", { visibilityTimeoutSeconds: 30, maxReceiveCount: 2 });
+    await emulator.sqs.send(new SendMessageCommand({ QueueUrl: pair.queueUrl, MessageBody: s3EventBody("photos", [{ key, size: 1000 }]) }));
+    const log: Record<string, unknown>[] = [];
+
+    // Act
+    const stats = await runWorker({
+      queueUrl: pair.queueUrl,
+      classNames: (await readSynsets(SYNSETS)).names,
+      clients: { s3: emulator.s3, sqs: emulator.sqs },
+      waitTimeSeconds: 1,
+      untilEmpty: true,
+      engineSettings: { threads: 1 },
+      log: (entry) => log.push(entry),
+      dropInput: "s3://photos/drop/",
+      drop: { model: "s3://photos/models/bvlc-googlenet.onnx", engine: "onnxruntime", crops: 1, out: "s3://photos/capped-results", maxBytes: 1024 * 1024 },
+    });
+
+    // Assess
+    expect(stats).toMatchObject({ dropMessages: 1, failedMessages: 0 });
+    const record = JSON.parse((await new S3Location("s3://photos/capped-results", emulator.s3).read(`${key}.json`)).toString("utf8")) as unknown;
+    expect(record).toEqual({ key, error: `${key}: larger than the input limit of 1048576 bytes` });
   });
 
   it("writes exactly one result per new image, keyed by the original key, and nothing else", async () => {

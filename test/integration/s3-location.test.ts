@@ -1,7 +1,7 @@
 import { readFile } from "node:fs/promises";
 import type { S3Client } from "@aws-sdk/client-s3";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { StorageError } from "../../model/errors.js";
+import { ObjectTooLargeError, StorageError } from "../../model/errors.js";
 import { createS3Client } from "../../storage/aws-clients.js";
 import { S3Location } from "../../storage/s3-location.js";
 import { readUrl } from "../../storage/open-location.js";
@@ -59,6 +59,27 @@ describe("S3Location against the emulator", () => {
     await expect(root.read("nope.txt")).rejects.toThrow(/s3:\/\/store\/runs\/one\/nope\.txt: no such key/);
     expect(() => root.child("..")).toThrow(StorageError);
     await expect(root.write("../escape.txt", "x")).rejects.toThrow(StorageError);
+  });
+
+  it("a missing bucket is a StorageError naming bucket and key, not a missing key", async () => {
+    // Prepare: a bucket that never existed, as one deleted after `plan` answers NoSuchBucket
+    const gone = new S3Location("s3://no-such-bucket-19/in", emulator.s3);
+    // Act / Assess
+    await expect(gone.readIfExists("a.jpg")).rejects.toThrow(StorageError);
+    await expect(gone.read("a.jpg")).rejects.toThrow(/no-such-bucket-19\/in\/a\.jpg/);
+    await expect(gone.exists("a.jpg")).rejects.toThrow(/no-such-bucket-19.*in\/a\.jpg/);
+  });
+
+  it("read with maxBytes: a 20 MiB object over a 1 MiB cap is an ObjectTooLargeError naming it; one under it reads whole", async () => {
+    // Prepare
+    const store = new S3Location("s3://store/caps", emulator.s3);
+    await store.write("big.jpg", Buffer.alloc(20 * 1024 * 1024, 7));
+    await store.write("small.jpg", Buffer.alloc(1024 * 1024, 7));
+    // Act / Assess
+    await expect(store.read("big.jpg", { maxBytes: 1024 * 1024 })).rejects.toThrow(ObjectTooLargeError);
+    await expect(store.read("big.jpg", { maxBytes: 1024 * 1024 })).rejects.toThrow(/s3:\/\/store\/caps\/big\.jpg: 20971520 bytes, more than the limit of 1048576/);
+    expect((await store.read("small.jpg", { maxBytes: 1024 * 1024 })).length).toBe(1024 * 1024);
+    await expect(store.read("gone.jpg", { maxBytes: 1024 })).rejects.toThrow(/no such key/);
   });
 
   it("uploads the 28 MB model in parts, and it reads back byte for byte", async () => {

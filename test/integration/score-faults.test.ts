@@ -198,6 +198,32 @@ describe("score --device cuda on a host without CUDA", () => {
   });
 });
 
+describe("score: an input over the byte cap", () => {
+  it("is its error record with a fixed reason (--max-input-bytes, or its variable), and a bad cap is refused naming it", async () => {
+    // Prepare: a 30 MiB file named .jpg beside a real photo.
+    const folder = join(work, "with-huge");
+    await mkdir(folder);
+    await copyFile(join(SAMPLES, PHOTOS[0]), join(folder, PHOTOS[0]));
+    await writeFile(join(folder, "huge.jpg"), Buffer.alloc(30 * 1024 * 1024, 0xff));
+    const args = (out: string, ...extra: string[]) => localArgs(join(work, out), BVLC, ...extra).map((arg) => (arg === images ? folder : arg));
+
+    // Act
+    const byFlag = await runCli(args("huge-flag", "--max-input-bytes", "1048576"));
+    const byEnv = await runCli(args("huge-env"), { GOOGLENET_EVAL_MAX_INPUT_BYTES: "1048576" });
+    const bad = await runCli(args("huge-bad"), { GOOGLENET_EVAL_MAX_INPUT_BYTES: "lots" });
+
+    // Assess
+    for (const [run, out] of [[byFlag, "huge-flag"], [byEnv, "huge-env"]] as const) {
+      expect(run.code, run.out).toBe(0);
+      const records = parseResults(await readFile(join(work, out, "results.jsonl"), "utf8"));
+      expect(records.find((record) => record.key === "huge.jpg")).toEqual({ key: "huge.jpg", error: "huge.jpg: larger than the input limit of 1048576 bytes" });
+      expect(records.some((record) => record.key === PHOTOS[0] && "top5" in record)).toBe(true);
+    }
+    expect(bad.code).toBe(2);
+    expect(bad.out).toContain("GOOGLENET_EVAL_MAX_INPUT_BYTES");
+  });
+});
+
 describe("score: a local read that fails for another reason than a missing file", () => {
   it("stops naming the key and the cause, with no record for it", async () => {
     // Prepare: a symbolic link to itself is listed like an image, and reading it fails with ELOOP.
@@ -261,6 +287,35 @@ describe("score s3://…: a storage fault stops the run, and the run resumes onc
 
   const resultsAt = async (prefix: string): Promise<ResultRecord[]> =>
     parseResults((await new S3Location(`s3://data/${prefix}`, emulator.s3).read("results.jsonl")).toString("utf8"));
+
+  it("exits 1 naming bucket and key when the input bucket is deleted mid-run, with no record for the image", async () => {
+    // Prepare: photos in a bucket of their own; the first read of one stalls (2 s request
+    // timeout) while the bucket is deleted, so the SDK's retry meets NoSuchBucket.
+    const sdk = await import("@aws-sdk/client-s3");
+    emulator.server.createBucket("photos19");
+    const photos = PHOTOS.slice(0, 2);
+    for (const file of photos) await new S3Location("s3://photos19", emulator.s3).write(`in/${file}`, await readFile(join(SAMPLES, file)));
+    const stalled = proxy.addRule({ method: "GET", path: `/photos19/in/${photos[0]}`, fault: "stall", times: 1 });
+    const out = join(work, "bucket-gone-out");
+    const args = s3Args(out).map((arg) => (arg === "s3://data/validation/" ? "s3://photos19/in/" : arg));
+
+    // Act
+    const cli = spawnCli(args, { ...env, GOOGLENET_EVAL_REQUEST_TIMEOUT_SECONDS: "2" });
+    while (stalled.hits === 0 && cli.child.exitCode === null) await new Promise((done) => setTimeout(done, 50));
+    for (const file of photos) await emulator.s3.send(new sdk.DeleteObjectCommand({ Bucket: "photos19", Key: `in/${file}` }));
+    await emulator.s3.send(new sdk.DeleteBucketCommand({ Bucket: "photos19" }));
+    const code = await cli.exited;
+    const text = [...cli.lines, ...cli.stderr].join("\n");
+    stalled.remove();
+    console.log(`fault: input bucket deleted mid-run -> exit ${code}: ${text.split("\n").filter((l) => /StorageError|error/.test(l)).join(" | ")}`);
+
+    // Assess
+    expect(stalled.hits).toBe(1);
+    expect(code, text).toBe(1);
+    expect(text).toMatch(/StorageError: scoring stopped: cannot read image .*s3:\/\/photos19\/in\/n01440764_tench\.JPEG: .*(NoSuchBucket|bucket)/i);
+    const written = await readFile(join(out, "results.jsonl"), "utf8").catch(() => "");
+    expect(parseResults(written).some((record) => record.key === photos[0])).toBe(false);
+  });
 
   it("exits non-zero on a 403 naming the key, keeps no record for it, then resumes to the clean run's results", async () => {
     // Prepare

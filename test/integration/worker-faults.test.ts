@@ -173,6 +173,61 @@ describe("the worker under storage faults, poison messages and stops (fauxqs beh
     await new S3Location("s3://data", emulator.s3).write(`images/${PHOTOS[3]}`, await readFile(join(SAMPLES, PHOTOS[3] as string)));
   });
 
+  it("an input bucket deleted after plan fails the batch (StorageError naming bucket and key), never error records", async () => {
+    // Prepare: a run over two photos in their own bucket, which is then deleted.
+    const sdk = await import("@aws-sdk/client-s3");
+    emulator.server.createBucket("photos19");
+    const photos = PHOTOS.slice(0, 2);
+    for (const name of photos) await new S3Location("s3://photos19", emulator.s3).write(`in/${name}`, await readFile(join(SAMPLES, name)));
+    const pair = emulator.createQueue("bucket-gone", { visibilityTimeoutSeconds: 2, maxReceiveCount: 2 });
+    const out = new S3Location("s3://data/runs/bucket-gone", emulator.s3);
+    await planRun({
+      input: "s3://photos19/in", out: out.url, queueUrl: pair.queueUrl, models: ["s3://data/models/bvlc-googlenet.onnx"],
+      synsets, crops: 1, batchSize: 2, engine: "onnxruntime", runId: "bucket-gone", clients: { s3: emulator.s3, sqs: emulator.sqs },
+    });
+    for (const name of photos) await emulator.s3.send(new sdk.DeleteObjectCommand({ Bucket: "photos19", Key: `in/${name}` }));
+    await emulator.s3.send(new sdk.DeleteBucketCommand({ Bucket: "photos19" }));
+    const log: Record<string, unknown>[] = [];
+
+    // Act
+    const stats = await inProcessWorker(pair.queueUrl, log);
+
+    // Assess: failed on each receive, came back once, then the dead-letter queue; no batch file.
+    const records = await batchRecords(out);
+    console.log(`fault: input bucket deleted after plan -> ${JSON.stringify(stats)}, ${records.size} records: ${JSON.stringify([...records.values()])}`);
+    const failures = log.filter((entry) => entry.event === "message-failed");
+    expect(failures.map((entry) => [entry.batch, entry.receiveCount])).toEqual([["b00000", 1], ["b00000", 2]]);
+    expect(String(failures[0]?.error)).toMatch(/cannot read s3:\/\/photos19\/in\/.*\.JPEG: .*(NoSuchBucket|bucket)/i);
+    expect(stats).toMatchObject({ batches: 0, failedMessages: 2 });
+    expect(records.size).toBe(0);
+    const dead = emulator.server.inspectQueue(pair.dlqName)?.messages.ready ?? [];
+    expect(dead).toHaveLength(1);
+  });
+
+  it("an input over --max-input-bytes is that image's error record with a fixed reason; the batch is done", async () => {
+    // Prepare: a 30 MiB object named .jpg (sent as a multipart upload) next to a real photo.
+    emulator.server.createBucket("capped19");
+    const bucket = new S3Location("s3://capped19", emulator.s3);
+    await bucket.write("in/a-huge.jpg", Buffer.alloc(30 * 1024 * 1024, 0xff));
+    await bucket.write(`in/${PHOTOS[0]}`, await readFile(join(SAMPLES, PHOTOS[0] as string)));
+    const pair = emulator.createQueue("capped", { visibilityTimeoutSeconds: 30, maxReceiveCount: 2 });
+    const out = new S3Location("s3://data/runs/capped", emulator.s3);
+    await planRun({
+      input: "s3://capped19/in", out: out.url, queueUrl: pair.queueUrl, models: ["s3://data/models/bvlc-googlenet.onnx"],
+      synsets, crops: 1, batchSize: 2, engine: "onnxruntime", runId: "capped", clients: { s3: emulator.s3, sqs: emulator.sqs },
+    });
+    const log: Record<string, unknown>[] = [];
+
+    // Act
+    const stats = await inProcessWorker(pair.queueUrl, log, { inputMaxBytes: 1024 * 1024 });
+
+    // Assess
+    expect(stats).toMatchObject({ batches: 1, failedMessages: 0 });
+    const records = await batchRecords(out);
+    expect(records.get("a-huge.jpg")).toEqual({ key: "a-huge.jpg", error: "a-huge.jpg: larger than the input limit of 1048576 bytes" });
+    expect("top5" in (records.get(PHOTOS[0] as string) ?? {})).toBe(true);
+  });
+
   it("poison messages go to the dead-letter queue at once with the reason, costing no visibility timeout", async () => {
     // Prepare: a visibility timeout far longer than the test, so waiting for it would show.
     const pair = emulator.createQueue("poison", { visibilityTimeoutSeconds: 300, maxReceiveCount: 5 });

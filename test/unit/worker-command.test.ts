@@ -90,6 +90,16 @@ describe("parseWorkerArgs", () => {
   });
 });
 
+describe("the worker's input byte cap", () => {
+  it("comes from --max-input-bytes or MAX_INPUT_BYTES, reaches the worker options, and is absent (default 50 MiB) otherwise", () => {
+    const env = { QUEUE_URL: QUEUE };
+    expect(workerOptionsFrom(parseWorkerArgs(["--max-input-bytes", "2048"], env)!, SYNSETS).inputMaxBytes).toBe(2048);
+    expect(workerOptionsFrom(parseWorkerArgs([], { ...env, MAX_INPUT_BYTES: "4096" })!, SYNSETS).inputMaxBytes).toBe(4096);
+    expect(workerOptionsFrom(parseWorkerArgs([], env)!, SYNSETS).inputMaxBytes).toBeUndefined();
+    expect(() => parseWorkerArgs([], { ...env, MAX_INPUT_BYTES: "0" })).toThrow(/--max-input-bytes \/ MAX_INPUT_BYTES/);
+  });
+});
+
 describe("the worker's class names", () => {
   it.each([
     ["the built-in ImageNet list without --synsets or the variable", [], {}, "built-in", /data\/synset_words\.txt$/],
