@@ -245,6 +245,8 @@ export class HeldMessage {
     const givenUp = new Promise<never>((_, reject) => {
       this.cancel.signal.addEventListener("abort", () => reject(this.cancel.signal.reason as Error), { once: true });
     });
+    // Raced below; a cut-off that comes after the race settled (or before it starts) is no news.
+    givenUp.catch(() => undefined);
     try {
       if (protection) {
         // Without protection a scale-in may stop us mid-batch; redelivery covers that case.

@@ -72,7 +72,12 @@ describe("drop folder: S3 event messages to <drop-out>/<key>.json", () => {
     // Assess
     expect(stats).toMatchObject({ dropMessages: 1, failedMessages: 0 });
     const record = JSON.parse((await new S3Location("s3://photos/capped-results", emulator.s3).read(`${key}.json`)).toString("utf8")) as unknown;
-    expect(record).toEqual({ key, error: `${key}: larger than the input limit of 1048576 bytes` });
+    // The model's sha256 as ../shared/models/README.md lists it: drop results name their model.
+    expect(record).toEqual({
+      key,
+      error: `${key}: larger than the input limit of 1048576 bytes`,
+      model: { url: "s3://photos/models/bvlc-googlenet.onnx", sha256: "f5e86a8bb03c8170fb631d164d3851eaddfc0cb4759b16a506b5ef6b35b41de4" },
+    });
   });
 
   it("writes exactly one result per new image, keyed by the original key, and nothing else", async () => {

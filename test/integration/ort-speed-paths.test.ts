@@ -113,6 +113,8 @@ describe("coinciding windows of a square image", () => {
         ranks.map((rank) => rank === 0),
         ranks.map((rank) => rank < 5),
       ),
+      // The labelled class's mean probability per scheme, from the same 144 classified crops.
+      labelProbability: Object.fromEntries(SCHEMES.map((scheme) => [scheme, ensembleMean([means[scheme] as Float64Array])[SQUARE_LABEL]])),
     };
     const counting = new CountingEngine(engine);
 

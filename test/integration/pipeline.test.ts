@@ -180,7 +180,7 @@ describe("distributed run: plan, two workers (one SIGKILLed), aggregate", () => 
         synsets,
         clients: { s3: emulator.s3, sqs: emulator.sqs },
       }),
-    ).rejects.toThrow(/s3:\/\/data\/runs\/r1 is not empty: it holds 1 object \(manifest\.json\)/);
+    ).rejects.toThrow(/s3:\/\/data\/runs\/r1 is not empty: it holds 2 objects \(label-check\.json, manifest\.json\)/);
     expect(await queueCounts()).toEqual({ visible: 5, inFlight: 0 });
   });
 

@@ -129,10 +129,13 @@ describe("the worker and messages no retry can help (fauxqs, real ONNX models)",
     return classes;
   }
 
+  // Queues where every batch should succeed get a 30 s visibility: the worker runs in this process,
+  // and loading a model (its graph edits checked on a probe) can hold the event loop past a 2 s
+  // visibility, which the worker rightly takes as a lost message.
   it("a warm worker that scored run 1 with model A scores the next run with model B, replaced at the same key", async () => {
     // Prepare: model A at the key; a worker that stays up between runs.
     await data.write("models/current.onnx", bvlc);
-    const pair = emulator.createQueue("swap", { visibilityTimeoutSeconds: 2, maxReceiveCount: 2 });
+    const pair = emulator.createQueue("swap", { visibilityTimeoutSeconds: 30, maxReceiveCount: 2 });
     await plan(pair.queueUrl, "s3://data/runs/swap-1", "swap-1", "s3://data/models/current.onnx");
     const log: Log = [];
     const stop = new AbortController();
@@ -164,7 +167,7 @@ describe("the worker and messages no retry can help (fauxqs, real ONNX models)",
   it("drop results name the model they were scored with, and a warm drop worker sees the model replaced", async () => {
     // Prepare
     await data.write("models/drop.onnx", bvlc);
-    const pair = emulator.createQueue("drop-swap", { visibilityTimeoutSeconds: 2, maxReceiveCount: 2 });
+    const pair = emulator.createQueue("drop-swap", { visibilityTimeoutSeconds: 30, maxReceiveCount: 2 });
     const photo = await readFile(join(SAMPLES, PHOTOS[0] as string));
     await data.write("drop/first.jpg", photo);
     await data.write("drop/second.jpg", photo);
@@ -198,7 +201,7 @@ describe("the worker and messages no retry can help (fauxqs, real ONNX models)",
 
   it("after plan --replace the old run's messages are deleted as superseded, never dead-lettered (fresh worker)", async () => {
     // Prepare: two one-photo batches planned, then the prefix planned again before any worker ran.
-    const pair = emulator.createQueue("replan", { visibilityTimeoutSeconds: 2, maxReceiveCount: 2 });
+    const pair = emulator.createQueue("replan", { visibilityTimeoutSeconds: 30, maxReceiveCount: 2 });
     await data.write("models/bvlc.onnx", bvlc);
     await plan(pair.queueUrl, "s3://data/runs/replan", "replan-1", "s3://data/models/bvlc.onnx", { batchSize: 1 });
     await plan(pair.queueUrl, "s3://data/runs/replan", "replan-2", "s3://data/models/bvlc.onnx", { batchSize: 1, replace: true });
@@ -222,7 +225,7 @@ describe("the worker and messages no retry can help (fauxqs, real ONNX models)",
 
   it("a warm worker that read the old manifest also sees the re-plan: a late copy of an old message is superseded", async () => {
     // Prepare: the worker scores run 1, so its manifest is cached.
-    const pair = emulator.createQueue("replan-warm", { visibilityTimeoutSeconds: 2, maxReceiveCount: 2 });
+    const pair = emulator.createQueue("replan-warm", { visibilityTimeoutSeconds: 30, maxReceiveCount: 2 });
     await data.write("models/bvlc.onnx", bvlc);
     await plan(pair.queueUrl, "s3://data/runs/replan-warm", "warm-1", "s3://data/models/bvlc.onnx");
     const old = await readManifestWithDigest(new S3Location("s3://data/runs/replan-warm", emulator.s3));
