@@ -169,7 +169,9 @@ export class HeldMessage {
   private beat(): void {
     if (this.released !== undefined || this.cancel.signal.aborted) return;
     const { log, protection, visibilityTimeoutSeconds } = this.settings;
-    if (performance.now() >= this.hiddenUntil) {
+    // Lost only on SQS's word: heartbeats that failed and let the visibility run out. A beat merely
+    // late (this process held its event loop, e.g. loading a model) is sent now and may still land.
+    if (performance.now() >= this.hiddenUntil && this.failedBeats > 0) {
       const error = new VisibilityLostError(
         `message ${this.message.MessageId} may be visible to other workers again: its visibility ran out ` +
           `${Math.round((performance.now() - this.startedAt) / 1000)} s after it was received, after ${this.failedBeats} failed heartbeats ` +

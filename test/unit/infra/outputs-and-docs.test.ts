@@ -9,7 +9,8 @@ import { projectRoot } from "../../../infra/project-root.js";
 import { synthStack } from "./synth-app.js";
 
 const root = projectRoot();
-const deployDoc = readFileSync(join(root, "README.md"), "utf8");
+// The deployment guide: README.md links to docs/deploy.md, which holds outputs, context keys, alarms and teardown.
+const deployDoc = readFileSync(join(root, "docs", "deploy.md"), "utf8");
 const cdkJson = JSON.parse(readFileSync(join(root, "cdk.json"), "utf8")) as { app: string; context: Record<string, unknown> };
 
 let template: Template;
@@ -19,7 +20,7 @@ beforeAll(() => {
 });
 
 describe("the stack outputs", () => {
-  it.each(Object.values(OUTPUT_NAMES))("%s is an output and is named in README.md", (name) => {
+  it.each(Object.values(OUTPUT_NAMES))("%s is an output and is named in docs/deploy.md", (name) => {
     template.hasOutput(name, { Value: Match.anyValue() });
     expect(deployDoc).toContain(`\`${name}\``);
     expect(deployDoc).toContain(`out ${name}`);
@@ -44,12 +45,12 @@ describe("cdk.json", () => {
     expect(settingsFromContext(new App({ context: cdkJson.context }).node)).toEqual(DEFAULT_SETTINGS);
   });
 
-  it.each([...SETTING_KEYS])("context key %s is documented in README.md", (key) => {
+  it.each([...SETTING_KEYS])("context key %s is documented in docs/deploy.md", (key) => {
     expect(deployDoc).toContain(`| \`${key}\` |`);
   });
 });
 
-describe("README.md's deployment section", () => {
+describe("docs/deploy.md", () => {
   it("counts the alarms that notify the topic as the template has them", () => {
     const notifying = Object.values(template.findResources("AWS::CloudWatch::Alarm")).filter((alarm) =>
       JSON.stringify((alarm as { Properties?: { AlarmActions?: unknown } }).Properties?.AlarmActions ?? "").includes("AlarmTopic"),
@@ -62,7 +63,7 @@ describe("README.md's deployment section", () => {
   it("gives the GPU quota pre-flight and a teardown that scales the fleet to 0 first", () => {
     expect(deployDoc).toContain("--quota-code L-DB2E81BA");
     expect(deployDoc).toContain("--quota-code L-3819A6DF");
-    const teardown = deployDoc.slice(deployDoc.indexOf("### Tear down"));
+    const teardown = deployDoc.slice(deployDoc.indexOf("## Tear down"));
     expect(teardown.indexOf("--desired-count 0")).toBeLessThan(teardown.indexOf("npx cdk destroy"));
   });
 });
