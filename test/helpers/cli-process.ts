@@ -43,7 +43,11 @@ export function spawnCli(args: readonly string[], env: Record<string, string>, o
   const lines: string[] = [];
   const events: Record<string, unknown>[] = [];
   const stderr: string[] = [];
-  const waiters: { test: (event: Record<string, unknown>) => boolean; resolve: (event: Record<string, unknown>) => void }[] = [];
+  const waiters: {
+    test: (event: Record<string, unknown>) => boolean;
+    resolve: (event: Record<string, unknown>) => void;
+    reject: (error: Error) => void;
+  }[] = [];
   let partial = "";
   child.stdout?.setEncoding("utf8").on("data", (chunk: string) => {
     partial += chunk;
@@ -69,6 +73,14 @@ export function spawnCli(args: readonly string[], env: Record<string, string>, o
     }
   });
   child.stderr?.setEncoding("utf8").on("data", (chunk: string) => stderr.push(chunk));
+  // A process that ended without the awaited event will never print it: fail now, not at a
+  // test timeout minutes later with nothing to read.
+  let closed = false;
+  const whyNoEvent = (reason: string) => `${reason}; stdout:\n${lines.join("\n")}\nstderr:\n${stderr.join("")}`;
+  child.on("close", (code, signal) => {
+    closed = true;
+    for (const waiter of waiters.splice(0)) waiter.reject(new Error(whyNoEvent(`pid ${pid} ended (${code ?? signal}) without the awaited event`)));
+  });
   const exited = new Promise<number | string>((resolveExit) => {
     child.on("exit", (code, signal) => resolveExit(code ?? signal ?? "unknown"));
   });
@@ -82,15 +94,20 @@ export function spawnCli(args: readonly string[], env: Record<string, string>, o
     waitForEvent(test, timeoutMs = 120_000) {
       const seen = events.find(test);
       if (seen !== undefined) return Promise.resolve(seen);
+      if (closed) return Promise.reject(new Error(whyNoEvent(`pid ${pid} had ended without the awaited event`)));
       return new Promise((resolveEvent, reject) => {
         const timer = setTimeout(() => {
-          reject(new Error(`no matching event from pid ${pid} within ${timeoutMs} ms; stdout:\n${lines.join("\n")}\nstderr:\n${stderr.join("")}`));
+          reject(new Error(whyNoEvent(`no matching event from pid ${pid} within ${timeoutMs} ms`)));
         }, timeoutMs);
         waiters.push({
           test,
           resolve: (event) => {
             clearTimeout(timer);
             resolveEvent(event);
+          },
+          reject: (error) => {
+            clearTimeout(timer);
+            reject(error);
           },
         });
       });
