@@ -1,3 +1,4 @@
+import { isArchiveKey } from "../storage/archive/archive-object.js";
 import { stat } from "node:fs/promises";
 import { constants } from "node:os";
 import { join } from "node:path";
@@ -23,7 +24,10 @@ Scores every image under <images> (a local folder or s3://bucket/prefix; recursi
 model, or several as an ensemble, and writes results.jsonl, run-header.json, summary.json, run.json
 and report.html to --out. Running again with the same --out resumes: images already there are not
 scored again; a run of another input (a moved folder is another) or with other models, crops, labels
-or image settings is refused. A failed read
+or image settings is refused. <images> may also be a tar archive (.tar, or .tar.gz/.tgz locally), and
+a folder or prefix may hold archives (WebDataset shards): their image members are scored in place,
+keyed <archive>/<member path>, never extracted; a .cls member labels its sample's image. Images named
+ILSVRC2012_val_NNNNNNNN get the built-in validation labels unless --labels is given. A failed read
 (denied, throttled, timed out) stops the run, to be resumed later; an image that does not decode
 or is gone becomes an error record. SIGTERM or Ctrl-C stops the run, dropping the image(s) in hand,
 keeps the results so far (uploaded, for an S3 --out) and exits 143 or 130; a second one stops at once. Models, label and synsets files may be paths or s3:// URLs.
@@ -183,7 +187,8 @@ export async function scoreCommand(argv: string[], env: NodeJS.ProcessEnv = proc
   const graphEdits = graphEditsSetting(args["no-graph-edits"], env);
   if (!isS3Url(args.input)) {
     const folderStat = await stat(args.input).catch(() => undefined);
-    if (!folderStat?.isDirectory()) throw new ConfigurationError(`image folder ${args.input}: no such folder`);
+    const archive = folderStat?.isFile() === true && isArchiveKey(args.input);
+    if (!folderStat?.isDirectory() && !archive) throw new ConfigurationError(`image folder ${args.input}: no such folder (nor a .tar, .tar.gz or .tgz archive)`);
   }
   const synsets = synsetsSource(args.synsets, env);
   await checkSynsetsSource(synsets);

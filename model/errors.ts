@@ -86,6 +86,17 @@ export function isImageFault(error: unknown): boolean {
 }
 
 /**
+ * An object read with the ETag it was indexed under answered 412: it was replaced since. Offsets
+ * into the old bytes mean nothing in the new ones, so retrying cannot help.
+ */
+export class ObjectChangedError extends StorageError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = "ObjectChangedError";
+  }
+}
+
+/**
  * An input object over the byte cap, found by its size before the read or by counting while
  * reading (it can grow in between); the image's own fault, so it becomes its error record.
  */

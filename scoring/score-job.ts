@@ -44,7 +44,8 @@ import {
   VALIDATION_LABELS_FILE,
   type BuiltInValidationLabels,
 } from "./imagenet-validation.js";
-import { IMAGE_EXTENSIONS, isImageKey } from "../storage/image-keys.js";
+import { IMAGE_EXTENSIONS } from "../storage/image-keys.js";
+import { openImageSource, type ImageSource } from "../storage/archive/image-source.js";
 
 /** The engine settings of a run, documented once in model/load.ts. */
 type EngineSettings = Pick<LoadEngineOptions, "backend" | "preprocess" | "threads" | "device" | "requireGpu" | "tfjsWorkers" | "graphEdits">;
@@ -149,6 +150,8 @@ interface RunInputs {
   readonly labelOf: (key: string) => number | null;
   /** Image keys in listing order. */
   readonly keys: readonly string[];
+  /** Where the keys' bytes are: loose files and archive members. */
+  readonly source: ImageSource;
   readonly modelFiles: readonly ModelFile[];
   readonly header: RunHeader;
   /** What the summary reports beyond the records: ReaL labels, the built-in labels' use. */
@@ -176,15 +179,27 @@ async function readLabelFile(path: string, synsets: Synsets): Promise<{ table: L
   return { table: parseLabels(bytes.toString("utf8"), { synsets, source: path }), sha256: sha256OfBytes(bytes) };
 }
 
-async function listImages(input: Location): Promise<string[]> {
-  const keys: string[] = [];
-  for await (const key of input.list()) if (isImageKey(key)) keys.push(key);
-  if (keys.length === 0) {
+/**
+ * Opens the input (loose images, tar archives, or both), with a line saying what it holds and,
+ * for an archive read through to index it (S3, gzip), its progress in bytes.
+ */
+async function openInput(input: Location, stderr: NodeJS.WritableStream): Promise<ImageSource> {
+  let lastLine = 0;
+  const source = await openImageSource(input, {
+    onIndexProgress: (archive, bytes, size) => {
+      const now = Date.now();
+      if (now - lastLine < 5000) return;
+      lastLine = now;
+      stderr.write(`indexing ${archive}: ${(bytes / 1e6).toFixed(0)} of ${(size / 1e6).toFixed(0)} MB\n`);
+    },
+  });
+  if (source.keys.length === 0) {
     throw new ConfigurationError(
-      `no images under ${input.url} (looked for ${IMAGE_EXTENSIONS.join(", ")}, any case, in all sub-folders)`,
+      `no images under ${input.url} (looked for ${IMAGE_EXTENSIONS.join(", ")}, any case, in all sub-folders and in .tar, .tar.gz and .tgz archives)`,
     );
   }
-  return keys;
+  stderr.write(`input: ${source.describe()}\n`);
+  return source;
 }
 
 /** The built-in validation labels, when no label file is given and they label any key; a line on stderr says so. */
@@ -215,7 +230,8 @@ async function gatherInputs(options: ScoreJobOptions, crops: CropCount, stderr: 
     const problems = describeProblems(labels.table);
     if (problems) stderr.write(`warning: ${problems}\n`);
   }
-  const keys = await listImages(options.input);
+  const source = await openInput(options.input, stderr);
+  const keys = source.keys;
   const input = await inputOfRun(options.input);
   const builtIn = await builtInLabelsFor(options, keys, synsets, stderr);
   const real = await realLabelsFor(options.realLabels, keys, synsets);
@@ -226,7 +242,15 @@ async function gatherInputs(options: ScoreJobOptions, crops: CropCount, stderr: 
       : parseClassSubset((await readSetting(options.classes, "class subset")).toString("utf8"), synsets, options.classes);
   const table = labels?.table;
   const fromLayout = table === undefined ? labelsFromLayout(keys, synsets) : undefined;
-  const labelOf = (key: string): number | null => table ? table.lookup(key) : ((builtIn ? validationLabelOf(builtIn.labels, key) : null) ?? (fromLayout as NonNullable<typeof fromLayout>).labelOf(key));
+  // WebDataset `.cls` members label their sample's image when no label file is given.
+  const fromClassMembers = table === undefined && options.builtInLabels !== false ? keys.filter((key) => source.classOf(key) !== undefined).length : 0;
+  if (fromClassMembers > 0) stderr.write(`labels: WebDataset .cls members for ${fromClassMembers} of ${keys.length} images\n`);
+  const labelOf = (key: string): number | null =>
+    table
+      ? table.lookup(key)
+      : ((builtIn ? validationLabelOf(builtIn.labels, key) : null) ??
+        (fromClassMembers > 0 ? (source.classOf(key) ?? null) : null) ??
+        (fromLayout as NonNullable<typeof fromLayout>).labelOf(key));
   const labelSpace = labelSpaceOf(fromLayout?.layout ?? "label-file", subset);
   stderr.write(`${describeLabelSpace(labelSpace)}\n`);
   if (subset !== undefined) warnOutsideSubset(keys, labelOf, subset, stderr);
@@ -239,6 +263,7 @@ async function gatherInputs(options: ScoreJobOptions, crops: CropCount, stderr: 
     synsets,
     labelOf,
     keys,
+    source,
     subset,
     labelSpace,
     modelFiles,
@@ -256,6 +281,8 @@ async function gatherInputs(options: ScoreJobOptions, crops: CropCount, stderr: 
       ...(builtIn ? { builtInLabels: { file: builtIn.path, sha256: builtIn.sha256, images: builtIn.images } } : {}),
     },
     extras: {
+      ...(source.summary.archives > 0 ? { input: { description: source.describe(), ...source.summary } } : {}),
+      ...(fromClassMembers > 0 ? { classMemberLabels: { images: fromClassMembers } } : {}),
       ...(real ? { real } : {}),
       ...(builtIn ? { builtInLabels: { file: VALIDATION_LABELS_FILE, images: builtIn.images } } : {}),
     },
@@ -567,7 +594,8 @@ async function scorePending(pass: ScoringPass): Promise<{ processed: number; sco
   const check = new LabelCheck();
   // A resumed run is checked on the records it already has, so a bad run stops before more work.
   for (const record of writer.records(inputs.keys)) labelVerdict(pass, check.add(record));
-  const images: ImageInput[] = todo.map((key) => ({ key, label: inputs.labelOf(key), read: () => options.input.read(key, { maxBytes: options.inputMaxBytes ?? DEFAULT_INPUT_MAX_BYTES }) }));
+  const readOf = inputs.source.reads(todo, { maxBytes: options.inputMaxBytes ?? DEFAULT_INPUT_MAX_BYTES });
+  const images: ImageInput[] = todo.map((key) => ({ key, label: inputs.labelOf(key), read: () => readOf(key) }));
   const progress =
     options.progress === false ? undefined : createProgress({ total: todo.length, stream: pass.stderr });
   const checkpointMs = (options.checkpointSeconds ?? 300) * 1000;

@@ -1,3 +1,4 @@
+import type { InputSummary } from "../storage/archive/image-source.js";
 import { SCHEMES } from "../model/image/crop-types.js";
 import type { ModelInfo } from "../model/engine.js";
 import type { CropCount } from "../model/image/crops.js";
@@ -21,6 +22,10 @@ export interface SummaryExtras {
   readonly real?: RealLookup & { readonly source: string };
   /** Set when the built-in validation labels labelled images; copied into summary.json. */
   readonly builtInLabels?: { readonly file: string; readonly images: number };
+  /** Set when the input held tar archives: what was found in them, copied into summary.json. */
+  readonly input?: InputSummary & { readonly description: string };
+  /** Set when WebDataset `.cls` members labelled images; copied into summary.json. */
+  readonly classMemberLabels?: { readonly images: number };
 }
 
 /** The scheme rates with each scheme's ReaL errors and calibration beside them. */
@@ -110,6 +115,8 @@ export function summarize(
     ...(positions ? { positions } : {}),
     ...(labelled > 0 ? { comparisons } : {}),
     ...(extras.builtInLabels && extras.builtInLabels.images > 0 ? { builtInLabels: { ...extras.builtInLabels } } : {}),
+    ...(extras.input ? { input: extras.input } : {}),
+    ...(extras.classMemberLabels && extras.classMemberLabels.images > 0 ? { classMemberLabels: { ...extras.classMemberLabels } } : {}),
     ...(extras.real && realCount > 0 ? { realLabels: { source: extras.real.source, images: realCount } } : {}),
     ...(top.missing !== undefined ? { calibrationMissing: top.missing } : {}),
   };

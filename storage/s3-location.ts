@@ -7,7 +7,7 @@ import {
   type S3Client,
 } from "@aws-sdk/client-s3";
 import { Upload } from "@aws-sdk/lib-storage";
-import { MissingObjectError, ObjectTooLargeError, StorageError } from "../model/errors.js";
+import { MissingObjectError, ObjectChangedError, ObjectTooLargeError, StorageError } from "../model/errors.js";
 import { defaultS3Client } from "./aws-clients.js";
 import { assertSafeKey, parseS3Url, type Location, type ReadOptions } from "./location.js";
 
@@ -222,6 +222,67 @@ export class S3Location implements Location {
       }
     }
     return keys.length;
+  }
+
+  /** The location one level up (the bucket's root for a top-level prefix), through the same client. */
+  parent(): S3Location {
+    const slash = this.prefix.lastIndexOf("/");
+    const up = slash === -1 ? "" : this.prefix.slice(0, slash);
+    return new S3Location(`s3://${this.bucket}/${up}`, this.client, this.options);
+  }
+
+  /** The object's ETag and size (a HEAD), or undefined when there is no such key. */
+  async head(key: string): Promise<{ etag: string; size: number } | undefined> {
+    const objectKey = this.objectKey(key);
+    try {
+      const head = await this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: objectKey }));
+      return { etag: head.ETag ?? "", size: head.ContentLength ?? 0 };
+    } catch (error) {
+      if (httpStatus(error) === 404 && (await this.bucketExists(objectKey))) return undefined;
+      throw new StorageError(`cannot stat s3://${this.bucket}/${objectKey}: ${(error as Error).message}`, { cause: error });
+    }
+  }
+
+  /**
+   * The body of a GET of the whole object or of bytes [start, end), streamed. With `ifMatch`
+   * (the ETag an index was built from), an object replaced since answers 412: an
+   * ObjectChangedError, since offsets into the old bytes would slice the new ones wrongly.
+   */
+  async stream(key: string, options: { ifMatch?: string; start?: number; end?: number } = {}): Promise<AsyncIterable<Uint8Array>> {
+    const objectKey = this.objectKey(key);
+    const url = `s3://${this.bucket}/${objectKey}`;
+    const range = options.start !== undefined && options.end !== undefined ? `bytes=${options.start}-${options.end - 1}` : undefined;
+    try {
+      const response = await this.client.send(
+        new GetObjectCommand({ Bucket: this.bucket, Key: objectKey, ...(range ? { Range: range } : {}), ...(options.ifMatch ? { IfMatch: options.ifMatch } : {}) }),
+      );
+      return (response.Body ?? []) as AsyncIterable<Uint8Array>;
+    } catch (error) {
+      if (httpStatus(error) === 412) {
+        throw new ObjectChangedError(`${url} changed since its index was built (ETag no longer ${options.ifMatch}): plan the run again`, { cause: error });
+      }
+      if (isNoSuchKey(error)) throw new MissingObjectError(`cannot read ${url}: no such key`, { cause: error });
+      throw new StorageError(`cannot read ${url}${range ? ` (${range})` : ""}: ${(error as Error).message}`, { cause: error });
+    }
+  }
+
+  /** Bytes [start, end) of an object in one ranged GET, read whole; see `stream` for `ifMatch`. */
+  async readRange(key: string, start: number, end: number, options: { ifMatch?: string } = {}): Promise<Buffer> {
+    const body = await this.stream(key, { ...options, start, end });
+    const chunks: Uint8Array[] = [];
+    let total = 0;
+    try {
+      for await (const chunk of body) {
+        chunks.push(chunk);
+        total += chunk.length;
+      }
+    } catch (error) {
+      throw new StorageError(`cannot read s3://${this.bucket}/${this.objectKey(key)} (bytes ${start}-${end - 1}): ${(error as Error).message}`, { cause: error });
+    }
+    if (total !== end - start) {
+      throw new StorageError(`cannot read s3://${this.bucket}/${this.objectKey(key)} (bytes ${start}-${end - 1}): got ${total} bytes, asked for ${end - start}`);
+    }
+    return Buffer.concat(chunks, total);
   }
 
   child(key: string): Location {
