@@ -1,3 +1,4 @@
+import { sampleTar, type IndexSpeed } from "./archive-bench.js";
 import { accessSync } from "node:fs";
 import { availableParallelism, cpus, loadavg } from "node:os";
 import { parseArgs } from "node:util";
@@ -6,7 +7,7 @@ import { ConfigurationError } from "../model/errors.js";
 import { nativeTensorflowLoads } from "../model/load.js";
 import { DEFAULT_BATCH_CROPS } from "../scoring/scorer.js";
 import { runGpu } from "./gpu.js";
-import { MODEL } from "./measure.js";
+import { MODEL, SAMPLES, samplePhotos } from "./measure.js";
 import type { Measurement } from "./measure.js";
 import { Report, fixed, round, table } from "./report.js";
 import { run } from "./run-task.js";
@@ -234,6 +235,15 @@ async function measureFeederAndLrn(report: Report, settings: Settings, ortRaw: M
   const { batch, threads } = settings;
   const hostFeeder = await run({ kind: "feeder", batch, images: settings.feederImages });
   report.add(`feeder ceiling, crops sampled on the host (onnxruntime CUDA's path), engine answering at once, ${hostFeeder.images} images x 144`, hostFeeder, `x${fixed(hostFeeder.cropsPerSec / ortRaw.cropsPerSec)} onnxruntime alone`);
+  const tarFeeder = await run({ kind: "feeder", batch, images: settings.feederImages, input: "tar" });
+  report.add(`feeder ceiling, the same photos read from one tar (GNU tar), ${tarFeeder.images} images x 144`, tarFeeder, `x${fixed(tarFeeder.cropsPerSec / hostFeeder.cropsPerSec, 3)} loose files (target >= 0.95)`);
+  const tar = await sampleTar(SAMPLES, await samplePhotos(1000));
+  const index = await run({ kind: "archive-index", archive: tar.path }).finally(() => tar.remove());
+  const speed = index.indexSpeed as IndexSpeed;
+  report.log(
+    `archive index, ${speed.members} members, ${speed.archiveMB} MB: by offsets ${fixed(speed.indexByOffsetsMBps, 0)} MB/s, read through (S3, gzip) ${fixed(speed.indexStreamedMBps, 0)} MB/s, ` +
+      `beside a plain sequential read ${fixed(speed.sequentialReadMBps, 0)} MB/s`,
+  );
   const feeder = await run({ kind: "feeder", batch, images: settings.feederImages, path: "device" });
   report.add(`feeder ceiling, crops cut on the device (tfjs GPU's path: images and windows handed over), ${feeder.images} images x 144`, feeder, `x${fixed(feeder.cropsPerSec / ortRaw.cropsPerSec)} onnxruntime alone`);
   const deviceCut: Record<string, number> = {};
@@ -260,6 +270,9 @@ async function measureFeederAndLrn(report: Report, settings: Settings, ortRaw: M
     feederPeakRssMB: round(feeder.peakRssMB, 0),
     feederHostCropsPerSec: round(hostFeeder.cropsPerSec),
     feederHostToOrtRaw: round(hostFeeder.cropsPerSec / ortRaw.cropsPerSec, 1),
+    archiveFeederCropsPerSec: round(tarFeeder.cropsPerSec),
+    archiveFeederToFiles: round(tarFeeder.cropsPerSec / hostFeeder.cropsPerSec, 3),
+    archiveIndex: { ...speed, sequentialReadMBps: round(speed.sequentialReadMBps, 0), indexByOffsetsMBps: round(speed.indexByOffsetsMBps, 0), indexStreamedMBps: round(speed.indexStreamedMBps, 0) },
     deviceCutCropsPerSec: deviceCut,
     lrnCostRatio: round(lrn.ratio ?? 0, 3),
     lrnCostRatioCpu: round(lrn.cpuRatio ?? 0, 3),
@@ -347,6 +360,10 @@ function summarise(report: Report, result: Record<string, unknown>): void {
     const soak = result[key] as { images: number; crops: number; rssGrowth: number; rssAfterImages: number } | undefined;
     if (soak) report.log(`soak ${soak.images} images x ${soak.crops}: RSS ${(100 * soak.rssGrowth).toFixed(1)}% from image ${soak.rssAfterImages} to the end (target <= 10%)`);
   }
+  const archive = result.soakArchive as { archiveMB: number; peakRssRatio: number } | undefined;
+  if (archive) report.log(`soak on a ${archive.archiveMB} MB tar: peak RSS x${fixed(archive.peakRssRatio, 3)} the same photos as files (target <= 1.1)`);
+  const tar = n("archiveFeederToFiles");
+  if (tar !== undefined) report.log(`feeder ceiling reading a tar: x${fixed(tar, 3)} loose files (target >= 0.95)`);
 }
 
 // A missing model fails here, naming the file, not after minutes of measuring.

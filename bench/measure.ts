@@ -1,3 +1,7 @@
+import { Writable } from "node:stream";
+import { openImageSource } from "../storage/archive/image-source.js";
+import { LocalLocation } from "../storage/location.js";
+import { measureIndexSpeed, sampleTar, type IndexSpeed } from "./archive-bench.js";
 import { readFileSync } from "node:fs";
 import { mkdtemp, readFile, readdir, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -82,7 +86,17 @@ export type Task =
        * "device": it takes images and windows and would cut the crops itself. Default "host".
        */
       readonly path?: "host" | "device";
+      /** Where the photos are read from: loose files (default) or one tar of them, by GNU tar. */
+      readonly input?: "files" | "tar";
     }
+  | {
+      /** `score` itself (runScoreJob, onnxruntime) on a folder or an archive, for its peak RSS. */
+      readonly kind: "score-input";
+      readonly input: string;
+      readonly crops: CropCount;
+      readonly threads: number;
+    }
+  | { readonly kind: "archive-index"; readonly archive: string }
   | {
       /**
        * Device-side cutting alone (model/tfjs/device-crops.ts) on a tfjs backend: the 144 crops of
@@ -117,6 +131,8 @@ export type Task =
     };
 
 export interface Measurement {
+  /** "archive-index" only. */
+  readonly indexSpeed?: IndexSpeed;
   readonly crops: number;
   readonly images?: number;
   readonly seconds: number;
@@ -227,6 +243,8 @@ async function measureRaw(task: Extract<Task, { kind: "raw" }>): Promise<Measure
 
 interface ScoringRun {
   readonly images: number;
+  /** Read the photos from one tar of them (at most 1000, each once) rather than as files. */
+  readonly fromTar?: boolean;
   readonly batch: number;
   readonly crops: CropCount;
   readonly rssAfter?: number | undefined;
@@ -243,6 +261,7 @@ async function scoreAndWrite(engine: Engine, run: ScoringRun): Promise<Measureme
   const synsets = await readSynsets(join(SHARED, "imagenet/synset_words.txt"));
   const labels = await readLabels(join(SHARED, "imagenet/samples-val.txt"), { synsets });
   const out = await mkdtemp(join(tmpdir(), "googlenet-bench-"));
+  const cleanups: (() => Promise<void>)[] = [];
   const computed = cropsForCount(run.crops);
   const rssEvery = run.rssEvery ?? run.rssAfter;
   try {
@@ -250,10 +269,19 @@ async function scoreAndWrite(engine: Engine, run: ScoringRun): Promise<Measureme
     await engine.classify(new Float32Array(run.batch * CROP_VALUES), run.batch);
     // Keys must be unique when photos repeat (a long run cycles through the samples).
     const keys = files.map((file, i) => (i < 1000 ? file : `${Math.floor(i / 1000)}/${file}`));
+    let readOf = (i: number): Promise<Uint8Array> => readFile(join(SAMPLES, files[i] as string));
+    if (run.fromTar === true) {
+      if (files.length > 1000) throw new RangeError("a tar of the sample photos holds each once: at most 1000 images");
+      const tar = await sampleTar(SAMPLES, files);
+      cleanups.push(tar.remove);
+      const source = await openImageSource(new LocalLocation(tar.path));
+      const read = source.reads(files.map((file) => `samples.tar/${file}`));
+      readOf = (i) => read(`samples.tar/${files[i] as string}`);
+    }
     const inputs: ImageInput[] = files.map((file, i) => ({
       key: keys[i] as string,
       label: labels.lookup(file),
-      read: () => readFile(join(SAMPLES, file)),
+      read: () => readOf(i),
     }));
     const info = { file: MODEL, sha256: "bench", flavour: engine.flavour };
     const writer = await ResultsWriter.open(out);
@@ -307,6 +335,7 @@ async function scoreAndWrite(engine: Engine, run: ScoringRun): Promise<Measureme
     };
   } finally {
     await rm(out, { recursive: true, force: true });
+    for (const cleanup of cleanups) await cleanup();
   }
 }
 
@@ -328,7 +357,36 @@ async function measurePipeline(task: Extract<Task, { kind: "pipeline" }>): Promi
 
 async function measureFeeder(task: Extract<Task, { kind: "feeder" }>): Promise<Measurement> {
   const engine = createNullEngine({ layout: task.layout ?? "nhwc", windows: task.path === "device" });
-  return scoreAndWrite(engine, { images: task.images, batch: task.batch, crops: 144 });
+  return scoreAndWrite(engine, { images: task.images, batch: task.batch, crops: 144, fromTar: task.input === "tar" });
+}
+
+/** `score` as a user runs it, on a folder or an archive, at `crops`: images/s and peak RSS. */
+async function measureScoreInput(task: Extract<Task, { kind: "score-input" }>): Promise<Measurement> {
+  const { runScoreJob } = await import("../scoring/score-job.js");
+  const out = await mkdtemp(join(tmpdir(), "googlenet-bench-score-"));
+  const quiet = new Writable({ write: (_chunk, _encoding, done) => done() });
+  try {
+    const start = performance.now();
+    const result = await runScoreJob({
+      input: new LocalLocation(task.input),
+      out,
+      models: [MODEL],
+      synsets: join(SHARED, "imagenet/synset_words.txt"),
+      labels: join(SHARED, "imagenet/samples-val.txt"),
+      engine: "onnxruntime",
+      crops: task.crops,
+      threads: task.threads,
+      labelCheck: false,
+      progress: false,
+      stdout: quiet,
+      stderr: quiet as unknown as NodeJS.WriteStream,
+    });
+    const seconds = (performance.now() - start) / 1000;
+    const images = result.summary.scored;
+    return { crops: images * task.crops, images, seconds, cropsPerSec: (images * task.crops) / seconds, imagesPerSec: images / seconds, peakRssMB: statusMB("VmHWM") };
+  } finally {
+    await rm(out, { recursive: true, force: true });
+  }
 }
 
 async function measureDeviceCut(task: Extract<Task, { kind: "device-cut" }>): Promise<Measurement> {
@@ -521,6 +579,11 @@ export async function measure(task: Task): Promise<Measurement> {
   if (task.kind === "raw") return measureRaw(task);
   if (task.kind === "pipeline") return measurePipeline(task);
   if (task.kind === "feeder") return measureFeeder(task);
+  if (task.kind === "score-input") return measureScoreInput(task);
+  if (task.kind === "archive-index") {
+    const speed = await measureIndexSpeed(task.archive);
+    return { crops: 0, images: speed.members, seconds: 0, cropsPerSec: 0, imagesPerSec: 0, peakRssMB: statusMB("VmHWM"), indexSpeed: speed };
+  }
   if (task.kind === "device-cut") return measureDeviceCut(task);
   return measurePlainLoop(task);
 }

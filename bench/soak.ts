@@ -1,5 +1,6 @@
 import type { CropCount } from "../model/image/crops.js";
-import type { Measurement } from "./measure.js";
+import { SAMPLES, samplePhotos, type Measurement } from "./measure.js";
+import { sampleTar, type IndexSpeed } from "./archive-bench.js";
 import type { Report } from "./report.js";
 import { fixed, round } from "./report.js";
 import { run } from "./run-task.js";
@@ -53,10 +54,53 @@ export const SOAK_ENV: Readonly<Record<string, string>> = { MALLOC_ARENA_MAX: "2
  * images at 1 crop and at 144 crops, RSS every 100 images (every tenth of a smaller run), and
  * the growth from the first tenth of the run to its end.
  */
-export async function runSoak(report: Report, settings: SoakSettings): Promise<{ soak1: SoakResult; soak144: SoakResult }> {
+export async function runSoak(report: Report, settings: SoakSettings): Promise<{ soak1: SoakResult; soak144: SoakResult; soakArchive: ArchiveSoakResult }> {
   const one = await soakRun(report, settings, 1, settings.oneCrop);
   const all = await soakRun(report, settings, 144, settings.allCrops);
-  return { soak1: one, soak144: all };
+  const archive = await archiveSoak(report, settings);
+  return { soak1: one, soak144: all, soakArchive: archive };
+}
+
+/** `score` on a >= 2 GB archive against the same photos as loose files, in one run. */
+export interface ArchiveSoakResult {
+  readonly archiveMB: number;
+  readonly images: number;
+  readonly folderPeakRssMB: number;
+  readonly archivePeakRssMB: number;
+  /** archive / folder peak RSS; the target is at most 1.1. */
+  readonly peakRssRatio: number;
+  readonly folderImagesPerSec: number;
+  readonly archiveImagesPerSec: number;
+  readonly index: IndexSpeed;
+}
+
+/** Bytes of the member that is not an image, so the archive passes 2 GB with 110 MB of photos. */
+const ARCHIVE_PADDING_BYTES = 2 * 1024 ** 3;
+
+async function archiveSoak(report: Report, settings: SoakSettings): Promise<ArchiveSoakResult> {
+  const env = { ...(process.env.MALLOC_ARENA_MAX === undefined ? SOAK_ENV : {}), ...settings.env };
+  const photos = await samplePhotos(1000);
+  const tar = await sampleTar(SAMPLES, photos, ARCHIVE_PADDING_BYTES);
+  try {
+    const index = (await run({ kind: "archive-index", archive: tar.path })).indexSpeed as IndexSpeed;
+    const folder = await run({ kind: "score-input", input: SAMPLES, crops: 1, threads: settings.threads }, env);
+    const archive = await run({ kind: "score-input", input: tar.path, crops: 1, threads: settings.threads }, env);
+    const ratio = archive.peakRssMB / folder.peakRssMB;
+    report.add(`soak: score on a ${index.archiveMB} MB tar (the photos around a 2 GiB member that is not an image), 1 crop`, archive, `peak RSS ${fixed(archive.peakRssMB, 0)} MB = x${fixed(ratio, 3)} the same photos as files (${fixed(folder.peakRssMB, 0)} MB; target <= 1.1)`);
+    report.log(`  index of that archive: by offsets ${fixed(index.indexByOffsetsMBps, 0)} MB/s, read through ${fixed(index.indexStreamedMBps, 0)} MB/s, a plain sequential read ${fixed(index.sequentialReadMBps, 0)} MB/s`);
+    return {
+      archiveMB: index.archiveMB,
+      images: archive.images ?? 0,
+      folderPeakRssMB: round(folder.peakRssMB, 0),
+      archivePeakRssMB: round(archive.peakRssMB, 0),
+      peakRssRatio: round(ratio, 3),
+      folderImagesPerSec: round(folder.imagesPerSec ?? 0, 2),
+      archiveImagesPerSec: round(archive.imagesPerSec ?? 0, 2),
+      index,
+    };
+  } finally {
+    await tar.remove();
+  }
 }
 
 async function soakRun(report: Report, settings: SoakSettings, crops: CropCount, images: number): Promise<SoakResult> {
