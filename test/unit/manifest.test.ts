@@ -86,7 +86,7 @@ describe("manifest", () => {
     // Act / Assess
     expect(() => parseManifest(v1, "s3://b/runs/old/manifest.json")).toThrow(
       "s3://b/runs/old/manifest.json is a googlenet-eval/manifest@1 manifest, planned by an older googlenet-eval; " +
-        "this version reads only googlenet-eval/manifest@2, which also records the decoding settings " +
+        "this version reads only googlenet-eval/manifest@2 (googlenet-eval/manifest@3 for archives), which also records the decoding settings " +
         "(EXIF orientation, pixel limit, preprocess). Plan the run again with this version (replacing the same output prefix, or into a new one)",
     );
   });
