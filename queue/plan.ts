@@ -380,7 +380,7 @@ export async function planRun(options: PlanOptions): Promise<PlanResult> {
   const reads = [
     inputUrl,
     ...options.models.map(absolute),
-    ...[options.labels, options.classes].filter((file): file is string => file !== undefined).map(absolute),
+    ...[options.labels, options.classes, options.indexCache].filter((file): file is string => file !== undefined).map(absolute),
   ];
   await checkOut(out, replace, reads);
 

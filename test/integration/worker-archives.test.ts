@@ -311,6 +311,53 @@ describe("plan, worker and aggregate over tar archives on S3 (fauxqs behind a fa
     console.log(`--index-cache: first plan ${getsOf(proxy.requests.slice(first, second), "/data/f/photos.tar").length} GET of the archive (${size} bytes, ${progress[0]?.length} progress calls), second plan 0`);
   });
 
+  it("plan as a process: a progress line in bytes, what it found, and the index taken from --index-cache the second time", async () => {
+    // Prepare
+    const bytes = await gnuTar(join(scratch, "cli.tar"), "gnu", SAMPLES, photos.slice(950, 953));
+    await data.write("cli/photos.tar", bytes);
+    const queue = emulator.createQueue("cli", { visibilityTimeoutSeconds: 30, maxReceiveCount: 3 });
+    const planCli = async (run: number) => {
+      const cli = spawnCli(
+        ["plan", "s3://data/cli/photos.tar", "--model", "s3://data/models/bvlc.onnx", "--queue", queue.queueUrl, "--out", `s3://data/runs/cli-${run}`,
+          "--crops", "1", "--no-label-check", "--index-cache", "s3://data/cli-cache"],
+        { ...emulator.env, GOOGLENET_EVAL_SYNSETS: SYNSETS },
+      );
+      const code = await cli.exited;
+      return { code, lines: cli.stderr.join("").split("\n").filter((line) => /^(indexing |input: )/.test(line)) };
+    };
+
+    // Act
+    const first = await planCli(0);
+    const second = await planCli(1);
+
+    // Assess
+    // A line when indexing starts, at most one every 2 s, and one at the end (how many in between depends on the host).
+    const size = bytes.length.toLocaleString("en-US");
+    expect(first.code).toBe(0);
+    expect(first.lines[0]).toMatch(new RegExp(`^indexing photos\\.tar: [\\d,]+ of ${size} bytes \\(\\d+%\\)$`));
+    expect(first.lines.slice(-2)).toEqual([`indexing photos.tar: ${size} of ${size} bytes (100%)`, "input: 1 tar archive, 3 images"]);
+    expect(second).toEqual({ code: 0, lines: ["input: 1 tar archive, 3 images (1 index from s3://data/cli-cache)"] });
+  });
+
+  it("a local archive (a worker on the planning host) is read in place, by offsets", async () => {
+    // Prepare
+    const chosen = photos.slice(900, 903);
+    const path = join(scratch, "local.tar");
+    await gnuTar(path, "gnu", SAMPLES, chosen);
+    const queue = emulator.createQueue("local", { visibilityTimeoutSeconds: 30, maxReceiveCount: 3 });
+    const planned = await plan(path, "local", queue);
+    const log: Log = [];
+
+    // Act
+    const stats = await worker(queue.queueUrl, log);
+
+    // Assess
+    expect(planned).toMatchObject({ input: "1 tar archive, 3 images", batches: 1 });
+    expect(stats).toMatchObject({ batches: 1, failedMessages: 0 });
+    const records = await batchRecords(new S3Location("s3://data/runs/local", emulator.s3));
+    expect(records.map((record) => [record.key, "top5" in record])).toEqual(chosen.map((name) => [`local.tar/${name}`, true]));
+  });
+
   it("WebDataset shards beside loose photos: batches never span two shards, and .cls members label the records", async () => {
     // Prepare: two shards of three samples each (a .jpg and a .cls holding the photo's class,
     // its line in synset_words.txt), written by Python's tarfile, and two loose photos beside them.
