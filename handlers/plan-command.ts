@@ -22,17 +22,25 @@ import {
 
 const HELP = `usage: googlenet-eval plan <images> --model FILE|s3://...onnx [--model ...] --queue URL --out DIR|s3://b/runs/RUN [options]
 
-Lists the images under <images> (a folder or s3://bucket/prefix), cuts them into batches, writes
+Lists the images under <images> (a folder or s3://bucket/prefix, with loose images and/or .tar
+archives such as WebDataset shards, or one .tar archive), cuts them into batches, writes
 <out>/manifest.json (run id, models with sha256, crops, decoding settings, labels, batch list,
 code version) and sends one queue message per batch, carrying the manifest's digest. Workers
 (\`googlenet-eval worker\`) score the batches into <out>/batches/<batch>.<digest>.jsonl;
 \`googlenet-eval aggregate --out ...\` then writes results.jsonl and summary.json. An --out that
 holds anything is refused (nothing is sent) unless --replace is given.
 
+A tar archive is indexed once (streamed, with a progress line in bytes); its index is stored as
+<out>/archives/<n>.json, and workers read each batch of its members with one ranged GET carrying
+If-Match with the archive's ETag (an archive replaced after plan dead-letters its batches).
+A .tar.gz or .tgz is refused (ranges need an uncompressed tar): gunzip it first.
+
 options:
   --model FILE|s3://...    ONNX model; repeat for an ensemble (required)
   --queue URL              queue URL (default: $${WORKER_ENV.queue})
   --out DIR|s3://...       the run's folder; must be empty (required)
+  --index-cache DIR|s3://...  keep archive indexes here, by ETag and size: a later plan of the same
+                           archive reads its index from here instead of streaming the archive
   --replace                delete everything under --out first (after the images, labels and
                            models have been read and checked)
   --labels FILE|s3://...|none  Caffe val.txt, LOC_val_solution.csv or synset labels
@@ -83,7 +91,23 @@ const Args = z.object({
   synsets: z.string().optional(),
   classes: z.string().min(1, "--classes must name a file").optional(),
   noLabelCheck: z.boolean().default(false),
+  indexCache: z.string().min(1, "--index-cache must name a folder or s3://bucket/prefix").optional(),
 });
+
+/** Milliseconds between progress lines while an archive is indexed: a line a second would flood a CI log. */
+const PROGRESS_EVERY_MS = 2000;
+
+/** A progress line on stderr per archive being indexed, at most every PROGRESS_EVERY_MS and at its end. */
+function indexProgress(stderr: NodeJS.WritableStream): (archive: string, bytes: number, size: number) => void {
+  let last = 0;
+  return (archive, bytes, size) => {
+    const now = Date.now();
+    if (bytes < size && now - last < PROGRESS_EVERY_MS) return;
+    last = now;
+    const share = size > 0 ? ` (${Math.floor((100 * bytes) / size)}%)` : "";
+    stderr.write(`indexing ${archive}: ${bytes.toLocaleString("en-US")} of ${size.toLocaleString("en-US")} bytes${share}\n`);
+  };
+}
 
 /** The images: the first argument, or the old --input, not both. */
 function inputOf(positionals: readonly string[], input: string | undefined): string | undefined {
@@ -125,6 +149,7 @@ export async function planCommand(argv: string[], env: NodeJS.ProcessEnv = proce
       synsets: { type: "string" },
       classes: { type: "string" },
       "no-label-check": { type: "boolean" },
+      "index-cache": { type: "string" },
       help: { type: "boolean", short: "h" },
     },
   });
@@ -151,6 +176,7 @@ export async function planCommand(argv: string[], env: NodeJS.ProcessEnv = proce
     synsets: values.synsets,
     classes: values.classes,
     noLabelCheck: values["no-label-check"],
+    indexCache: values["index-cache"],
   });
   if (!result.success) throw usageError(result.error);
   const args = result.data;
@@ -169,13 +195,16 @@ export async function planCommand(argv: string[], env: NodeJS.ProcessEnv = proce
     applyExifOrientation: args.exifOrientation,
     replace: args.replace,
     labelCheck: !args.noLabelCheck,
+    onIndexProgress: indexProgress(process.stderr),
+    ...(args.indexCache !== undefined ? { indexCache: args.indexCache } : {}),
     ...(args.classes !== undefined ? { classes: args.classes } : {}),
     ...(args.maxPixels !== undefined ? { maxPixels: args.maxPixels } : {}),
     ...(args.preprocess !== undefined ? { preprocess: args.preprocess } : {}),
     ...(args.labels === "none" ? { builtInLabels: false } : args.labels !== undefined ? { labels: args.labels } : {}),
     ...(args.runId !== undefined ? { runId: args.runId } : {}),
   });
-  const { labelWarnings, labelCheck, labelLayout, ...counts } = planned;
+  const { labelWarnings, labelCheck, labelLayout, input, ...counts } = planned;
+  process.stderr.write(`input: ${input}${planned.indexes && planned.indexes.reused > 0 ? ` (${planned.indexes.reused} index${planned.indexes.reused === 1 ? "" : "es"} from ${args.indexCache})` : ""}\n`);
   if (labelWarnings !== undefined) process.stderr.write(`${labelWarnings}\n`);
   process.stderr.write(`labels: ${labelLayout}\n`);
   if (labelCheck !== undefined) {

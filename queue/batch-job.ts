@@ -11,8 +11,10 @@ import {
   parseManifest,
   type BatchMessage,
   type Manifest,
+  type ManifestBatch,
   type ManifestWithDigest,
 } from "./manifest.js";
+import { archiveBatchInputs, archiveChangedIn, type ArchiveIndexCache } from "./archive-batch.js";
 import { PermanentMessageError, SupersededMessageError } from "./message-errors.js";
 import type { LoadedModel, ModelCache } from "./model-cache.js";
 import { isFailed, type ResultRecord } from "../scoring/records.js";
@@ -120,13 +122,41 @@ async function modelsOf(context: JobContext, manifest: Manifest): Promise<Loaded
   );
 }
 
+/** What a worker reads once per run and keeps: manifests, and the indexes of archives planned. */
+export interface RunCaches {
+  readonly manifests: ManifestCache;
+  readonly archiveIndexes: ArchiveIndexCache;
+}
+
+/**
+ * The batch's inputs: loose keys each read from the input, or archive members read by range.
+ * An archive no longer the one planned (412 on If-Match, deleted) fails the batch for good.
+ */
+async function batchInputs(context: JobContext, caches: RunCaches, read: ManifestWithDigest, batch: ManifestBatch): Promise<ImageInput[]> {
+  const { manifest, manifestDigest } = read;
+  const maxBytes = context.inputMaxBytes ?? DEFAULT_INPUT_MAX_BYTES;
+  const { members } = batch;
+  if (members === undefined) {
+    const input = openLocation(manifest.input, { s3: context.s3 });
+    return batch.keys.map((key, i) => ({ key, label: batch.labels[i] ?? null, read: () => input.read(key, { maxBytes }) }));
+  }
+  const images = await caches.archiveIndexes.get(manifest, manifestDigest, members.archive);
+  return archiveBatchInputs(manifest, { ...batch, members }, images, context.s3, maxBytes);
+}
+
+function permanentIfArchiveChanged(error: unknown): unknown {
+  const changed = archiveChangedIn(error);
+  return changed === undefined ? error : new PermanentMessageError(changed.message, { cause: error });
+}
+
 /**
  * One batch of a planned run: its images scored with the manifest's models and settings, the
  * batch file written, then the message deleted. Any fault rejects before the write.
  */
-export async function runBatchJob(context: JobContext, held: HeldMessage, manifests: ManifestCache, body: BatchMessage): Promise<void> {
+export async function runBatchJob(context: JobContext, held: HeldMessage, caches: RunCaches, body: BatchMessage): Promise<void> {
   const started = performance.now();
-  const { manifest, manifestDigest } = await manifests.get(body);
+  const read = await caches.manifests.get(body);
+  const { manifest, manifestDigest } = read;
   const batch = manifest.batches.find((candidate) => candidate.id === body.batchId);
   if (batch === undefined) {
     throw new PermanentMessageError(`batch ${body.batchId} is not in ${body.out}/${MANIFEST_KEY} (run ${manifest.runId})`);
@@ -136,14 +166,18 @@ export async function runBatchJob(context: JobContext, held: HeldMessage, manife
   const loaded = await modelsOf(context, manifest);
   // Device, crops/s and the share of the batch the engines sat idle (on a GPU: waiting for the host).
   const usage = measureEngines(loaded.map((model) => model.engine));
-  const input = openLocation(manifest.input, { s3: context.s3 });
-  const inputs: ImageInput[] = batch.keys.map((key, i) => ({ key, label: batch.labels[i] ?? null, read: () => input.read(key, { maxBytes: context.inputMaxBytes ?? DEFAULT_INPUT_MAX_BYTES }) }));
-  const records = await scoreHeld(context, held, inputs, loaded, {
-    crops: manifest.crops,
-    applyExifOrientation: manifest.applyExifOrientation,
-    maxPixels: manifest.maxPixels,
-    classes: manifest.classes,
-  });
+  let records: ResultRecord[];
+  try {
+    const inputs = await batchInputs(context, caches, read, batch);
+    records = await scoreHeld(context, held, inputs, loaded, {
+      crops: manifest.crops,
+      applyExifOrientation: manifest.applyExifOrientation,
+      maxPixels: manifest.maxPixels,
+      classes: manifest.classes,
+    });
+  } catch (error) {
+    throw permanentIfArchiveChanged(error);
+  }
   if (records.length !== batch.keys.length || records.some((record, i) => record.key !== batch.keys[i])) {
     throw new StorageError(`scorer returned ${records.length} records for ${batch.keys.length} keys of batch ${batch.id}`);
   }

@@ -20,6 +20,12 @@ export const MANIFEST_KEY = "manifest.json";
  * `preprocess`); an @1 manifest lacks them, so workers cannot score it the way it was planned.
  */
 export const MANIFEST_FORMAT = "googlenet-eval/manifest@2";
+/**
+ * @3 is @2 with `archives` and batches of archive members: written only for a run whose input
+ * holds tar archives, so a worker that knows only @2 refuses such a run (dead-letters its
+ * messages, naming the format) instead of reading `<archive>/<member>` keys as loose objects.
+ */
+export const ARCHIVES_MANIFEST_FORMAT = "googlenet-eval/manifest@3";
 const PREVIOUS_MANIFEST_FORMATS = ["googlenet-eval/manifest@1"];
 export const BATCH_MESSAGE_TYPE = "googlenet-eval/batch@1";
 /** Where workers write batch results, relative to the run's `out`. */
@@ -47,10 +53,41 @@ export interface ManifestBatch {
   readonly keys: readonly string[];
   /** Class index per key, or null when the label source has none. */
   readonly labels: readonly (number | null)[];
+  /**
+   * For a batch of archive members: image members `first` to `last` (inclusive, counted among
+   * the archive's image members in archive order) of `archives[archive]`, which `keys` name in
+   * the same order. Absent for a batch of loose images.
+   */
+  readonly members?: ManifestMembers;
+}
+
+export interface ManifestMembers {
+  readonly archive: number;
+  readonly first: number;
+  readonly last: number;
+}
+
+/**
+ * A tar archive of the input. Its member index (offsets) is not in the manifest but beside it,
+ * at `index` under `out`, so the manifest of a 50,000-image archive holds keys and labels only.
+ */
+export interface ManifestArchive {
+  /** Its key relative to the input (its file name when it is the input): the first segment of its members' keys. */
+  readonly key: string;
+  /** Where workers read it: an s3:// URL or an absolute path. */
+  readonly url: string;
+  /** The version planned (S3's ETag): workers read with If-Match on it, so a replaced archive is refused. */
+  readonly version: string;
+  readonly size: number;
+  /** Image members it holds. */
+  readonly images: number;
+  /** Key of its index file under `out` (storage/archive/index-file.ts). */
+  readonly index: string;
 }
 
 export interface Manifest {
-  readonly format: typeof MANIFEST_FORMAT;
+  /** {@link ARCHIVES_MANIFEST_FORMAT} exactly when `archives` is present. */
+  readonly format: typeof MANIFEST_FORMAT | typeof ARCHIVES_MANIFEST_FORMAT;
   readonly runId: string;
   readonly createdAt: string;
   readonly codeVersion: string;
@@ -73,6 +110,8 @@ export interface Manifest {
    */
   readonly classes?: readonly number[];
   readonly images: number;
+  /** The input's tar archives, when it holds any (then the format is {@link ARCHIVES_MANIFEST_FORMAT}). */
+  readonly archives?: readonly ManifestArchive[];
   readonly batches: readonly ManifestBatch[];
 }
 
@@ -95,8 +134,10 @@ export interface ManifestWithDigest {
 const flavourSchema = z.enum(["bvlc", "torchvision"]);
 const digestSchema = z.string().regex(/^[0-9a-f]{64}$/, "must be 64 lowercase hex digits (a sha256)");
 
+const countSchema = z.number().int().nonnegative();
+
 const manifestSchema = z.object({
-  format: z.literal(MANIFEST_FORMAT),
+  format: z.enum([MANIFEST_FORMAT, ARCHIVES_MANIFEST_FORMAT]),
   runId: z.string().min(1),
   createdAt: z.string(),
   codeVersion: z.string(),
@@ -114,16 +155,47 @@ const manifestSchema = z.object({
   labels: z.string().nullable(),
   classes: z.array(z.number().int().min(0).max(999)).min(2).optional(),
   images: z.number().int().nonnegative(),
+  archives: z
+    .array(
+      z.object({
+        key: z.string().min(1),
+        url: z.string().min(1),
+        version: z.string(),
+        size: countSchema,
+        images: countSchema,
+        index: z.string().min(1),
+      }),
+    )
+    .optional(),
   batches: z.array(
     z
       .object({
         id: z.string().regex(/^[A-Za-z0-9_-]+$/),
         keys: z.array(z.string().min(1)),
         labels: z.array(z.number().int().min(0).nullable()),
+        members: z.object({ archive: countSchema, first: countSchema, last: countSchema }).optional(),
       })
       .refine((batch) => batch.keys.length === batch.labels.length, "a batch needs one label per key"),
   ),
 });
+
+/** What the schema cannot say: @3 exactly with archives, and each batch's members within its archive. */
+function archiveProblem(manifest: z.infer<typeof manifestSchema>): string | undefined {
+  const archives = manifest.archives;
+  if ((manifest.format === ARCHIVES_MANIFEST_FORMAT) !== (archives !== undefined)) {
+    return `a ${manifest.format} manifest ${archives === undefined ? "needs" : "cannot have"} "archives"`;
+  }
+  for (const batch of manifest.batches) {
+    const members = batch.members;
+    if (members === undefined) continue;
+    const archive = archives?.[members.archive];
+    if (archive === undefined) return `batch ${batch.id} names archive ${members.archive}, which the manifest does not list`;
+    if (members.first > members.last || members.last >= archive.images || batch.keys.length !== members.last - members.first + 1) {
+      return `batch ${batch.id}: members ${members.first}-${members.last} of ${archive.key} (${archive.images} images) do not match its ${batch.keys.length} keys`;
+    }
+  }
+  return undefined;
+}
 
 const batchMessageSchema = z.object({
   type: z.literal(BATCH_MESSAGE_TYPE),
@@ -148,13 +220,15 @@ export function parseManifest(text: string, where: string): Manifest {
   const format = (json as { format?: unknown } | null)?.format;
   if (typeof format === "string" && PREVIOUS_MANIFEST_FORMATS.includes(format)) {
     throw new StorageError(
-      `${where} is a ${format} manifest, planned by an older googlenet-eval; this version reads only ${MANIFEST_FORMAT}, ` +
+      `${where} is a ${format} manifest, planned by an older googlenet-eval; this version reads only ${MANIFEST_FORMAT} (${ARCHIVES_MANIFEST_FORMAT} for archives), ` +
         `which also records the decoding settings (EXIF orientation, pixel limit, preprocess). ` +
         `Plan the run again with this version (replacing the same output prefix, or into a new one)`,
     );
   }
   const parsed = manifestSchema.safeParse(json);
   if (!parsed.success) throw new StorageError(`${where} is not a googlenet-eval manifest: ${issues(parsed.error)}`);
+  const problem = archiveProblem(parsed.data);
+  if (problem !== undefined) throw new StorageError(`${where} is not a googlenet-eval manifest: ${problem}`);
   const ids = new Set<string>();
   for (const batch of parsed.data.batches) {
     if (ids.has(batch.id)) throw new StorageError(`${where}: batch id "${batch.id}" appears twice`);

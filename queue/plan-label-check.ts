@@ -14,6 +14,11 @@ export { LABEL_CHECK_FILE } from "../scoring/label-check.js";
 export interface PlanLabelCheckInput {
   readonly input: string;
   readonly keys: readonly string[];
+  /**
+   * A read function for the sampled keys (in input order), for inputs whose images are not all
+   * loose objects (archive members). Default: each key read from `input`.
+   */
+  readonly reads?: (keys: readonly string[]) => (key: string) => Promise<Uint8Array>;
   readonly labels: readonly (number | null)[];
   readonly models: readonly { readonly url: string; readonly preprocess: Flavour | null }[];
   readonly engine: EngineChoice;
@@ -56,10 +61,11 @@ export async function checkPlannedLabels(run: PlanLabelCheckInput): Promise<Labe
         }),
       );
     }
+    const read = run.reads?.(sample.map(({ key }) => key)) ?? ((key: string) => location.read(key));
     const check = new LabelCheck(undefined, sample.length);
     const classNames = Array.from({ length: NUM_CLASSES }, (_, i) => String(i));
     const records = scoreImages(
-      sample.map(({ key, label }) => ({ key, label, read: () => location.read(key) })),
+      sample.map(({ key, label }) => ({ key, label, read: () => read(key) })),
       { models, crops: 1, classNames, applyExifOrientation: run.applyExifOrientation, maxPixels: run.maxPixels, classes: run.classes },
     );
     for await (const record of records) check.add(record);

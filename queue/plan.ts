@@ -23,7 +23,7 @@ import {
   validationNumber,
 } from "../scoring/imagenet-validation.js";
 import {
-  batchId,
+  ARCHIVES_MANIFEST_FORMAT,
   batchMessage,
   codeVersion,
   digestOfManifest,
@@ -31,10 +31,11 @@ import {
   MANIFEST_KEY,
   serializeManifest,
   type Manifest,
-  type ManifestBatch,
   type ManifestModel,
 } from "./manifest.js";
-import { IMAGE_EXTENSIONS, isImageKey } from "../storage/image-keys.js";
+import { cutBatches, manifestArchives, openPlanInput, storeArchiveIndexes } from "./plan-archives.js";
+import type { ImageSource } from "../storage/archive/image-source.js";
+import { IMAGE_EXTENSIONS } from "../storage/image-keys.js";
 import { S3Location } from "../storage/s3-location.js";
 import { readUrl } from "../storage/open-location.js";
 import { isS3Url, LocalLocation, sha256OfBytes, type Location } from "../storage/location.js";
@@ -62,8 +63,19 @@ export type DescribeModel = (
 ) => Promise<{ flavour: Flavour }>;
 
 export interface PlanOptions {
-  /** Folder or s3:// prefix holding the images (keys ending .jpg .jpeg .png .webp, any case). */
+  /**
+   * Folder or s3:// prefix holding the images (keys ending .jpg .jpeg .png .webp, any case) and
+   * tar archives of them, or one tar archive. A gzipped archive is refused: workers read by range.
+   */
   readonly input: string;
+  /**
+   * Folder or s3:// prefix where archive indexes are kept between plans, by the archive's
+   * version (ETag) and size: an archive found there is not streamed again, one not found is
+   * indexed and stored there. Default: none (every archive is streamed once per plan).
+   */
+  readonly indexCache?: string;
+  /** Hears each archive's index build: bytes passed of its size. Default: nothing. */
+  readonly onIndexProgress?: (archive: string, bytes: number, size: number) => void;
   /** Folder or s3:// prefix for the run: manifest.json, batches/, results.jsonl, summary.json. Must be empty unless `replace`. */
   readonly out: string;
   readonly queueUrl: string;
@@ -125,6 +137,10 @@ export interface PlanOptions {
 
 export interface PlanResult {
   readonly runId: string;
+  /** What the input held: "1 tar archive, 1,000 images", "120 images". */
+  readonly input: string;
+  /** Archives whose index was built by a pass over their bytes, and taken from the index cache. */
+  readonly indexes?: { readonly built: number; readonly reused: number };
   /** The run's identity (queue/manifest.ts's digestOfManifest), carried by every message. */
   readonly manifestDigest: string;
   readonly images: number;
@@ -299,11 +315,10 @@ async function checkOut(out: Location, replace: boolean, reads: readonly string[
   }
 }
 
-async function listImages(inputUrl: string, s3: S3Client | undefined): Promise<string[]> {
-  const keys: string[] = [];
-  for await (const key of openLocation(inputUrl, { s3 }).list()) if (isImageKey(key)) keys.push(key);
-  if (keys.length === 0) throw new ConfigurationError(`no images (${IMAGE_EXTENSIONS.join(" ")}, any case) under ${inputUrl}`);
-  return keys;
+function assertImages(source: ImageSource, inputUrl: string): void {
+  if (source.keys.length === 0) {
+    throw new ConfigurationError(`no images (${IMAGE_EXTENSIONS.join(" ")}, any case, loose or in .tar archives) under ${inputUrl}`);
+  }
 }
 
 interface Labelled {
@@ -313,14 +328,22 @@ interface Labelled {
   readonly warnings?: string;
 }
 
-async function labelKeys(keys: readonly string[], options: PlanOptions, s3: S3Client | undefined): Promise<Labelled> {
+/** The manifest's `labels` when WebDataset `.cls` members label the images. */
+const CLASS_MEMBERS_SOURCE = "WebDataset .cls members";
+
+async function labelKeys(images: ImageSource, options: PlanOptions, s3: S3Client | undefined): Promise<Labelled> {
+  const keys = images.keys;
   if (options.labels === undefined) {
     const named = options.builtInLabels !== false && keys.some((key) => validationNumber(key) !== undefined);
     const builtIn = named ? (await loadBuiltInValidationLabels(options.synsets)).labels : undefined;
     const { layout, labelOf } = labelsFromLayout(keys, options.synsets);
-    const labels = keys.map((key) => (builtIn ? validationLabelOf(builtIn, key) : null) ?? labelOf(key));
+    // As `score` takes them: the built-in labels first, then a sample's .cls member, then the key.
+    const classOf = (key: string) => (options.builtInLabels !== false ? (images.classOf(key) ?? null) : null);
+    const labels = keys.map((key) => (builtIn ? validationLabelOf(builtIn, key) : null) ?? classOf(key) ?? labelOf(key));
     const used = builtIn !== undefined && keys.some((key) => validationLabelOf(builtIn, key) !== null);
-    return { labels, source: used ? BUILT_IN_LABELS_SOURCE : layout === "folder-index" ? "folder-index" : "wnid-in-key", layout };
+    const fromClassMembers = !used && keys.some((key) => classOf(key) !== null);
+    const from = used ? BUILT_IN_LABELS_SOURCE : fromClassMembers ? CLASS_MEMBERS_SOURCE : layout === "folder-index" ? "folder-index" : "wnid-in-key";
+    return { labels, source: from, layout };
   }
   const source = absolute(options.labels);
   const table = parseLabels((await readUrl(source, s3)).toString("utf8"), { source, synsets: options.synsets });
@@ -340,15 +363,6 @@ async function describeModels(options: PlanOptions, settings: Settings, s3: S3Cl
   return models;
 }
 
-function cutBatches(keys: readonly string[], labels: readonly (number | null)[], batchSize: number): ManifestBatch[] {
-  const count = Math.ceil(keys.length / batchSize);
-  return Array.from({ length: count }, (_, i) => ({
-    id: batchId(i, count),
-    keys: keys.slice(i * batchSize, (i + 1) * batchSize),
-    labels: labels.slice(i * batchSize, (i + 1) * batchSize),
-  }));
-}
-
 /**
  * Plans a distributed run: lists the input, attaches labels, cuts the images into batches,
  * writes `<out>/manifest.json` and sends one queue message per batch, each carrying the
@@ -366,12 +380,18 @@ export async function planRun(options: PlanOptions): Promise<PlanResult> {
   const reads = [
     inputUrl,
     ...options.models.map(absolute),
-    ...[options.labels, options.classes].filter((file): file is string => file !== undefined).map(absolute),
+    ...[options.labels, options.classes, options.indexCache].filter((file): file is string => file !== undefined).map(absolute),
   ];
   await checkOut(out, replace, reads);
 
-  const keys = await listImages(inputUrl, s3);
-  const labelled = await labelKeys(keys, options, s3);
+  const { source, reused } = await openPlanInput(openLocation(inputUrl, { s3 }), {
+    s3,
+    indexCache: options.indexCache === undefined ? undefined : absolute(options.indexCache),
+    onIndexProgress: options.onIndexProgress,
+  });
+  assertImages(source, inputUrl);
+  const keys = source.keys;
+  const labelled = await labelKeys(source, options, s3);
   const models = await describeModels(options, settings, s3);
   const classes =
     options.classes === undefined
@@ -380,6 +400,7 @@ export async function planRun(options: PlanOptions): Promise<PlanResult> {
   const diagnosis = options.labelCheck === false ? undefined : await checkPlannedLabels({
     input: inputUrl,
     keys,
+    reads: (sample) => source.reads(sample),
     labels: labelled.labels,
     models,
     engine: settings.engine,
@@ -389,9 +410,10 @@ export async function planRun(options: PlanOptions): Promise<PlanResult> {
     s3,
   });
   if (diagnosis?.winner) throw mismatchError(diagnosis, "nothing was sent");
-  const batches = cutBatches(keys, labelled.labels, settings.batchSize);
+  const batches = cutBatches(source, labelled.labels, settings.batchSize);
+  const hasArchives = source.archives.length > 0;
   const manifest: Manifest = {
-    format: MANIFEST_FORMAT,
+    format: hasArchives ? ARCHIVES_MANIFEST_FORMAT : MANIFEST_FORMAT,
     runId: settings.runId,
     createdAt: settings.createdAt,
     codeVersion: codeVersion(),
@@ -405,6 +427,7 @@ export async function planRun(options: PlanOptions): Promise<PlanResult> {
     labels: labelled.source,
     ...(classes !== undefined ? { classes } : {}),
     images: keys.length,
+    ...(hasArchives ? { archives: manifestArchives(source) } : {}),
     batches,
   };
   // The manifest goes first: a worker that gets a message must find it. With replace it
@@ -413,6 +436,8 @@ export async function planRun(options: PlanOptions): Promise<PlanResult> {
   // never a missing manifest (which would dead-letter it).
   await out.write(MANIFEST_KEY, serializeManifest(manifest));
   const replaced = replace ? await out.clear([MANIFEST_KEY]) : 0;
+  // After the clear (which would delete them) and before any message (whose worker reads them).
+  await storeArchiveIndexes(out, source);
   if (diagnosis !== undefined) {
     const stored = { ...diagnosis, summary: describeDiagnosis(diagnosis) };
     await out.write(LABEL_CHECK_FILE, `${JSON.stringify(stored, null, 2)}\n`);
@@ -420,6 +445,8 @@ export async function planRun(options: PlanOptions): Promise<PlanResult> {
   await sendBatches(sqs, options.queueUrl, manifest);
   return {
     runId: settings.runId,
+    input: source.describe(),
+    ...(hasArchives ? { indexes: { built: source.archives.length - reused.size, reused: reused.size } } : {}),
     manifestDigest: digestOfManifest(manifest),
     images: keys.length,
     labelled: labelled.labels.filter((label) => label !== null).length,

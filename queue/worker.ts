@@ -9,7 +9,8 @@ import {
 import { BackendUnavailableError, ConfigurationError, DeadlineExceededError, StorageError } from "../model/errors.js";
 import { loadEngine, type EngineChoice, type LoadEngineOptions } from "../model/load.js";
 import { defaultS3Client, defaultSqsClient } from "../storage/aws-clients.js";
-import { ManifestCache, runBatchJob, type JobContext } from "./batch-job.js";
+import { ArchiveIndexCache } from "./archive-batch.js";
+import { ManifestCache, runBatchJob, type JobContext, type RunCaches } from "./batch-job.js";
 import { runDropJob, type DropSettings } from "./drop-job.js";
 import { recordProgress } from "./health-file.js";
 import { assertGpuStarts } from "./gpu-check.js";
@@ -218,7 +219,7 @@ interface LoopParts {
 class WorkerLoop {
   private readonly stats: WorkerStats = { batches: 0, dropMessages: 0, abandoned: 0, failedMessages: 0, poisonMessages: 0 };
   private readonly models: ModelCache;
-  private readonly manifests: ManifestCache;
+  private readonly runs: RunCaches;
   private readonly context: JobContext;
   private readonly hold: HoldSettings;
   /** Settles when the job of a message given up at its deadline (or on lost visibility) has stopped. */
@@ -232,7 +233,7 @@ class WorkerLoop {
     if (!Number.isInteger(cacheSize) || cacheSize < 1) throw new ConfigurationError(`model cache size must be a positive integer, got ${cacheSize}`);
     // One HEAD per model per message: how a warm worker sees a model replaced at its URL.
     this.models = new ModelCache(cacheSize, parts.loadModel, (url) => objectVersion(url, parts.s3));
-    this.manifests = new ManifestCache(parts.s3);
+    this.runs = { manifests: new ManifestCache(parts.s3), archiveIndexes: new ArchiveIndexCache(parts.s3) };
     this.context = { s3: parts.s3, classNames: options.classNames, models: this.models, cropsPerCall: options.cropsPerCall, inputMaxBytes: options.inputMaxBytes, log: parts.log };
     this.hold = {
       sqs: parts.sqs,
@@ -369,7 +370,7 @@ class WorkerLoop {
   }
 
   private async work(held: HeldMessage, item: Extract<WorkItem, { kind: "batch" | "drop" }>): Promise<void> {
-    if (item.kind === "batch") return runBatchJob(this.context, held, this.manifests, item.batch);
+    if (item.kind === "batch") return runBatchJob(this.context, held, this.runs, item.batch);
     return runDropJob(this.context, held, this.options.drop as DropSettings, item.objects);
   }
 

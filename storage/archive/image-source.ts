@@ -60,6 +60,21 @@ export interface ImageSource {
 export interface OpenImageSourceOptions {
   /** Hears each archive's index build: bytes passed of its size. */
   readonly onIndexProgress?: (archive: string, bytes: number, size: number) => void;
+  /**
+   * An index known from before for this archive (`plan --index-cache`), checked by the caller to
+   * be of the archive's version and size; undefined to walk the archive. Default: always walk.
+   */
+  readonly knownIndex?: (key: string, object: ArchiveObject) => Promise<TarIndex | undefined>;
+  /**
+   * Sees every archive found before any is indexed, and may throw to refuse the input (`plan`
+   * refuses gzipped ones) before a byte of any archive is read. Default: all are taken.
+   */
+  readonly checkArchives?: (archives: readonly { readonly key: string; readonly object: ArchiveObject }[]) => void;
+}
+
+/** The members of an index that are scored, in archive order: what member positions count in. */
+export function imageMembersOf(index: TarIndex): TarMember[] {
+  return index.members.filter((member) => isImageKey(member.path));
 }
 
 /** The WebDataset sample a member belongs to: its path up to the first "." of its file name. */
@@ -91,11 +106,17 @@ async function singleArchive(input: Location): Promise<ArchiveObject | undefined
 }
 
 async function openArchive(key: string, object: ArchiveObject, options: OpenImageSourceOptions): Promise<OpenedArchive> {
-  const index = await object.index({
-    keepContent: isClassMember,
-    ...(options.onIndexProgress ? { onProgress: (bytes: number) => options.onIndexProgress?.(key, bytes, object.size) } : {}),
-  });
-  return { key, object, index, images: index.members.filter((member) => isImageKey(member.path)) };
+  const known = await options.knownIndex?.(key, object);
+  const index =
+    known ??
+    (await object.index({
+      keepContent: isClassMember,
+      ...(options.onIndexProgress ? { onProgress: (bytes: number) => options.onIndexProgress?.(key, bytes, object.size) } : {}),
+    }));
+  // The walk stops at the end-of-archive blocks, short of the record padding after them: the
+  // archive is done with, so its progress ends at its size.
+  if (known === undefined) options.onIndexProgress?.(key, object.size, object.size);
+  return { key, object, index, images: imageMembersOf(index) };
 }
 
 /**
@@ -103,11 +124,11 @@ async function openArchive(key: string, object: ArchiveObject, options: OpenImag
  * Storage faults and damaged archive headers reject (the run cannot know its images).
  */
 export async function openImageSource(input: Location, options: OpenImageSourceOptions = {}): Promise<ImageSource> {
-  const archives: OpenedArchive[] = [];
+  const found: { key: string; object: ArchiveObject }[] = [];
   const loose: string[] = [];
   const single = await singleArchive(input);
   if (single !== undefined) {
-    archives.push(await openArchive(basename(input.url), single, options));
+    found.push({ key: basename(input.url), object: single });
   } else {
     const archiveKeys: string[] = [];
     for await (const key of input.list()) {
@@ -116,9 +137,12 @@ export async function openImageSource(input: Location, options: OpenImageSourceO
     }
     for (const key of archiveKeys) {
       const object = input instanceof S3Location ? await s3Archive(input, key) : await localArchive((input as LocalLocation).pathOf(key));
-      archives.push(await openArchive(key, object, options));
+      found.push({ key, object });
     }
   }
+  options.checkArchives?.(found);
+  const archives: OpenedArchive[] = [];
+  for (const { key, object } of found) archives.push(await openArchive(key, object, options));
   return new ArchiveAwareSource(input, loose, archives);
 }
 

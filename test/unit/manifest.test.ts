@@ -5,6 +5,7 @@ import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { StorageError } from "../../model/errors.js";
 import {
+  ARCHIVES_MANIFEST_FORMAT,
   BATCH_MESSAGE_TYPE,
   MANIFEST_FORMAT,
   MANIFEST_KEY,
@@ -79,6 +80,41 @@ describe("manifest", () => {
     expect(() => parseManifest(text, "where/manifest.json")).toThrow(/where\/manifest\.json/);
   });
 
+  /** A run over one archive of three images: two batches of its members (@3). */
+  function archiveManifest(overrides: Partial<Manifest> = {}): Manifest {
+    return manifest({
+      format: ARCHIVES_MANIFEST_FORMAT,
+      input: "s3://b/val.tar",
+      archives: [{ key: "val.tar", url: "s3://b/val.tar", version: '"0123abcd"', size: 10240, images: 3, index: "archives/0.json" }],
+      batches: [
+        { id: "b00000", keys: ["val.tar/x.jpg", "val.tar/y.jpg"], labels: [1, null], members: { archive: 0, first: 0, last: 1 } },
+        { id: "b00001", keys: ["val.tar/z.jpg"], labels: [999], members: { archive: 0, first: 2, last: 2 } },
+      ],
+      ...overrides,
+    });
+  }
+
+  it("round-trips a manifest@3 with its archives and batches of members", () => {
+    // Act
+    const parsed = parseManifest(serializeManifest(archiveManifest()), "s3://b/runs/run-1/manifest.json");
+    // Assess
+    expect(parsed).toEqual(archiveManifest());
+  });
+
+  it.each([
+    ["a manifest@3 without archives", { archives: undefined }, /a googlenet-eval\/manifest@3 manifest needs "archives"/],
+    ["a manifest@2 with archives", { format: MANIFEST_FORMAT }, /a googlenet-eval\/manifest@2 manifest cannot have "archives"/],
+    ["a batch naming an archive not listed", { batches: [{ id: "b0", keys: ["val.tar/x.jpg"], labels: [1], members: { archive: 1, first: 0, last: 0 } }] }, /batch b0 names archive 1/],
+    ["members past the archive's images", { batches: [{ id: "b0", keys: ["val.tar/x.jpg"], labels: [1], members: { archive: 0, first: 3, last: 3 } }] }, /members 3-3 of val\.tar \(3 images\)/],
+    ["members that do not match the keys", { batches: [{ id: "b0", keys: ["val.tar/x.jpg"], labels: [1], members: { archive: 0, first: 0, last: 1 } }] }, /do not match its 1 keys/],
+  ] as const)("rejects %s, naming the file", (_name, overrides, pattern) => {
+    // Prepare
+    const text = JSON.stringify(archiveManifest(overrides as Partial<Manifest>));
+    // Act / Assess
+    expect(() => parseManifest(text, "where/manifest.json")).toThrow(StorageError);
+    expect(() => parseManifest(text, "where/manifest.json")).toThrow(pattern);
+  });
+
   it("refuses a manifest@1, saying why and how to plan again", () => {
     // Prepare: an @1 manifest as the previous version wrote it (no decoding settings).
     const { applyExifOrientation: _exif, maxPixels: _pixels, ...rest } = manifest();
@@ -86,7 +122,7 @@ describe("manifest", () => {
     // Act / Assess
     expect(() => parseManifest(v1, "s3://b/runs/old/manifest.json")).toThrow(
       "s3://b/runs/old/manifest.json is a googlenet-eval/manifest@1 manifest, planned by an older googlenet-eval; " +
-        "this version reads only googlenet-eval/manifest@2, which also records the decoding settings " +
+        "this version reads only googlenet-eval/manifest@2 (googlenet-eval/manifest@3 for archives), which also records the decoding settings " +
         "(EXIF orientation, pixel limit, preprocess). Plan the run again with this version (replacing the same output prefix, or into a new one)",
     );
   });
