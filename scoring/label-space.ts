@@ -59,8 +59,17 @@ const LAYOUT_WORDS: Record<LabelLayout, string> = {
   "folder-index": "class index from folder names 0..999, read as numbers (ImageNet-V2 layout)",
 };
 
-/** One line for the run's output: which labels and which classes the errors are over. */
-export function describeLabelSpace(space: LabelSpace): string {
+/**
+ * One line for the run's output: which labels and which classes the errors are over.
+ * `builtIn` is how many of the run's `keys` the built-in validation labels label: they come
+ * before the layout's (score-job's labelOf), which then labels only the rest, so the line names
+ * them first; the layout stays the run's recorded setting (headers and summaries before the
+ * built-in labels compare by it).
+ */
+export function describeLabelSpace(space: LabelSpace, builtIn?: { readonly images: number; readonly keys: number }): string {
   const classes = space.classes === null ? "all 1000 classes" : `${space.classes.count} classes of ${space.classes.file} (softmax restricted per crop)`;
-  return `label space: labels ${LAYOUT_WORDS[space.layout]}; ${classes}`;
+  if (builtIn === undefined || builtIn.images === 0) return `label space: labels ${LAYOUT_WORDS[space.layout]}; ${classes}`;
+  const validation = "from the built-in ILSVRC 2012 validation labels (names ILSVRC2012_val_NNNNNNNN)";
+  const rest = builtIn.images < builtIn.keys ? ` for ${builtIn.images} of ${builtIn.keys} images, the rest ${LAYOUT_WORDS[space.layout]}` : "";
+  return `label space: labels ${validation}${rest}; ${classes}`;
 }

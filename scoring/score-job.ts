@@ -233,7 +233,7 @@ async function gatherInputs(options: ScoreJobOptions, crops: CropCount, stderr: 
   const fromLayout = table === undefined ? labelsFromLayout(keys, synsets) : undefined;
   const labelOf = (key: string): number | null => table ? table.lookup(key) : ((builtIn ? validationLabelOf(builtIn.labels, key) : null) ?? (fromLayout as NonNullable<typeof fromLayout>).labelOf(key));
   const labelSpace = labelSpaceOf(fromLayout?.layout ?? "label-file", subset);
-  stderr.write(`${describeLabelSpace(labelSpace)}\n`);
+  stderr.write(`${describeLabelSpace(labelSpace, builtIn && { images: builtIn.images, keys: keys.length })}\n`);
   if (subset !== undefined) warnOutsideSubset(keys, labelOf, subset, stderr);
   // Only a label file can be in other ids than the built-in labels it would be learned against.
   const remappings = table ? await remappingsFor(keys, keys.map(labelOf), synsets) : knownRemappings();
