@@ -49,6 +49,15 @@ export function labelsFromLayout(
   return { layout: "wnid-in-path", labelOf: byWnid };
 }
 
+/**
+ * A queued run's label space, as aggregate's summary.json has it beside score's: the manifest
+ * keeps the subset's class indices (what every worker restricts to), not its file or digest.
+ */
+export interface QueuedLabelSpace {
+  readonly layout: LabelLayout;
+  readonly classes: { readonly count: number; readonly indices: readonly number[] } | null;
+}
+
 export function labelSpaceOf(layout: LabelLayout, subset: ClassSubset | undefined): LabelSpace {
   return { layout, classes: subset === undefined ? null : { file: subset.source, sha256: subset.sha256, count: subset.indices.length } };
 }
