@@ -17,6 +17,7 @@ import { sha256OfBytes, type Location } from "../storage/location.js";
 import { summarize, type SummaryExtras } from "../scoring/summary.js";
 import { writeReport } from "../scoring/report/index.js";
 import { LABEL_CHECK_FILE } from "../scoring/label-check.js";
+import type { LabelLayout, QueuedLabelSpace } from "../scoring/label-space.js";
 
 /** Written on every aggregate, complete or not, so a partial run is never mistaken for a result. */
 export const STATUS_FILE = "aggregate-status.json";
@@ -38,6 +39,8 @@ export interface RunSummary extends Summary {
   readonly perClassScheme: Scheme;
   /** One entry per labelled class, in class-index order. */
   readonly perClass: readonly ClassAccuracy[];
+  /** Which labels and classes the errors are over, as a local score's summary.json says. */
+  readonly labelSpace: QueuedLabelSpace;
 }
 
 export interface AggregateOptions {
@@ -213,6 +216,22 @@ async function stillAggregated(out: Location, stored: AggregateStatus, stock: St
   return true;
 }
 
+/**
+ * The label space of a planned run, from the label source its manifest records (queue/plan.ts
+ * labelKeys writes a label file's URL, the built-in labels' name, "folder-index" or
+ * "wnid-in-key"). The built-in labels record the layout of names, as score's header does.
+ */
+export function labelSpaceOfManifest(manifest: Pick<Manifest, "labels" | "classes">): QueuedLabelSpace {
+  const layout: LabelLayout =
+    manifest.labels === "folder-index"
+      ? "folder-index"
+      : manifest.labels === null || manifest.labels === "wnid-in-key" || manifest.labels === BUILT_IN_LABELS_SOURCE
+        ? "wnid-in-path"
+        : "label-file";
+  const classes = manifest.classes === undefined ? null : { count: manifest.classes.length, indices: manifest.classes };
+  return { layout, classes };
+}
+
 /** plan's label check in words, from label-check.json beside the manifest; undefined for runs planned without one. */
 async function readLabelCheck(out: Location): Promise<string | undefined> {
   const bytes = await out.readIfExists(LABEL_CHECK_FILE);
@@ -258,6 +277,7 @@ async function finish(
     runId: manifest.runId,
     perClassScheme: scheme,
     perClass: perClassAccuracy(records, scheme, options.classNames),
+    labelSpace: labelSpaceOfManifest(manifest),
   };
   const labelCheck = await readLabelCheck(out);
   if (options.write ?? true) {

@@ -3,6 +3,9 @@ import { NUM_CLASSES } from "../model/engine.js";
 import type { EngineChoice } from "../model/load.js";
 import { loadEngine } from "../model/load.js";
 import type { Flavour } from "../model/preprocess.js";
+import type { Synsets } from "../model/synsets.js";
+import { readBuiltInSynsets } from "../model/synsets.js";
+import { remappingsFor } from "../scoring/devkit-ids.js";
 import type { LabelDiagnosis } from "../scoring/label-check.js";
 import { LABEL_CHECK_IMAGES, LabelCheck } from "../scoring/label-check.js";
 import { scoreImages } from "../scoring/scorer.js";
@@ -26,6 +29,12 @@ export interface PlanLabelCheckInput {
   readonly maxPixels: number;
   readonly classes: readonly number[] | undefined;
   readonly s3: S3Client | undefined;
+  /**
+   * The run's classes, through which the devkit-id remapping reads the built-in validation
+   * labels. Default: the built-in synset_words.txt, as aggregate assumes for ReaL (a queued run
+   * is ImageNet's unless plan was given another list).
+   */
+  readonly synsets?: Synsets;
 }
 
 /**
@@ -62,7 +71,9 @@ export async function checkPlannedLabels(run: PlanLabelCheckInput): Promise<Labe
       );
     }
     const read = run.reads?.(sample.map(({ key }) => key)) ?? ((key: string) => location.read(key));
-    const check = new LabelCheck(undefined, sample.length);
+    // Learned from every key's label, not only the sample's: more images name more devkit ids.
+    const remappings = await remappingsFor(run.keys, run.labels, run.synsets ?? (await readBuiltInSynsets()));
+    const check = new LabelCheck(remappings, sample.length);
     const classNames = Array.from({ length: NUM_CLASSES }, (_, i) => String(i));
     const records = scoreImages(
       sample.map(({ key, label }) => ({ key, label, read: () => read(key) })),

@@ -51,19 +51,12 @@ const STRING_RANK: readonly number[] = (() => {
 })();
 
 /**
- * WNIDs in ILSVRC2012_ID order (the devkit's meta.mat), when known. The devkit's
- * ILSVRC2012_validation_ground_truth.txt numbers classes this way, not by sorted WNID. Nothing in
- * this repository or its test data holds that order (meta.mat is not shipped, and the
- * validation-label files here name WNIDs, not devkit ids), so the devkit remapping is off until a
- * caller passes the order to {@link knownRemappings}.
+ * The remappings the check tries: the fixed ones, then `learned` (the devkit-id remapping, which
+ * scoring/devkit-ids.ts learns from the built-in validation labels, as meta.mat's order is not
+ * shipped). Ties in the test go to the earlier, so a learned mapping that is only a shift by one
+ * is named as the shift.
  */
-export type DevkitOrder = readonly string[];
-
-/**
- * The remappings the check tries. `devkit` (WNIDs in ILSVRC2012_ID order) and `wnids` (the
- * sorted-WNID class list) together add the devkit-id remapping, 1-based as the devkit's ids are.
- */
-export function knownRemappings(devkit?: { order: DevkitOrder; wnids: readonly string[] }): Remapping[] {
+export function knownRemappings(learned: readonly Remapping[] = []): Remapping[] {
   const remappings: Remapping[] = [
     {
       id: "minus-one",
@@ -86,17 +79,7 @@ export function knownRemappings(devkit?: { order: DevkitOrder; wnids: readonly s
       map: (label) => STRING_RANK[label] ?? null,
     },
   ];
-  if (devkit !== undefined) {
-    const classOf = new Map(devkit.wnids.map((wnid, index) => [wnid, index]));
-    remappings.push({
-      id: "devkit-ids",
-      description: "ILSVRC2012 devkit ids (ILSVRC2012_ID, 1-based, meta.mat order), not sorted-WNID indices",
-      map: (label) => {
-        const wnid = devkit.order[label - 1];
-        return wnid === undefined ? null : (classOf.get(wnid) ?? null);
-      },
-    });
-  }
+  remappings.push(...learned);
   return remappings;
 }
 

@@ -49,6 +49,15 @@ export function labelsFromLayout(
   return { layout: "wnid-in-path", labelOf: byWnid };
 }
 
+/**
+ * A queued run's label space, as aggregate's summary.json has it beside score's: the manifest
+ * keeps the subset's class indices (what every worker restricts to), not its file or digest.
+ */
+export interface QueuedLabelSpace {
+  readonly layout: LabelLayout;
+  readonly classes: { readonly count: number; readonly indices: readonly number[] } | null;
+}
+
 export function labelSpaceOf(layout: LabelLayout, subset: ClassSubset | undefined): LabelSpace {
   return { layout, classes: subset === undefined ? null : { file: subset.source, sha256: subset.sha256, count: subset.indices.length } };
 }
@@ -59,8 +68,17 @@ const LAYOUT_WORDS: Record<LabelLayout, string> = {
   "folder-index": "class index from folder names 0..999, read as numbers (ImageNet-V2 layout)",
 };
 
-/** One line for the run's output: which labels and which classes the errors are over. */
-export function describeLabelSpace(space: LabelSpace): string {
+/**
+ * One line for the run's output: which labels and which classes the errors are over.
+ * `builtIn` is how many of the run's `keys` the built-in validation labels label: they come
+ * before the layout's (score-job's labelOf), which then labels only the rest, so the line names
+ * them first; the layout stays the run's recorded setting (headers and summaries before the
+ * built-in labels compare by it).
+ */
+export function describeLabelSpace(space: LabelSpace, builtIn?: { readonly images: number; readonly keys: number }): string {
   const classes = space.classes === null ? "all 1000 classes" : `${space.classes.count} classes of ${space.classes.file} (softmax restricted per crop)`;
-  return `label space: labels ${LAYOUT_WORDS[space.layout]}; ${classes}`;
+  if (builtIn === undefined || builtIn.images === 0) return `label space: labels ${LAYOUT_WORDS[space.layout]}; ${classes}`;
+  const validation = "from the built-in ILSVRC 2012 validation labels (names ILSVRC2012_val_NNNNNNNN)";
+  const rest = builtIn.images < builtIn.keys ? ` for ${builtIn.images} of ${builtIn.keys} images, the rest ${LAYOUT_WORDS[space.layout]}` : "";
+  return `label space: labels ${validation}${rest}; ${classes}`;
 }

@@ -18,7 +18,9 @@ import { parseClassSubset } from "./class-subset.js";
 import type { LabelSpace } from "./label-space.js";
 import { describeLabelSpace, labelSpaceOf, labelsFromLayout } from "./label-space.js";
 import type { LabelTable } from "./labels.js";
-import { LabelCheck, describeDiagnosis, mismatchError } from "./label-check.js";
+import type { Remapping } from "./label-check.js";
+import { LabelCheck, describeDiagnosis, knownRemappings, mismatchError } from "./label-check.js";
+import { remappingsFor } from "./devkit-ids.js";
 import { createProgress } from "./progress.js";
 import type { ResultRecord, Summary } from "./records.js";
 import { isFailed } from "./records.js";
@@ -114,9 +116,10 @@ export interface ScoreJobOptions extends EngineSettings {
   readonly signal?: AbortSignal;
   /**
    * Stop the run (LabelMismatchError) when, after the first 200 labelled images (all, when
-   * fewer), a known remapping of the labels (off by one, folders sorted as strings) explains the
-   * predictions far better than the labels as given (scoring/label-check.ts). When false, the
-   * diagnosis is only printed. Default: true.
+   * fewer), a known remapping of the labels (off by one, folders sorted as strings, the
+   * devkit's ids for images with validation names) explains the predictions far better than the
+   * labels as given (scoring/label-check.ts). When false, the diagnosis is only printed.
+   * Default: true.
    */
   readonly labelCheck?: boolean;
   /** Largest input object read, in bytes; a larger one is its error record. Default: DEFAULT_INPUT_MAX_BYTES (50 MiB). */
@@ -158,6 +161,8 @@ interface RunInputs {
   readonly extras: SummaryExtras;
   readonly subset: ClassSubset | undefined;
   readonly labelSpace: LabelSpace;
+  /** What the label check tries (with the devkit-id remapping when a label file disagrees with the built-in labels). */
+  readonly remappings: readonly Remapping[];
 }
 
 /** A readable file's bytes from a path or s3:// URL, with the setting's name in the error. */
@@ -252,8 +257,10 @@ async function gatherInputs(options: ScoreJobOptions, crops: CropCount, stderr: 
         (fromClassMembers > 0 ? (source.classOf(key) ?? null) : null) ??
         (fromLayout as NonNullable<typeof fromLayout>).labelOf(key));
   const labelSpace = labelSpaceOf(fromLayout?.layout ?? "label-file", subset);
-  stderr.write(`${describeLabelSpace(labelSpace)}\n`);
+  stderr.write(`${describeLabelSpace(labelSpace, builtIn && { images: builtIn.images, keys: keys.length })}\n`);
   if (subset !== undefined) warnOutsideSubset(keys, labelOf, subset, stderr);
+  // Only a label file can be in other ids than the built-in labels it would be learned against.
+  const remappings = table ? await remappingsFor(keys, keys.map(labelOf), synsets) : knownRemappings();
   const modelFiles: ModelFile[] = [];
   for (const file of options.models) {
     const bytes = await readSetting(file, "model");
@@ -266,6 +273,7 @@ async function gatherInputs(options: ScoreJobOptions, crops: CropCount, stderr: 
     source,
     subset,
     labelSpace,
+    remappings,
     modelFiles,
     header: {
       version: 1,
@@ -591,7 +599,7 @@ async function scorePending(pass: ScoringPass): Promise<{ processed: number; sco
   const todo = inputs.keys.filter((key) => !writer.isDone(key));
   const resumed = inputs.keys.length - todo.length;
   if (resumed > 0) pass.stderr.write(`resuming: ${resumed} of ${inputs.keys.length} images already in ${options.out}\n`);
-  const check = new LabelCheck();
+  const check = new LabelCheck(inputs.remappings);
   // A resumed run is checked on the records it already has, so a bad run stops before more work.
   for (const record of writer.records(inputs.keys)) labelVerdict(pass, check.add(record));
   const readOf = inputs.source.reads(todo, { maxBytes: options.inputMaxBytes ?? DEFAULT_INPUT_MAX_BYTES });

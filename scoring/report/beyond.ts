@@ -52,7 +52,7 @@ function beyondTable(rows: readonly BeyondRow[]): string {
   );
 }
 
-/** A reliability diagram: each bin's top-1 accuracy as a bar over its confidence range, the diagonal, and its mean confidence. */
+/** A reliability diagram: each bin's top-1 accuracy as a bar over its confidence range, the diagonal, and a dot at (mean confidence, accuracy). */
 function reliabilityChart(bins: readonly CalibrationBin[]): Promise<string> {
   const values = bins.map((b) => ({ ...b, mid: (b.lower + b.upper) / 2 })).filter((b) => b.images > 0);
   const axis = { type: "quantitative" as const, scale: { domain: [0, 1] } };
@@ -117,8 +117,9 @@ export async function beyondSection(summary: Summary, records: readonly ResultRe
     const detail = calibration[scheme];
     if (!detail) continue;
     const caption =
-      `Reliability, ${cropsText(scheme)}: bars are each bin's top-1 accuracy, dots its mean confidence; ` +
-      `on the dashed diagonal the probabilities would be calibrated. ECE ${percent(detail.ece)} over ${detail.images} images.`;
+      `Reliability, ${cropsText(scheme)}: bars are each bin's top-1 accuracy; each dot sits at its bin's mean confidence ` +
+      `(across) and accuracy (up), so a dot left of the dashed diagonal is underconfident, right of it overconfident. ` +
+      `ECE ${percent(detail.ece)} over ${detail.images} images.`;
     charts.push(`<div>${figure(`chart-reliability-${scheme}`, await reliabilityChart(detail.bins), caption)}</div>`);
   }
   return (

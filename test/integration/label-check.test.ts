@@ -21,6 +21,16 @@ const UNTRAINED = join(SHARED, "models/torchvision-googlenet-untrained.onnx");
 const SYNSETS = join(SHARED, "imagenet/synset_words.txt");
 const SAMPLES = join(SHARED, "imagenet/samples");
 const SAMPLES_VAL = join(SHARED, "imagenet/samples-val.txt");
+const VALIDATION_WNIDS = join(SHARED, "imagenet/ilsvrc2012_validation_synset_labels.txt");
+
+/**
+ * Devkit-style ids for the test: class c has id (7c + 3) mod 1000 + 1, a permutation of 1..1000
+ * (7 is prime to 1000) and no shift. The devkit's real ILSVRC2012_ID order (meta.mat) is not in
+ * ../shared (its README lists what is), so this stands in for it: the check learns id -> class
+ * only from the given labels against the built-in ones, never from the order's structure, so any
+ * permutation exercises it as the devkit's would.
+ */
+const devkitId = (label: number): number => ((7 * label + 3) % 1000) + 1;
 
 interface Run {
   code: number | null;
@@ -66,6 +76,26 @@ async function labels(name: string, count: number, shift: number): Promise<strin
   const file = join(work, name);
   await writeFile(file, truth.slice(0, count).map(([photo, label]) => `${photo} ${label + shift}\n`).join(""));
   return file;
+}
+
+/**
+ * The first `count` sample photos copied to validation names of their own class: for each, the
+ * first validation number whose line in the TF-slim file (read here, not through the code) is
+ * the photo's WNID. Returns the folder and, per photo, its new name and samples-val.txt label.
+ */
+async function validationPhotos(name: string, count: number): Promise<{ folder: string; named: [file: string, label: number][] }> {
+  const folder = join(work, name);
+  await mkdir(folder, { recursive: true });
+  const wnidOfVal = (await readFile(VALIDATION_WNIDS, "utf8")).trim().split("\n");
+  const named: [string, number][] = [];
+  for (const [photo, label] of truth.slice(0, count)) {
+    const n = wnidOfVal.indexOf(photo.slice(0, 9)) + 1;
+    expect(n).toBeGreaterThan(0);
+    const file = `ILSVRC2012_val_${String(n).padStart(8, "0")}.JPEG`;
+    await copyFile(join(SAMPLES, photo), join(folder, file));
+    named.push([file, label]);
+  }
+  return { folder, named };
 }
 
 const score = (images: string, labelFile: string, out: string, model = MODEL, ...extra: string[]): Promise<Run> =>
@@ -157,6 +187,42 @@ describe("score's label check (real photos, bvlc GoogLeNet, 1 crop, onnxruntime)
   });
 });
 
+describe("score's label check on photos with validation names and a label file in devkit ids", () => {
+  it("stops, naming the devkit ids with their accuracy beside the given labels'; silent on the sorted-WNID labels", async () => {
+    // Prepare: 40 photos under validation names of their own class; two val.txt files for them.
+    const { folder, named } = await validationPhotos("val-names-40", 40);
+    const devkit = join(work, "devkit-40.txt");
+    await writeFile(devkit, named.map(([file, label]) => `${file} ${devkitId(label)}\n`).join(""));
+    const right = join(work, "val-names-right-40.txt");
+    await writeFile(right, named.map(([file, label]) => `${file} ${label}\n`).join(""));
+    const out = join(work, "out-devkit-40");
+
+    // Act
+    const stopped = await score(folder, devkit, out);
+    const passed = await score(folder, right, join(work, "out-val-names-right-40"));
+
+    // Assess: exit 2 after all 40; the figures recounted from the records (top-1 against the
+    // samples-val.txt label each photo really has).
+    expect(stopped.stderr).not.toMatch(/unexpected error/);
+    expect(stopped.code).toBe(2);
+    const records = await readResults(out);
+    expect(records).toHaveLength(40);
+    const labelOf = new Map(named);
+    const given = records.filter((r) => r.top5["1"]?.[0]?.[0] === r.label).length;
+    const remapped = records.filter((r) => r.top5["1"]?.[0]?.[0] === labelOf.get(r.key)).length;
+    expect(given).toBe(0);
+    expect(remapped).toBeGreaterThan(20);
+    expect(stopped.stderr).toContain(
+      `label check: labels as given: top-1 0.0% (0 of 40); labels in the devkit's ids (ILSVRC2012_ID order, as in ILSVRC2012_validation_ground_truth.txt), ` +
+        `not sorted-WNID indices (given n is the class the built-in validation labels give the images labelled n; learned from 40 image(s) named ILSVRC2012_val_*): ` +
+        `${percent(remapped, 40)} (${remapped} of 40), one-sided exact sign test p = `,
+    );
+    expect(stopped.stderr).toContain("scoring stopped after 40 labelled image(s)");
+    expect(passed.code).toBe(0);
+    expect(passed.stderr).toMatch(/label check passed on 40 labelled image\(s\): labels as given: top-1 \d+\.\d% \(\d+ of 40\); best remapping \((minus-one|plus-one|folders-as-strings|model-folders-as-strings)\)/);
+  });
+});
+
 describe("plan's label check (S3/SQS emulator, real photos, bvlc GoogLeNet at 1 crop on this CPU)", () => {
   it("refuses to send when every label is one too high: nothing on the queue, nothing under --out; right labels are sent with the diagnosis beside the manifest", async () => {
     // Prepare: 40 photos and two val.txt files (right, every label +1) in the emulator's bucket.
@@ -232,6 +298,50 @@ describe("plan's label check (S3/SQS emulator, real photos, bvlc GoogLeNet at 1 
       const report = (await data.read("runs/right/report.html")).toString("utf8");
       expect(report).toContain('<section id="label-check"><h2>Label check</h2>');
       expect(report).toContain(stored.summary.split(";")[0] as string);
+    } finally {
+      await emulator.stop();
+    }
+  });
+
+  it("refuses to send validation-named photos labelled in devkit ids, naming the remapping; sends them labelled by sorted WNID", async () => {
+    // Prepare: 40 photos under validation names of their own class, a devkit-id and a right val.txt.
+    const emulator = await startEmulator();
+    try {
+      emulator.server.createBucket("data");
+      const data = new S3Location("s3://data", emulator.s3);
+      const { folder, named } = await validationPhotos("plan-val-names-40", 40);
+      for (const [file] of named) await data.write(`images/${file}`, await readFile(join(folder, file)));
+      await data.write("models/bvlc.onnx", await readFile(MODEL));
+      await data.write("devkit.txt", named.map(([file, label]) => `${file} ${devkitId(label)}\n`).join(""));
+      await data.write("right.txt", named.map(([file, label]) => `${file} ${label}\n`).join(""));
+      const queue = emulator.createQueue("label-check-devkit", { visibilityTimeoutSeconds: 30, maxReceiveCount: 3 });
+      const synsets = await readSynsets(SYNSETS);
+      const plan = (labels: string, out: string) =>
+        planRun({
+          input: "s3://data/images",
+          out,
+          queueUrl: queue.queueUrl,
+          models: ["s3://data/models/bvlc.onnx"],
+          labels,
+          synsets,
+          crops: 1,
+          batchSize: 8,
+          engine: "onnxruntime",
+          clients: { s3: emulator.s3, sqs: emulator.sqs },
+        });
+
+      // Act
+      const refused = await plan("s3://data/devkit.txt", "s3://data/runs/devkit").catch((error: unknown) => error);
+      const sent = await plan("s3://data/right.txt", "s3://data/runs/right");
+
+      // Assess
+      expect(refused).toBeInstanceOf(LabelMismatchError);
+      expect((refused as Error).message).toMatch(
+        /^label check: labels as given: top-1 0\.0% \(0 of 40\); labels in the devkit's ids \(ILSVRC2012_ID order.*learned from 40 image\(s\) named ILSVRC2012_val_\*\): \d+\.\d% \(\d+ of 40\).*nothing was sent/,
+      );
+      expect((refused as LabelMismatchError).diagnosis.winner?.id).toBe("devkit-ids");
+      expect(sent.batches).toBe(5);
+      expect(sent.labelCheck?.winner).toBeNull();
     } finally {
       await emulator.stop();
     }

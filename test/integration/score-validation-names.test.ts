@@ -91,6 +91,7 @@ describe("score on photos named as ILSVRC 2012 validation images, with no --labe
     // Assess
     expect(run.code, run.stderr).toBe(0);
     expect(run.stderr).toMatch(/labels: built-in ILSVRC 2012 validation labels \(.*ilsvrc2012_validation_synset_labels\.txt\) for 5 of 5 images/);
+    expect(run.stderr).toContain("label space: labels from the built-in ILSVRC 2012 validation labels (names ILSVRC2012_val_NNNNNNNN); all 1000 classes\n");
     expect(run.stdout).toMatch(/top-5 error\s+ReaL top-1\s+ReaL top-5\s+NLL\s+ECE/);
     expect(run.stdout).toMatch(/labels: built-in ILSVRC 2012 validation labels \(ilsvrc2012_validation_synset_labels\.txt\) for 5 images/);
     const header = JSON.parse(await readFile(join(out, "run-header.json"), "utf8")) as { builtInLabels?: { images: number } };

@@ -2,7 +2,7 @@ import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { aggregateRun } from "../../queue/aggregate.js";
+import { aggregateRun, labelSpaceOfManifest } from "../../queue/aggregate.js";
 import { MANIFEST_FORMAT, MANIFEST_KEY, batchResultKeyFor, digestOfManifest, serializeManifest, type Manifest } from "../../queue/manifest.js";
 import { BUILT_IN_LABELS_SOURCE } from "../../scoring/imagenet-validation.js";
 import type { ResultRecord, Summary, TopEntry } from "../../scoring/records.js";
@@ -88,9 +88,29 @@ describe("aggregate: ReaL, built-in labels and calibration across batches", () =
     expect(await readFile(join(dir, "report.html"), "utf8")).toContain("No calibration: 1 of 3 labelled records");
   });
 
+  it("writes the label space into summary.json, as a local score's has it", async () => {
+    // Act
+    await aggregateRun(out);
+    const written = JSON.parse(await readFile(join(dir, "summary.json"), "utf8")) as { labelSpace?: unknown };
+    // Assess: built-in labels (validation names) and no subset.
+    expect(written.labelSpace).toEqual({ layout: "wnid-in-path", classes: null });
+  });
+
   it("leaves ReaL out with realLabels null (--real-labels none)", async () => {
     const result = await aggregateRun(out, { realLabels: null });
     expect(result.summary?.schemes["1"]?.real).toBeUndefined();
     expect(result.summary?.realLabels).toBeUndefined();
+  });
+});
+
+describe("a queued run's label space, from its manifest", () => {
+  it.each([
+    ["s3://data/val.txt", undefined, { layout: "label-file", classes: null }],
+    ["folder-index", undefined, { layout: "folder-index", classes: null }],
+    ["wnid-in-key", [1, 7, 9], { layout: "wnid-in-path", classes: { count: 3, indices: [1, 7, 9] } }],
+    [BUILT_IN_LABELS_SOURCE, undefined, { layout: "wnid-in-path", classes: null }],
+    [null, undefined, { layout: "wnid-in-path", classes: null }],
+  ] as const)("labels %s, classes %j", (labels, classes, expected) => {
+    expect(labelSpaceOfManifest({ labels, ...(classes !== undefined ? { classes } : {}) })).toEqual(expected);
   });
 });

@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { readSynsets } from "../../model/synsets.js";
 import { binomialUpperTail, diagnoseLabels, knownRemappings } from "../../scoring/label-check.js";
-import { folderIndexLabel, labelsFromLayout } from "../../scoring/label-space.js";
+import { describeLabelSpace, folderIndexLabel, labelsFromLayout } from "../../scoring/label-space.js";
 import { headerDifferences, type RunHeader } from "../../scoring/run-header.js";
 
 const SYNSETS = "../shared/imagenet/synset_words.txt";
@@ -72,5 +72,19 @@ describe("label check arithmetic", () => {
   it('"folders sorted as strings": place 2 of "0", "1", "10", "100", "101".."109", "11" is folder 10, place 13 folder 11', () => {
     const remapping = knownRemappings().find((r) => r.id === "folders-as-strings");
     expect([0, 1, 2, 3, 12, 13].map((n) => remapping?.map(n))).toEqual([0, 1, 10, 100, 109, 11]);
+  });
+});
+
+describe("the label-space line", () => {
+  it("names the built-in validation labels when they label images, and the layout for the rest", () => {
+    const space = { layout: "wnid-in-path" as const, classes: null };
+    expect(describeLabelSpace(space, { images: 5, keys: 5 })).toBe(
+      "label space: labels from the built-in ILSVRC 2012 validation labels (names ILSVRC2012_val_NNNNNNNN); all 1000 classes",
+    );
+    expect(describeLabelSpace(space, { images: 3, keys: 5 })).toBe(
+      "label space: labels from the built-in ILSVRC 2012 validation labels (names ILSVRC2012_val_NNNNNNNN) for 3 of 5 images, " +
+        "the rest from a WNID in each file or folder name; all 1000 classes",
+    );
+    expect(describeLabelSpace(space)).toBe("label space: labels from a WNID in each file or folder name; all 1000 classes");
   });
 });
