@@ -99,7 +99,7 @@ describe("each command's --help", () => {
   it.each([
     ["score", ["--crops-per-call", "--tfjs-workers", "--threads", "--out", "<images>"], ["  --batch ", "  --workers "]],
     ["plan", ["--images-per-batch", "--out", "plan <images>"], ["  --batch-size ", "  --input "]],
-    ["worker", ["--crops-per-call", "--threads", "--deadline", "--drop-input", "--drop-out", "--require-gpu", "--device"], []],
+    ["worker", ["--crops-per-call", "--threads", "--deadline", "--drop-input", "--drop-out", "--drop-max-pixels", "--require-gpu", "--device", "--on-stop"], ["  --finish-on-stop "]],
     ["aggregate", ["--out"], []],
     ["report", ["--out"], []],
   ])("%s lists the new spellings and not the old ones as options", async (command, present, absent) => {
@@ -207,6 +207,26 @@ describe("old spellings, accepted for one release with one warning line each", (
     // Assess
     expect(ran.code).toBe(2);
     expect(ran.stderr).toBe("googlenet-eval score: --batch and --crops-per-call are the same setting; give only --crops-per-call\n");
+  });
+
+  it("worker takes --finish-on-stop as --on-stop finish, with one warning line", async () => {
+    // Act: the bad heartbeat stops the worker after its flags are read, before any queue call.
+    const ran = await run([...WORKER, "--finish-on-stop", "--heartbeat", "0"]);
+    // Assess
+    expect(ran.code).toBe(2);
+    expect(ran.stderr.split("\n")).toEqual([
+      "googlenet-eval worker: --finish-on-stop is deprecated and goes in 0.2.0; use --on-stop finish",
+      "googlenet-eval worker: --heartbeat must be from 1 to the visibility timeout minus 1",
+      "",
+    ]);
+  });
+
+  it("worker refuses --finish-on-stop together with --on-stop", async () => {
+    // Act
+    const ran = await run([...WORKER, "--finish-on-stop", "--on-stop", "abandon"]);
+    // Assess
+    expect(ran.code).toBe(2);
+    expect(ran.stderr).toBe("googlenet-eval worker: --finish-on-stop and --on-stop are the same setting; give only --on-stop\n");
   });
 
   it("plan takes --input and --batch-size, warning once for each", async () => {
