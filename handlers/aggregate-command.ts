@@ -107,7 +107,7 @@ export async function aggregateCommand(argv: string[], env: NodeJS.ProcessEnv = 
     if (typeof stored.summary === "string") process.stderr.write(`${stored.summary} (at plan time)\n`);
   }
   process.stderr.write(
-    `run ${result.runId}: ${summary.images} images, ${summary.scored} scored, ${summary.failed} failed, ` +
+    `run ${result.runId}: ${summary.images} images, ${summary.scored} scored, ${summary.failed} error records, ` +
       `${summary.labelled} labelled, ${result.batches} batches; wrote results.jsonl, summary.json and ${REPORT_FILE} to ${out}\n`,
   );
   return 0;

@@ -84,6 +84,24 @@ export const positiveIntFlag = (flag: string) => wholeNumberFlag(flag, 1).option
 /** `--engine tfjs|onnxruntime|auto`, default auto. */
 export const engineFlag = (flag = "--engine") => choiceFlag(flag, ENGINE_CHOICES).default("auto");
 
+/**
+ * Why a tfjs backend may not go with engine auto, in the command's own flag names; undefined when
+ * the pair is fine. The command refuses it before anything loads: auto may pick onnxruntime, and
+ * a user writing `--backend cpu` may mean onnxruntime on the CPU rather than tfjs's slowest
+ * backend (model/load.ts refuses the pair too, in words without flags).
+ */
+export function backendWithoutTfjs(
+  engine: string,
+  backend: string | undefined,
+  flags: { readonly engine: string; readonly backend: string } = { engine: "--engine", backend: "--backend" },
+): string | undefined {
+  if (engine !== "auto" || backend === undefined || backend === "auto") return undefined;
+  return (
+    `${flags.backend} ${backend} is a tfjs backend, but ${flags.engine} auto (the default) picks the engine itself and may pick onnxruntime; ` +
+    `give ${flags.engine} tfjs with it, or leave out ${flags.backend}`
+  );
+}
+
 /** Every zod issue of a failed parse, as one usage error. */
 export function usageError(error: z.ZodError): ConfigurationError {
   return new ConfigurationError(error.issues.map((issue) => issue.message).join("; "));

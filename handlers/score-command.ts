@@ -12,7 +12,7 @@ import { runScoreJob, type ScoreJobOptions } from "../scoring/score-job.js";
 import { isS3Url } from "../storage/location.js";
 import { openLocation } from "../storage/open-location.js";
 import { checkSynsetsSource, describeSynsets, SYNSETS_ENV, synsetsSource } from "./class-names.js";
-import { choiceFlag, engineFlag, OLD_SPELLINGS_UNTIL, parseFlags, positiveIntFlag, takeOldSpellings, usageError } from "./flags.js";
+import { backendWithoutTfjs, choiceFlag, engineFlag, OLD_SPELLINGS_UNTIL, parseFlags, positiveIntFlag, takeOldSpellings, usageError } from "./flags.js";
 import { graphEditsHelp, graphEditsSetting } from "./graph-edits.js";
 
 /** Environment variable for --max-input-bytes. */
@@ -50,7 +50,8 @@ options:
                         softmax is restricted to it before averaging; errors and top-5 are over it (default: all 1000)
   --crops N             1, 10 or 144 (default 144); 10 also reports 1, 144 reports all three
   --engine NAME         tfjs, onnxruntime or auto (default auto: tfjs with native TensorFlow, else onnxruntime)
-  --backend NAME        tfjs backend: auto, tensorflow, wasm or cpu (default auto)
+  --backend NAME        tfjs backend: auto, tensorflow, wasm or cpu (default auto); any but auto
+                        needs --engine tfjs
   --preprocess NAME     bvlc or torchvision, for ONNX graphs not recognised as GoogLeNet (onnxruntime)
   --crops-per-call N    crops per engine call, packed across images, 1 or more (default 16)
   --threads N           onnxruntime threads, 1 or more (default: all cores)
@@ -141,6 +142,8 @@ function parse(argv: string[], env: NodeJS.ProcessEnv): ScoreArgs | undefined {
   const maxInputBytes = values["max-input-bytes"] ?? (fromEnv === undefined || fromEnv.trim() === "" ? undefined : fromEnv);
   const result = Args.safeParse({ ...values, "max-input-bytes": maxInputBytes, input: parsed.positionals[0] });
   if (!result.success) throw usageError(result.error);
+  const pairing = backendWithoutTfjs(result.data.engine, result.data.backend);
+  if (pairing !== undefined) throw new ConfigurationError(pairing);
   return result.data;
 }
 

@@ -7,10 +7,22 @@ import { DEFAULT_BATCH_DEADLINE_SECONDS, DEFAULT_STOP_TIMEOUT_SECONDS, HEARTBEAT
 import { VisibilityLostError } from "../queue/held-message.js";
 import { taskProtectionFromEnvironment } from "../queue/task-protection.js";
 import { runWorker, type WorkerOptions } from "../queue/worker.js";
+import { DEFAULT_DROP_MAX_PIXELS } from "../queue/drop-job.js";
 import { BACKEND_CHOICES } from "../model/load.js";
 import { ORT_DEVICES } from "../model/ort/engine.js";
 import { checkSynsetsSource, readSynsetsUrl, SYNSETS_ENV, synsetsSource, type SynsetsSource } from "./class-names.js";
-import { choiceFlag, engineFlag, parseFlags, positiveIntFlag, usageError, wholeNumberFlag } from "./flags.js";
+import {
+  backendWithoutTfjs,
+  choiceFlag,
+  deprecationLine,
+  engineFlag,
+  OLD_SPELLINGS_UNTIL,
+  parseFlags,
+  positiveIntFlag,
+  usageError,
+  wholeNumberFlag,
+  type Warn,
+} from "./flags.js";
 import { GRAPH_EDITS_ENV, graphEditsHelp, graphEditsSetting } from "./graph-edits.js";
 
 /** Environment variables the worker reads when the matching flag is absent (the ECS task sets them). */
@@ -22,6 +34,8 @@ export const WORKER_ENV = {
   /** synset_words.txt for another label set; without it, the 1000 ImageNet classes built in. */
   synsets: SYNSETS_ENV,
   visibilityTimeout: "VISIBILITY_TIMEOUT_SECONDS",
+  /** Dropped images with more pixels become error records; without it DEFAULT_DROP_MAX_PIXELS. */
+  dropMaxPixels: "DROP_MAX_PIXELS",
   /** s3://bucket/prefix/ whose drop events the worker honours; without it no drop event is. */
   dropInput: "DROP_INPUT",
   /** Seconds one batch may take before the worker hands it back and exits non-zero. */
@@ -78,9 +92,12 @@ options (each flag falls back to the environment variable named):
   --model FILE|s3://...       drop-folder model ($${WORKER_ENV.model})
   --crops N                   drop-folder crops: 1, 10 or 144 ($${WORKER_ENV.crops}, else 144)
   --drop-out DIR|s3://...     drop-folder output prefix ($${WORKER_ENV.dropOut})
+  --drop-max-pixels N         drop-folder images with more pixels become error records, 1 or more
+                              ($${WORKER_ENV.dropMaxPixels}, else ${DEFAULT_DROP_MAX_PIXELS}; batches use their manifest's)
   --synsets FILE|s3://...     synset_words.txt for another label set ($${WORKER_ENV.synsets}, else the 1000 ImageNet classes built in)
   --engine NAME               drop-folder engine: tfjs, onnxruntime or auto ($${WORKER_ENV.engine}, else auto; batches use their manifest's)
-  --backend NAME              tfjs backend: auto, tensorflow, wasm or cpu ($${WORKER_ENV.backend}, else auto)
+  --backend NAME              tfjs backend: auto, tensorflow, wasm or cpu ($${WORKER_ENV.backend}, else auto); any but
+                              auto needs --engine tfjs for the drop folder, and fails batches planned with --engine auto
   --threads N                 onnxruntime threads, 1 or more ($${WORKER_ENV.threads}, else all cores)
   --device NAME               onnxruntime device: cpu or cuda ($${WORKER_ENV.device}, else cpu)
 ${graphEditsHelp(30)}
@@ -94,11 +111,12 @@ ${graphEditsHelp(30)}
   --heartbeat S               seconds between visibility extensions, 1 to the timeout minus 1 (else the smaller of ${HEARTBEAT_SECONDS} and a fifth of the timeout)
   --stop-timeout S            seconds between SIGTERM and SIGKILL, ${MIN_STOP_TIMEOUT} to ${MAX_SECONDS} ($${WORKER_ENV.stopTimeout}, else ${DEFAULT_STOP_TIMEOUT_SECONDS})
   --on-stop MODE              fit, finish or abandon the message in hand on SIGTERM (default fit)
-  --finish-on-stop            same as --on-stop finish
   --health-file PATH          rewritten on every turn of the loop, for a health check ($${WORKER_ENV.healthFile})
   --wait S                    long-poll seconds, 0..20 (default 20)
   --model-cache N             models kept loaded, 1 or more (default 2)
-  -h, --help                  show this help`;
+  -h, --help                  show this help
+
+Old spelling, accepted until ${OLD_SPELLINGS_UNTIL} with a warning: --finish-on-stop (now --on-stop finish).`;
 
 const seconds = (name: string, min: number, max = MAX_SECONDS) => wholeNumberFlag(name, min, max, " of seconds").optional();
 
@@ -116,6 +134,7 @@ const Settings = z
       .default("144")
       .transform((value) => Number(value) as CropCount),
     dropOut: z.string().min(1).optional(),
+    dropMaxPixels: positiveIntFlag(`--drop-max-pixels / ${WORKER_ENV.dropMaxPixels}`),
     dropInput: z.string().regex(/^s3:\/\/[^/]+/, `--drop-input / ${WORKER_ENV.dropInput} must be s3://bucket/prefix/`).optional(),
     engine: engineFlag(`--engine / ${WORKER_ENV.engine}`),
     backend: choiceFlag(`--backend / ${WORKER_ENV.backend}`, BACKEND_CHOICES).optional(),
@@ -151,7 +170,19 @@ const Settings = z
   .refine((settings) => settings.dropInput === undefined || settings.model !== undefined, {
     message: `--drop-input (${WORKER_ENV.dropInput}) needs --model and --drop-out for the results`,
   })
+  .refine((settings) => settings.dropMaxPixels === undefined || settings.model !== undefined, {
+    message: `--drop-max-pixels (${WORKER_ENV.dropMaxPixels}) is a drop-folder setting: it needs --model and --drop-out`,
+  })
   .superRefine((settings, context) => {
+    // Only the drop folder runs the engine named here; batches run their manifest's.
+    const pairing =
+      settings.model === undefined
+        ? undefined
+        : backendWithoutTfjs(settings.engine, settings.backend, {
+            engine: `--engine / ${WORKER_ENV.engine}`,
+            backend: `--backend / ${WORKER_ENV.backend}`,
+          });
+    if (pairing !== undefined) context.addIssue({ code: "custom", message: pairing });
     const { heartbeat, visibilityTimeout } = settings;
     if (heartbeat !== undefined && visibilityTimeout !== undefined && heartbeat >= visibilityTimeout) {
       context.addIssue({ code: "custom", message: `${HEARTBEAT_RANGE} (1 to ${visibilityTimeout - 1} here)` });
@@ -178,8 +209,25 @@ function nonEmpty(value: string | undefined): string | undefined {
   return value === undefined || value.trim() === "" ? undefined : value.trim();
 }
 
-/** Flags first, then the environment; validated once, failing with the flag and variable names. */
-export function parseWorkerArgs(argv: string[], env: NodeJS.ProcessEnv = process.env): WorkerSettings | undefined {
+/** The stop mode, from --on-stop or its old spelling --finish-on-stop (with a warning line). */
+function onStopMode(values: { readonly "on-stop"?: string | undefined; readonly "finish-on-stop"?: boolean | undefined }, warn: Warn): string | undefined {
+  if (values["finish-on-stop"] !== true) return values["on-stop"];
+  if (values["on-stop"] !== undefined) {
+    throw new ConfigurationError("--finish-on-stop and --on-stop are the same setting; give only --on-stop");
+  }
+  warn(deprecationLine("worker", "--finish-on-stop", "--on-stop finish"));
+  return "finish";
+}
+
+/**
+ * Flags first, then the environment; validated once, failing with the flag and variable names.
+ * Old spellings are taken with one line each to `warn` (default: stderr).
+ */
+export function parseWorkerArgs(
+  argv: string[],
+  env: NodeJS.ProcessEnv = process.env,
+  warn: Warn = (line) => process.stderr.write(line),
+): WorkerSettings | undefined {
   const parsed = parseFlags("worker", {
     args: argv,
     strict: true,
@@ -191,6 +239,7 @@ export function parseWorkerArgs(argv: string[], env: NodeJS.ProcessEnv = process
       crops: { type: "string" },
       "drop-out": { type: "string" },
       "drop-input": { type: "string" },
+      "drop-max-pixels": { type: "string" },
       synsets: { type: "string" },
       engine: { type: "string" },
       backend: { type: "string" },
@@ -221,6 +270,7 @@ export function parseWorkerArgs(argv: string[], env: NodeJS.ProcessEnv = process
     crops: values.crops ?? fromEnv("crops"),
     dropOut: values["drop-out"] ?? fromEnv("dropOut"),
     dropInput: values["drop-input"] ?? fromEnv("dropInput"),
+    dropMaxPixels: values["drop-max-pixels"] ?? fromEnv("dropMaxPixels"),
     engine: values.engine ?? fromEnv("engine"),
     backend: values.backend ?? fromEnv("backend"),
     threads: values.threads ?? fromEnv("threads"),
@@ -232,7 +282,7 @@ export function parseWorkerArgs(argv: string[], env: NodeJS.ProcessEnv = process
     visibilityTimeout: values["visibility-timeout"] ?? fromEnv("visibilityTimeout"),
     heartbeat: values.heartbeat,
     stopTimeout: values["stop-timeout"] ?? fromEnv("stopTimeout"),
-    onStop: values["finish-on-stop"] ? "finish" : values["on-stop"],
+    onStop: onStopMode(values, warn),
     healthFile: values["health-file"] ?? fromEnv("healthFile"),
     wait: values.wait,
     modelCache: values["model-cache"],
@@ -269,7 +319,15 @@ export function workerOptionsFrom(settings: WorkerSettings, synsets: Synsets): W
     ...optional("healthFile", settings.healthFile),
     ...optional("dropInput", settings.dropInput),
     ...(settings.model !== undefined && settings.dropOut !== undefined
-      ? { drop: { model: settings.model, engine: settings.engine, crops: settings.crops, out: settings.dropOut } }
+      ? {
+          drop: {
+            model: settings.model,
+            engine: settings.engine,
+            crops: settings.crops,
+            out: settings.dropOut,
+            ...optional("maxPixels", settings.dropMaxPixels),
+          },
+        }
       : {}),
   };
 }

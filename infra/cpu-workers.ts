@@ -27,7 +27,7 @@ import {
 export interface CpuWorkersProps
   extends Pick<
     DeploySettings,
-    "maxInstances" | "defaultModelKey" | "defaultCrops" | "synsetsKey" | "cpuWorkerCpu" | "cpuWorkerMemoryMiB"
+    "maxInstances" | "defaultModelKey" | "defaultCrops" | "dropMaxPixels" | "synsetsKey" | "cpuWorkerCpu" | "cpuWorkerMemoryMiB"
   > {
   /**
    * An existing VPC (its private subnets with egress).

@@ -51,6 +51,12 @@ export interface DeploySettings {
    */
   readonly defaultCrops: 1 | 10 | 144;
   /**
+   * Pixel limit for drop-folder images: a larger one becomes an error record without being
+   * scored (the worker's DROP_MAX_PIXELS). Context `dropMaxPixels`.
+   * @default undefined - the worker's own limit, 60,000,000 (phone photos are 12-50 million)
+   */
+  readonly dropMaxPixels?: number;
+  /**
    * Key, in the stack's bucket, of ImageNet's synset_words.txt. Context `synsetsKey`.
    * @default "models/synset_words.txt"
    */
@@ -137,6 +143,7 @@ export const SETTING_KEYS = [
   "maxInstances",
   "defaultModelKey",
   "defaultCrops",
+  "dropMaxPixels",
   "synsetsKey",
   "inputBucketName",
   "inputPrefix",
@@ -159,12 +166,14 @@ export function settingsFromContext(node: Node): DeploySettings {
   const inputBucketName = optionalString(raw("inputBucketName"), "inputBucketName");
   const vpcId = optionalString(raw("vpcId"), "vpcId");
   const alarmTopicArn = optionalString(raw("alarmTopicArn"), "alarmTopicArn");
+  const dropMaxPixels = positiveInteger(raw("dropMaxPixels"), "dropMaxPixels");
   return {
     instanceTypes: instanceTypes(raw("instanceTypes")),
     spot: boolean(raw("spot"), "spot", DEFAULT_SETTINGS.spot),
     maxInstances: integer(raw("maxInstances"), "maxInstances", DEFAULT_SETTINGS.maxInstances, 1, 100),
     defaultModelKey: key(raw("defaultModelKey"), "defaultModelKey", DEFAULT_SETTINGS.defaultModelKey),
     defaultCrops: crops(raw("defaultCrops")),
+    ...(dropMaxPixels === undefined ? {} : { dropMaxPixels }),
     synsetsKey: key(raw("synsetsKey"), "synsetsKey", DEFAULT_SETTINGS.synsetsKey),
     ...(inputBucketName === undefined ? {} : { inputBucketName: bucketName(inputBucketName) }),
     inputPrefix: prefix(raw("inputPrefix")),
@@ -218,6 +227,14 @@ function integer(value: unknown, key: string, fallback: number, min: number, max
   if (value === undefined || value === null || value === "") return fallback;
   const n = typeof value === "number" ? value : typeof value === "string" && /^\d+$/.test(value.trim()) ? Number(value) : NaN;
   if (!Number.isInteger(n) || n < min || n > max) fail(key, value, `a whole number from ${min} to ${max}`);
+  return n;
+}
+
+/** A whole number of 1 or more with no upper bound of its own, or undefined when not given. */
+function positiveInteger(value: unknown, key: string): number | undefined {
+  if (value === undefined || value === null || value === "") return undefined;
+  const n = typeof value === "number" ? value : typeof value === "string" && /^\d+$/.test(value.trim()) ? Number(value) : NaN;
+  if (!Number.isSafeInteger(n) || n < 1) fail(key, value, "a whole number, 1 or more");
   return n;
 }
 

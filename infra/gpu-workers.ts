@@ -34,7 +34,7 @@ export { backlogScalingSteps } from "./worker-task.js";
 export interface GpuWorkersProps
   extends Pick<
     DeploySettings,
-    "instanceTypes" | "spot" | "maxInstances" | "defaultModelKey" | "defaultCrops" | "synsetsKey" | "gpuEngine"
+    "instanceTypes" | "spot" | "maxInstances" | "defaultModelKey" | "defaultCrops" | "dropMaxPixels" | "synsetsKey" | "gpuEngine"
   > {
   /**
    * An existing VPC (its private subnets with egress).

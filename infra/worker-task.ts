@@ -49,7 +49,7 @@ export const HEALTH_CHECK_COMMAND = ["node", "dist/handlers/health-check.js", "-
 export type WorkerEnvironment = Readonly<Record<string, string>>;
 
 export interface WorkerEnvironmentOptions
-  extends Pick<DeploySettings, "defaultModelKey" | "defaultCrops" | "synsetsKey"> {
+  extends Pick<DeploySettings, "defaultModelKey" | "defaultCrops" | "dropMaxPixels" | "synsetsKey"> {
   readonly bucket: s3.IBucket;
   readonly workQueue: WorkQueue;
   /** "tfjs" or "onnxruntime": the drop folder's engine. */
@@ -70,6 +70,8 @@ export function workerEnvironment(scope: Construct, options: WorkerEnvironmentOp
     QUEUE_URL: options.workQueue.queue.queueUrl,
     DEFAULT_MODEL: `${bucketUrl}/${options.defaultModelKey}`,
     DEFAULT_CROPS: String(options.defaultCrops),
+    // Unset, the worker keeps its own limit: one default, in the code that applies it.
+    ...(options.dropMaxPixels === undefined ? {} : { DROP_MAX_PIXELS: String(options.dropMaxPixels) }),
     DROP_INPUT: `${bucketUrl}/${PREFIXES.drop}`,
     DROP_OUTPUT: `${bucketUrl}/${PREFIXES.dropResults.replace(/\/$/, "")}`,
     GOOGLENET_EVAL_SYNSETS: `${bucketUrl}/${options.synsetsKey}`,

@@ -25,7 +25,10 @@ export interface LoadEngineOptions {
   readonly source: string;
   /** Which engine runs the model. No default here (the CLI's is "auto"). */
   readonly engine: EngineChoice;
-  /** tfjs backend. Default: "auto". Naming one other than "auto" makes engine "auto" pick tfjs. */
+  /**
+   * tfjs backend. Default: "auto". One other than "auto" needs engine "tfjs": with engine "auto"
+   * it is refused, since auto may pick onnxruntime, where no tfjs backend applies.
+   */
   readonly backend?: BackendPreference;
   /**
    * Input convention for a graph the architecture reader does not recognise (onnxruntime only).
@@ -97,6 +100,14 @@ export async function loadEngine(
   if (!BACKEND_CHOICES.includes(backend)) {
     throw new ConfigurationError(`unknown backend "${String(backend)}"; use one of: ${BACKEND_CHOICES.join(", ")}`);
   }
+  if (options.engine === "auto" && backend !== "auto") {
+    // Once this silently meant tfjs; but a caller naming "cpu" may well mean onnxruntime on the
+    // CPU, and tfjs's cpu backend is the slowest path there is, so the caller says which.
+    throw new ConfigurationError(
+      `backend ${backend} is a tfjs backend, but engine auto picks the engine itself (and may pick onnxruntime); ` +
+        `set engine tfjs to run tfjs on ${backend}, or leave backend at auto`,
+    );
+  }
   if (options.preprocess !== undefined && !FLAVOURS.includes(options.preprocess)) {
     throw new ConfigurationError(
       `unknown preprocess "${String(options.preprocess)}"; use one of: ${FLAVOURS.join(", ")}`,
@@ -119,7 +130,7 @@ export async function loadEngine(
     // tfjs's wasm/cpu backends on the CPU.
     // A CUDA device names onnxruntime's GPU path; a GPU required without it names tfjs's.
     const wantsTfjs =
-      options.device !== "cuda" && (backend !== "auto" || options.requireGpu === true || (await nativeTensorflowLoads()));
+      options.device !== "cuda" && (options.requireGpu === true || (await nativeTensorflowLoads()));
     engineName = recognised !== undefined && wantsTfjs ? "tfjs" : "onnxruntime";
   } else {
     engineName = options.engine;

@@ -2,12 +2,13 @@ import { HeadObjectCommand, S3Client } from "@aws-sdk/client-s3";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { createAggregateHandler, type S3EventLike } from "../../handlers/aggregate-lambda.js";
 import { STATUS_FILE } from "../../queue/aggregate.js";
-import { MANIFEST_FORMAT, MANIFEST_KEY, batchResultKeyFor, digestOfManifest, serializeManifest, type Manifest } from "../../queue/manifest.js";
+import { MANIFEST_KEY, batchResultKeyFor, digestOfManifest, serializeManifest, type Manifest } from "../../queue/manifest.js";
 import type { ResultRecord } from "../../scoring/records.js";
 import type { Location } from "../../storage/location.js";
 import { S3Location } from "../../storage/s3-location.js";
 import { s3EventBody, startEmulator, type Emulator } from "../helpers/emulator.js";
 import { startFaultProxy, type FaultProxy } from "../helpers/fault-proxy.js";
+import { bvlcModel, testManifest } from "../helpers/manifests.js";
 
 const CREDENTIALS = { accessKeyId: "test", secretAccessKey: "test" };
 /** Enough batches that reading them all and reading O(1) of them are far apart. */
@@ -24,22 +25,16 @@ function record(index: number): ResultRecord {
 
 function manifestOf(out: string, runId: string): Manifest {
   const batches = Array.from({ length: BATCH_COUNT }, (_, i) => ({ id: `b${String(i).padStart(5, "0")}`, keys: [record(i).key], labels: [labelOf(i)] }));
-  return {
-    format: MANIFEST_FORMAT,
+  return testManifest({
     runId,
-    createdAt: "2026-01-01T00:00:00.000Z",
-    codeVersion: "0.1.0",
     input: "s3://data/validation/",
     out,
-    models: [{ url: "s3://data/models/bvlc-googlenet.onnx", sha256: "a".repeat(64), flavour: "bvlc", preprocess: null }],
-    crops: 10,
+    models: [bvlcModel("s3://data/models/bvlc-googlenet.onnx", "a".repeat(64))],
     engine: "tfjs",
-    applyExifOrientation: false,
-    maxPixels: 100_000_000,
     labels: "s3://data/val.txt",
     images: BATCH_COUNT,
     batches,
-  };
+  });
 }
 
 /** A real S3Location that calls `pause` once, right after the step named, to order two calls. */

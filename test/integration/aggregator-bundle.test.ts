@@ -8,10 +8,11 @@ import * as s3 from "aws-cdk-lib/aws-s3";
 import { afterAll, describe, expect, it } from "vitest";
 import { Aggregator } from "../../infra/aggregator.js";
 import { projectRoot } from "../../infra/project-root.js";
-import { MANIFEST_FORMAT, MANIFEST_KEY, batchResultKeyFor, digestOfManifest, serializeManifest, type Manifest } from "../../queue/manifest.js";
+import { MANIFEST_KEY, batchResultKeyFor, digestOfManifest, serializeManifest } from "../../queue/manifest.js";
 import type { Summary, TopEntry } from "../../scoring/records.js";
 import { S3Location } from "../../storage/s3-location.js";
 import { s3EventBody, startEmulator } from "../helpers/emulator.js";
+import { bvlcModel, testManifest } from "../helpers/manifests.js";
 
 /**
  * The aggregator Lambda bundled for real (local esbuild, as `cdk synth` does when esbuild is
@@ -51,22 +52,16 @@ describe("the aggregator Lambda's bundle", () => {
       emulator.server.createBucket("b");
       const top5: TopEntry[] = [[795, 0.6, "x"], [970, 0.2, "y"], [1, 0.1, "z"], [2, 0.05, "w"], [3, 0.01, "v"]];
       const record = { key: "ILSVRC2012_val_00000002.JPEG", label: 970, width: 5, height: 5, top5: { "1": top5 }, labelProbability: { "1": 0.2 } };
-      const manifest: Manifest = {
-        format: MANIFEST_FORMAT,
+      const manifest = testManifest({
         runId: "r",
-        createdAt: "2026-01-01T00:00:00.000Z",
-        codeVersion: "0.1.0",
         input: "s3://b/val",
         out: "s3://b/runs/r",
-        models: [{ url: "s3://b/m.onnx", sha256: "f".repeat(64), flavour: "bvlc", preprocess: null }],
+        models: [bvlcModel("s3://b/m.onnx", "f".repeat(64))],
         crops: 1,
-        engine: "onnxruntime",
-        applyExifOrientation: false,
-        maxPixels: 100_000_000,
         labels: "built-in ilsvrc2012_validation_synset_labels.txt",
         images: 1,
         batches: [{ id: "b00000", keys: [record.key], labels: [970] }],
-      };
+      });
       const run = new S3Location("s3://b/runs/r", emulator.s3);
       await run.write(MANIFEST_KEY, serializeManifest(manifest));
       const batchKey = batchResultKeyFor(digestOfManifest(manifest), "b00000");

@@ -51,6 +51,41 @@ describe("googlenet-eval as a process", () => {
   });
 });
 
+describe("a tfjs backend without --engine tfjs", () => {
+  it.each([
+    { backend: "cpu", flags: ["--backend", "cpu"] },
+    { backend: "wasm", flags: ["--backend", "wasm", "--engine", "auto"] },
+  ])(
+    "score $flags: exit 2 naming both flags and what to write, before any model is read",
+    async ({ backend, flags }) => {
+      // Prepare: the model does not exist, so an error about it would mean the flags got through.
+      const args = ["score", REPO, "--model", resolve(REPO, "no-such-model.onnx"), ...flags];
+      // Act
+      const ran = await finished(args);
+      // Assess
+      expect(ran.code).toBe(2);
+      expect(ran.stdout).toBe("");
+      expect(ran.stderr).toMatch(
+        new RegExp(
+          `(^|\\n)googlenet-eval score: --backend ${backend} is a tfjs backend, but --engine auto \\(the default\\) picks the engine itself and may pick onnxruntime; ` +
+            `give --engine tfjs with it, or leave out --backend\\n$`,
+        ),
+      );
+      expect(ran.stderr).not.toMatch(/no-such-model/);
+    },
+  );
+
+  it("worker with TFJS_BACKEND and a drop folder on engine auto: exit 2 naming the flags and variables", async () => {
+    // Act
+    const ran = await finished(["worker", "--queue", "http://127.0.0.1:9/000000000000/work", "--model", "m.onnx", "--drop-out", "out"], { TFJS_BACKEND: "wasm" });
+    // Assess
+    expect(ran.code).toBe(2);
+    expect(ran.stderr).toMatch(
+      /(^|\n)googlenet-eval worker: --backend \/ TFJS_BACKEND wasm is a tfjs backend, but --engine \/ ENGINE auto \(the default\) picks the engine itself and may pick onnxruntime; give --engine \/ ENGINE tfjs with it, or leave out --backend \/ TFJS_BACKEND\n$/,
+    );
+  });
+});
+
 describe("googlenet-eval worker against a queue", () => {
   it("refuses a --heartbeat the queue's own visibility timeout cannot hold: exit 2, the flag and the range, no stack", async () => {
     // Prepare

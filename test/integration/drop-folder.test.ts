@@ -80,6 +80,33 @@ describe("drop folder: S3 event messages to <drop-out>/<key>.json", () => {
     });
   });
 
+  it("takes its pixel limit from DROP_MAX_PIXELS: a photo one pixel over is its error record, not scored", async () => {
+    // Prepare: the photo's size as sharp reads it from the file, one pixel more than the limit.
+    const { width, height } = (await sharp(plainPhoto).metadata()) as { width: number; height: number };
+    const pixels = width * height;
+    const pair = emulator.createQueue("drops-pixels", { visibilityTimeoutSeconds: 30, maxReceiveCount: 2 });
+    await emulator.sqs.send(new SendMessageCommand({ QueueUrl: pair.queueUrl, MessageBody: s3EventBody("photos", [{ key: PLAIN_KEY, size: plainPhoto.length }]) }));
+
+    // Act: the setting as the ECS task definition passes it.
+    const limited = spawnCli(["worker", "--until-empty", "--wait", "1", "--engine", "onnxruntime", "--threads", "1"], {
+      ...emulator.env,
+      QUEUE_URL: pair.queueUrl,
+      DEFAULT_MODEL: "s3://photos/models/bvlc-googlenet.onnx",
+      DEFAULT_CROPS: "1",
+      DROP_OUTPUT: "s3://photos/pixel-results",
+      DROP_MAX_PIXELS: String(pixels - 1),
+      GOOGLENET_EVAL_SYNSETS: SYNSETS,
+      DROP_INPUT: "s3://photos/drop/",
+    });
+    const exit = await limited.exited;
+
+    // Assess
+    expect(exit, limited.stderr.join("")).toBe(0);
+    const record = JSON.parse((await new S3Location("s3://photos/pixel-results", emulator.s3).read(`${PLAIN_KEY}.json`)).toString("utf8")) as Record<string, unknown>;
+    expect(record.error).toBe(`${PLAIN_KEY}: ${width}x${height} is ${pixels} pixels, more than the limit of ${pixels - 1} (maxPixels)`);
+    expect(record).not.toHaveProperty("top5");
+  });
+
   it("writes exactly one result per new image, keyed by the original key, and nothing else", async () => {
     // Prepare: the messages S3 would send, in AWS's JSON.
     const bodies = [

@@ -1,20 +1,14 @@
-import { readFile } from "node:fs/promises";
-import { join } from "node:path";
 import { S3Client } from "@aws-sdk/client-s3";
 import { GetQueueAttributesCommand, SQSClient } from "@aws-sdk/client-sqs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { readSynsets, type Synsets } from "../../model/synsets.js";
-import { planRun } from "../../queue/plan.js";
 import { runWorker } from "../../queue/worker.js";
-import { S3Location } from "../../storage/s3-location.js";
 import { startEmulator, type Emulator } from "../helpers/emulator.js";
 import { startFaultProxy, type FaultProxy } from "../helpers/fault-proxy.js";
+import { FOUR_PHOTOS, plannedDataRun, stageDataBucket, SYNSETS } from "../helpers/planned-run.js";
 
-const SAMPLES = "../shared/imagenet/samples";
-const SYNSETS = "../shared/imagenet/synset_words.txt";
-const MODEL = "../shared/models/bvlc-googlenet.onnx";
 /** b00000 holds the first two (listing order), b00001 the rest. */
-const PHOTOS = ["n01440764_tench.JPEG", "n01443537_goldfish.JPEG", "n01484850_great_white_shark.JPEG", "n01491361_tiger_shark.JPEG"];
+const PHOTOS = FOUR_PHOTOS;
 const CREDENTIALS = { accessKeyId: "test", secretAccessKey: "test" };
 /** Longer than HeldMetric's 10 s tick: a holder would have written again by then. */
 const IDLE_MS = 12_000;
@@ -30,11 +24,8 @@ describe("what a worker tells the scaling metric while a failed batch sits out i
   beforeAll(async () => {
     emulator = await startEmulator();
     proxy = await startFaultProxy(emulator.endpoint);
-    emulator.server.createBucket("data");
     synsets = await readSynsets(SYNSETS);
-    const data = new S3Location("s3://data", emulator.s3);
-    for (const name of PHOTOS) await data.write(`images/${name}`, await readFile(join(SAMPLES, name)));
-    await data.write("models/bvlc-googlenet.onnx", await readFile(MODEL));
+    await stageDataBucket(emulator, PHOTOS);
     viaProxy = {
       s3: new S3Client({ region: "us-east-1", endpoint: proxy.url, forcePathStyle: true, credentials: CREDENTIALS }),
       sqs: new SQSClient({ region: "us-east-1", endpoint: proxy.url, credentials: CREDENTIALS }),
@@ -50,19 +41,7 @@ describe("what a worker tells the scaling metric while a failed batch sits out i
 
   it("writes MessagesHeld for the queue while it holds a batch, and nothing while the failed one waits hidden", async () => {
     // Prepare: a 2-batch run; one photo of b00000 denied (403), so b00000 fails and is hidden for 30 s.
-    const pair = emulator.createQueue("held", { visibilityTimeoutSeconds: 30, maxReceiveCount: 5 });
-    await planRun({
-      input: "s3://data/images",
-      out: "s3://data/runs/held",
-      queueUrl: pair.queueUrl,
-      models: ["s3://data/models/bvlc-googlenet.onnx"],
-      synsets,
-      crops: 1,
-      batchSize: 2,
-      engine: "onnxruntime",
-      runId: "held",
-      clients: { s3: emulator.s3, sqs: emulator.sqs },
-    });
+    const pair = await plannedDataRun(emulator, synsets, "held", { visibilityTimeoutSeconds: 30, maxReceiveCount: 5 });
     proxy.addRule({ method: "GET", path: `/data/images/${PHOTOS[0]}`, fault: "403" });
     const log: Entry[] = [];
     const stop = new AbortController();

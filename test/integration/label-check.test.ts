@@ -9,6 +9,7 @@ import { aggregateRun } from "../../queue/aggregate.js";
 import { batchResultKeyFor, readManifestWithDigest } from "../../queue/manifest.js";
 import { LABEL_CHECK_FILE } from "../../queue/plan-label-check.js";
 import { planRun } from "../../queue/plan.js";
+import { planDataRun } from "../helpers/planned-run.js";
 import { LabelMismatchError } from "../../scoring/label-check.js";
 import type { ResultRecord, ScoredRecord } from "../../scoring/records.js";
 import { S3Location } from "../../storage/s3-location.js";
@@ -237,18 +238,7 @@ describe("plan's label check (S3/SQS emulator, real photos, bvlc GoogLeNet at 1 
       const queue = emulator.createQueue("label-check", { visibilityTimeoutSeconds: 30, maxReceiveCount: 3 });
       const synsets = await readSynsets(SYNSETS);
       const plan = (labels: string, out: string) =>
-        planRun({
-          input: "s3://data/images",
-          out,
-          queueUrl: queue.queueUrl,
-          models: ["s3://data/models/bvlc.onnx"],
-          labels,
-          synsets,
-          crops: 1,
-          batchSize: 8,
-          engine: "onnxruntime",
-          clients: { s3: emulator.s3, sqs: emulator.sqs },
-        });
+        planDataRun(emulator, synsets, { queueUrl: queue.queueUrl, out, models: ["s3://data/models/bvlc.onnx"], labels, batchSize: 8 });
       const visible = async (): Promise<number> => {
         const response = await emulator.sqs.send(
           new GetQueueAttributesCommand({ QueueUrl: queue.queueUrl, AttributeNames: ["ApproximateNumberOfMessages"] }),

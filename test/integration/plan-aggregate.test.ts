@@ -1,5 +1,3 @@
-import { readFile } from "node:fs/promises";
-import { join } from "node:path";
 import { DeleteObjectCommand, GetObjectCommand } from "@aws-sdk/client-s3";
 import { GetQueueAttributesCommand } from "@aws-sdk/client-sqs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -13,17 +11,15 @@ import {
   type BatchMessage,
   type Manifest,
 } from "../../queue/manifest.js";
-import { planRun, type PlanOptions } from "../../queue/plan.js";
+import type { PlanOptions } from "../../queue/plan.js";
 import type { ResultRecord } from "../../scoring/records.js";
 import { S3Location } from "../../storage/s3-location.js";
 import type { Location } from "../../storage/location.js";
 import { spawnCli } from "../helpers/cli-process.js";
 import { startEmulator, type Emulator, type QueuePair } from "../helpers/emulator.js";
 import { tinyClassifierModel } from "../helpers/onnx-rewrite.js";
+import { planDataRun, stageDataBucket, SYNSETS } from "../helpers/planned-run.js";
 
-const SAMPLES = "../shared/imagenet/samples";
-const SYNSETS = "../shared/imagenet/synset_words.txt";
-const MODEL = "../shared/models/bvlc-googlenet.onnx";
 /** Three photos whose file names carry their WNID: classes 0, 1 and 2. */
 const PHOTOS = ["n01440764_tench.JPEG", "n01443537_goldfish.JPEG", "n01484850_great_white_shark.JPEG"];
 const FINAL_FILES = ["results.jsonl", "summary.json", "report.html", STATUS_FILE];
@@ -97,19 +93,8 @@ describe("plan and aggregate keep runs apart (S3/SQS emulator)", () => {
       inFlight: Number(response.Attributes?.ApproximateNumberOfMessagesNotVisible),
     };
   };
-  const plan = (queue: QueuePair, out: string, more: Partial<PlanOptions> = {}): ReturnType<typeof planRun> =>
-    planRun({
-      input: "s3://data/images",
-      out,
-      queueUrl: queue.queueUrl,
-      models: ["s3://data/models/bvlc-googlenet.onnx"],
-      synsets,
-      crops: 1,
-      batchSize: 2,
-      engine: "onnxruntime",
-      clients: { s3: emulator.s3, sqs: emulator.sqs },
-      ...more,
-    });
+  const plan = (queue: QueuePair, out: string, more: Partial<PlanOptions> = {}): ReturnType<typeof planDataRun> =>
+    planDataRun(emulator, synsets, { queueUrl: queue.queueUrl, out, ...more });
   /** Does a worker's part for the given messages: one batch file per message, under its digest. */
   const work = async (manifest: Manifest, messages: readonly BatchMessage[]): Promise<void> => {
     for (const message of messages) {
@@ -122,11 +107,8 @@ describe("plan and aggregate keep runs apart (S3/SQS emulator)", () => {
 
   beforeAll(async () => {
     emulator = await startEmulator();
-    emulator.server.createBucket("data");
     synsets = await readSynsets(SYNSETS);
-    const data = location("s3://data");
-    for (const name of PHOTOS) await data.write(`images/${name}`, await readFile(join(SAMPLES, name)));
-    await data.write("models/bvlc-googlenet.onnx", await readFile(MODEL));
+    const data = await stageDataBucket(emulator, PHOTOS);
     await data.write("models/tiny.onnx", tinyClassifierModel());
   });
 

@@ -4,7 +4,6 @@ import { S3Client } from "@aws-sdk/client-s3";
 import { SendMessageCommand, SQSClient } from "@aws-sdk/client-sqs";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { readSynsets, type Synsets } from "../../model/synsets.js";
-import { planRun } from "../../queue/plan.js";
 import type { ResultRecord } from "../../scoring/records.js";
 import { S3Location } from "../../storage/s3-location.js";
 import { runWorker, type WorkerOptions } from "../../queue/worker.js";
@@ -12,12 +11,10 @@ import { spawnCli, type CliProcess } from "../helpers/cli-process.js";
 import { startEmulator, type Emulator } from "../helpers/emulator.js";
 import { startFaultProxy, type FaultProxy } from "../helpers/fault-proxy.js";
 import { nanBiasModel } from "../helpers/onnx-rewrite.js";
+import { FOUR_PHOTOS, MODEL, plannedDataRun, SAMPLES, stageDataBucket, SYNSETS } from "../helpers/planned-run.js";
 
-const SAMPLES = "../shared/imagenet/samples";
-const SYNSETS = "../shared/imagenet/synset_words.txt";
-const MODEL = "../shared/models/bvlc-googlenet.onnx";
 /** Four readable photos, two per batch: b00000 holds the first two (listing order), b00001 the rest. */
-const PHOTOS = ["n01440764_tench.JPEG", "n01443537_goldfish.JPEG", "n01484850_great_white_shark.JPEG", "n01491361_tiger_shark.JPEG"];
+const PHOTOS = FOUR_PHOTOS;
 const CREDENTIALS = { accessKeyId: "test", secretAccessKey: "test" };
 
 /** Every record of every batch file under a run, by key. */
@@ -44,11 +41,8 @@ describe("the worker under storage faults, poison messages and stops (fauxqs beh
   beforeAll(async () => {
     emulator = await startEmulator();
     proxy = await startFaultProxy(emulator.endpoint);
-    emulator.server.createBucket("data");
     synsets = await readSynsets(SYNSETS);
-    const data = new S3Location("s3://data", emulator.s3);
-    for (const name of PHOTOS) await data.write(`images/${name}`, await readFile(join(SAMPLES, name)));
-    await data.write("models/bvlc-googlenet.onnx", await readFile(MODEL));
+    await stageDataBucket(emulator, PHOTOS);
     viaProxy = {
       s3: new S3Client({ region: "us-east-1", endpoint: proxy.url, forcePathStyle: true, credentials: CREDENTIALS }),
       sqs: new SQSClient({ region: "us-east-1", endpoint: proxy.url, credentials: CREDENTIALS }),
@@ -65,25 +59,6 @@ describe("the worker under storage faults, poison messages and stops (fauxqs beh
     await emulator?.stop();
   });
 
-  /** Plans a 4-image, 2-batch, 1-crop run on a fresh queue; returns its out location and queue. */
-  async function plannedRun(name: string, queue: { visibilityTimeoutSeconds: number; maxReceiveCount: number }) {
-    const pair = emulator.createQueue(name, queue);
-    const out = `s3://data/runs/${name}`;
-    await planRun({
-      input: "s3://data/images",
-      out,
-      queueUrl: pair.queueUrl,
-      models: ["s3://data/models/bvlc-googlenet.onnx"],
-      synsets,
-      crops: 1,
-      batchSize: 2,
-      engine: "onnxruntime",
-      runId: name,
-      clients: { s3: emulator.s3, sqs: emulator.sqs },
-    });
-    return { ...pair, out: new S3Location(out, emulator.s3) };
-  }
-
   function inProcessWorker(queueUrl: string, log: Record<string, unknown>[], more: Partial<WorkerOptions> = {}) {
     return runWorker({
       queueUrl,
@@ -99,7 +74,7 @@ describe("the worker under storage faults, poison messages and stops (fauxqs beh
 
   it("a 403 on one input fails its batch, never an error record: backoff, then the dead-letter queue", async () => {
     // Prepare: one photo denied on every read; the queue says 2 s and 2 receives.
-    const run = await plannedRun("denied", { visibilityTimeoutSeconds: 2, maxReceiveCount: 2 });
+    const run = await plannedDataRun(emulator, synsets, "denied", { visibilityTimeoutSeconds: 2, maxReceiveCount: 2 });
     const denied = proxy.addRule({ method: "GET", path: `/data/images/${PHOTOS[0]}`, fault: "403" });
     const log: Record<string, unknown>[] = [];
     const started = proxy.now();
@@ -127,7 +102,7 @@ describe("the worker under storage faults, poison messages and stops (fauxqs beh
 
   it("503s that clear within the SDK's retries change nothing", async () => {
     // Prepare: the first two reads of one photo answer 503 SlowDown; the SDK tries 3 times.
-    const run = await plannedRun("slowdown", { visibilityTimeoutSeconds: 30, maxReceiveCount: 5 });
+    const run = await plannedDataRun(emulator, synsets, "slowdown", { visibilityTimeoutSeconds: 30, maxReceiveCount: 5 });
     const slow = proxy.addRule({ method: "GET", path: `/data/images/${PHOTOS[1]}`, fault: "503", times: 2 });
     const log: Record<string, unknown>[] = [];
     const started = proxy.now();
@@ -155,7 +130,7 @@ describe("the worker under storage faults, poison messages and stops (fauxqs beh
 
   it("a key the plan listed that no longer exists is that image's error record", async () => {
     // Prepare
-    const run = await plannedRun("vanished", { visibilityTimeoutSeconds: 30, maxReceiveCount: 5 });
+    const run = await plannedDataRun(emulator, synsets, "vanished", { visibilityTimeoutSeconds: 30, maxReceiveCount: 5 });
     await emulator.s3.send(new (await import("@aws-sdk/client-s3")).DeleteObjectCommand({ Bucket: "data", Key: `images/${PHOTOS[3]}` }));
     const log: Record<string, unknown>[] = [];
     const started = proxy.now();
@@ -179,12 +154,7 @@ describe("the worker under storage faults, poison messages and stops (fauxqs beh
     emulator.server.createBucket("photos19");
     const photos = PHOTOS.slice(0, 2);
     for (const name of photos) await new S3Location("s3://photos19", emulator.s3).write(`in/${name}`, await readFile(join(SAMPLES, name)));
-    const pair = emulator.createQueue("bucket-gone", { visibilityTimeoutSeconds: 2, maxReceiveCount: 2 });
-    const out = new S3Location("s3://data/runs/bucket-gone", emulator.s3);
-    await planRun({
-      input: "s3://photos19/in", out: out.url, queueUrl: pair.queueUrl, models: ["s3://data/models/bvlc-googlenet.onnx"],
-      synsets, crops: 1, batchSize: 2, engine: "onnxruntime", runId: "bucket-gone", clients: { s3: emulator.s3, sqs: emulator.sqs },
-    });
+    const { out, ...pair } = await plannedDataRun(emulator, synsets, "bucket-gone", { visibilityTimeoutSeconds: 2, maxReceiveCount: 2 }, { input: "s3://photos19/in" });
     for (const name of photos) await emulator.s3.send(new sdk.DeleteObjectCommand({ Bucket: "photos19", Key: `in/${name}` }));
     await emulator.s3.send(new sdk.DeleteBucketCommand({ Bucket: "photos19" }));
     const log: Record<string, unknown>[] = [];
@@ -210,12 +180,7 @@ describe("the worker under storage faults, poison messages and stops (fauxqs beh
     const bucket = new S3Location("s3://capped19", emulator.s3);
     await bucket.write("in/a-huge.jpg", Buffer.alloc(30 * 1024 * 1024, 0xff));
     await bucket.write(`in/${PHOTOS[0]}`, await readFile(join(SAMPLES, PHOTOS[0] as string)));
-    const pair = emulator.createQueue("capped", { visibilityTimeoutSeconds: 30, maxReceiveCount: 2 });
-    const out = new S3Location("s3://data/runs/capped", emulator.s3);
-    await planRun({
-      input: "s3://capped19/in", out: out.url, queueUrl: pair.queueUrl, models: ["s3://data/models/bvlc-googlenet.onnx"],
-      synsets, crops: 1, batchSize: 2, engine: "onnxruntime", runId: "capped", clients: { s3: emulator.s3, sqs: emulator.sqs },
-    });
+    const { out, ...pair } = await plannedDataRun(emulator, synsets, "capped", { visibilityTimeoutSeconds: 30, maxReceiveCount: 2 }, { input: "s3://capped19/in" });
     const log: Record<string, unknown>[] = [];
 
     // Act
@@ -288,7 +253,7 @@ describe("the worker under storage faults, poison messages and stops (fauxqs beh
     // file as stored (no graph-edit probe), so its model loads in well under its deadline even on
     // a loaded CI host and the deadline meets the stalled read, not the load. The worker that
     // finishes the batch talks to the emulator directly, past the stall.
-    const run = await plannedRun("stalled", { visibilityTimeoutSeconds: 30, maxReceiveCount: 5 });
+    const run = await plannedDataRun(emulator, synsets, "stalled", { visibilityTimeoutSeconds: 30, maxReceiveCount: 5 });
     const stall = proxy.addRule({ method: "GET", path: `/data/images/${PHOTOS[0]}`, fault: "stall" });
     const env = { ...emulator.env, AWS_ENDPOINT_URL: proxy.url, GOOGLENET_EVAL_SYNSETS: SYNSETS, GOOGLENET_EVAL_GRAPH_EDITS: "off" };
     const args = ["worker", "--queue", run.queueUrl, "--wait", "1", "--threads", "1"];
@@ -318,21 +283,11 @@ describe("the worker under storage faults, poison messages and stops (fauxqs beh
   it("a model whose outputs are NaN fails every batch: no batch file, then the dead-letter queue", async () => {
     // Prepare
     await new S3Location("s3://data", emulator.s3).write("models/nan.onnx", nanBiasModel(await readFile(MODEL)));
-    const pair = emulator.createQueue("nan", { visibilityTimeoutSeconds: 2, maxReceiveCount: 2 });
-    const out = new S3Location("s3://data/runs/nan", emulator.s3);
-    await planRun({
-      input: "s3://data/images",
-      out: out.url,
-      queueUrl: pair.queueUrl,
+    const { out, ...pair } = await plannedDataRun(emulator, synsets, "nan", { visibilityTimeoutSeconds: 2, maxReceiveCount: 2 }, {
       models: ["s3://data/models/nan.onnx"],
-      synsets,
-      crops: 1,
       batchSize: 4,
-      engine: "onnxruntime",
-      runId: "nan",
       // plan's own label check would already stop at the NaN; this test is about the workers.
       labelCheck: false,
-      clients: { s3: emulator.s3, sqs: emulator.sqs },
     });
     const log: Record<string, unknown>[] = [];
     const started = proxy.now();
@@ -376,19 +331,7 @@ describe("the worker under storage faults, poison messages and stops (fauxqs beh
   ] as const)("on SIGTERM mid-batch with --on-stop %s %j it ends with %s, exit 0", async (mode, flags, expected, queueAfter) => {
     // Prepare: 144 crops on one thread, so the batch is still running when SIGTERM comes.
     const name = `stop-${mode}-${flags.join("") || "none"}`.replace(/[^a-z0-9-]/g, "");
-    const pair = emulator.createQueue(name, { visibilityTimeoutSeconds: 300, maxReceiveCount: 5 });
-    await planRun({
-      input: "s3://data/images",
-      out: `s3://data/runs/${name}`,
-      queueUrl: pair.queueUrl,
-      models: ["s3://data/models/bvlc-googlenet.onnx"],
-      synsets,
-      crops: 144,
-      batchSize: 4,
-      engine: "onnxruntime",
-      runId: name,
-      clients: { s3: emulator.s3, sqs: emulator.sqs },
-    });
+    const pair = await plannedDataRun(emulator, synsets, name, { visibilityTimeoutSeconds: 300, maxReceiveCount: 5 }, { crops: 144, batchSize: 4 });
     const worker = spawnCli(["worker", "--queue", pair.queueUrl, "--wait", "1", "--threads", "1", "--on-stop", mode, ...flags], {
       ...emulator.env,
       GOOGLENET_EVAL_SYNSETS: SYNSETS,

@@ -1,29 +1,23 @@
 import { readFile } from "node:fs/promises";
 import http from "node:http";
 import type { AddressInfo } from "node:net";
-import { join } from "node:path";
 import { S3Client } from "@aws-sdk/client-s3";
 import { ChangeMessageVisibilityCommand, ReceiveMessageCommand, SQSClient } from "@aws-sdk/client-sqs";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import type { Engine, ModelInfo } from "../../model/engine.js";
 import { DeadlineExceededError } from "../../model/errors.js";
 import { loadEngine } from "../../model/load.js";
-import type { CropCount } from "../../model/predict.js";
 import { readSynsets, type Synsets } from "../../model/synsets.js";
-import { planRun } from "../../queue/plan.js";
 import { taskProtectionFromEnvironment } from "../../queue/task-protection.js";
 import { runWorker, type WorkerOptions } from "../../queue/worker.js";
-import { S3Location } from "../../storage/s3-location.js";
 import { spawnCli, type CliProcess } from "../helpers/cli-process.js";
 import { startEmulator, type Emulator } from "../helpers/emulator.js";
 import { startFaultProxy, type FaultProxy } from "../helpers/fault-proxy.js";
+import { DATA_MODEL, FOUR_PHOTOS, MODEL, plannedDataRun, stageDataBucket, SYNSETS } from "../helpers/planned-run.js";
 
-const SAMPLES = "../shared/imagenet/samples";
-const SYNSETS = "../shared/imagenet/synset_words.txt";
-const MODEL = "../shared/models/bvlc-googlenet.onnx";
-const MODEL_URL = "s3://data/models/bvlc-googlenet.onnx";
+const MODEL_URL = DATA_MODEL;
 /** Four readable photos; with two per batch, b00000 holds the first two (listing order). */
-const PHOTOS = ["n01440764_tench.JPEG", "n01443537_goldfish.JPEG", "n01484850_great_white_shark.JPEG", "n01491361_tiger_shark.JPEG"];
+const PHOTOS = FOUR_PHOTOS;
 const CREDENTIALS = { accessKeyId: "test", secretAccessKey: "test" };
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
@@ -87,12 +81,9 @@ describe("the worker's hold on a message: GPU check, heartbeat, deadline, visibi
   beforeAll(async () => {
     emulator = await startEmulator();
     proxy = await startFaultProxy(emulator.endpoint);
-    emulator.server.createBucket("data");
     synsets = await readSynsets(SYNSETS);
-    const data = new S3Location("s3://data", emulator.s3);
-    for (const name of PHOTOS) await data.write(`images/${name}`, await readFile(join(SAMPLES, name)));
+    await stageDataBucket(emulator, PHOTOS);
     modelBytes = new Uint8Array(await readFile(MODEL));
-    await data.write("models/bvlc-googlenet.onnx", modelBytes);
   });
 
   afterEach(() => proxy.clearRules());
@@ -111,23 +102,6 @@ describe("the worker's hold on a message: GPU check, heartbeat, deadline, visibi
     const sqs = new SQSClient({ region: "us-east-1", endpoint: proxy.url, credentials: CREDENTIALS, ...handler(sqsTimeoutMs) });
     clients.push(s3, sqs);
     return { s3, sqs };
-  }
-
-  async function plannedRun(name: string, queue: { visibilityTimeoutSeconds: number; maxReceiveCount: number }, crops: CropCount = 1, batchSize = 2) {
-    const pair = emulator.createQueue(name, queue);
-    await planRun({
-      input: "s3://data/images",
-      out: `s3://data/runs/${name}`,
-      queueUrl: pair.queueUrl,
-      models: [MODEL_URL],
-      synsets,
-      crops,
-      batchSize,
-      engine: "onnxruntime",
-      runId: name,
-      clients: { s3: emulator.s3, sqs: emulator.sqs },
-    });
-    return { ...pair, out: new S3Location(`s3://data/runs/${name}`, emulator.s3) };
   }
 
   function worker(queueUrl: string, log: Record<string, unknown>[], more: Partial<WorkerOptions>): Promise<unknown> {
@@ -156,7 +130,7 @@ describe("the worker's hold on a message: GPU check, heartbeat, deadline, visibi
 
   it("a GPU that does not start (onnxruntime, --device cuda): each restart exits 1 before receiving, and ApproximateReceiveCount stays 0", async () => {
     // Prepare: one batch; this host has no CUDA add-on for onnxruntime, as a GPU host whose driver did not load.
-    const run = await plannedRun("gpu-ort", { visibilityTimeoutSeconds: 30, maxReceiveCount: 5 }, 1, 4);
+    const run = await plannedDataRun(emulator, synsets, "gpu-ort", { visibilityTimeoutSeconds: 30, maxReceiveCount: 5 }, { crops: 1, batchSize: 4 });
     const args = ["worker", "--queue", run.queueUrl, "--wait", "1", "--threads", "1", "--engine", "onnxruntime", "--device", "cuda", "--require-gpu"];
     const exits: (number | string)[] = [];
     let stderr = "";
@@ -207,7 +181,7 @@ describe("the worker's hold on a message: GPU check, heartbeat, deadline, visibi
     // timeout and is retried after the 2 s deadline handed the message back; the agent applies
     // that heartbeat's protect call 3 s late. The batch's first read stalls until the 6 s S3
     // timeout, so the job is still running at the deadline.
-    const run = await plannedRun("slow-beat", { visibilityTimeoutSeconds: 30, maxReceiveCount: 5 });
+    const run = await plannedDataRun(emulator, synsets, "slow-beat", { visibilityTimeoutSeconds: 30, maxReceiveCount: 5 });
     const model = await watchedModel(modelBytes);
     const stalled = proxy.addRule({ action: "ChangeMessageVisibility", fault: "stall", times: 1 });
     proxy.addRule({ method: "GET", path: `/data/images/${PHOTOS[0]}`, fault: "stall", times: 1 });
@@ -246,7 +220,7 @@ describe("the worker's hold on a message: GPU check, heartbeat, deadline, visibi
     // 30 s visibility timeout (README: "the visibility timeout, then twice that"): 60 s. The
     // first heartbeat's ChangeMessageVisibility stalls until the 3 s SQS timeout and lands on its
     // retry, after the batch failed (its first read stalls until the 2 s S3 timeout, then 403).
-    const run = await plannedRun("slow-beat-backoff", { visibilityTimeoutSeconds: 30, maxReceiveCount: 5 }, 1, 4);
+    const run = await plannedDataRun(emulator, synsets, "slow-beat-backoff", { visibilityTimeoutSeconds: 30, maxReceiveCount: 5 }, { crops: 1, batchSize: 4 });
     const earlier = await emulator.sqs.send(new ReceiveMessageCommand({ QueueUrl: run.queueUrl }));
     await emulator.sqs.send(
       new ChangeMessageVisibilityCommand({ QueueUrl: run.queueUrl, ReceiptHandle: earlier.Messages?.[0]?.ReceiptHandle, VisibilityTimeout: 0 }),
@@ -291,7 +265,7 @@ describe("the worker's hold on a message: GPU check, heartbeat, deadline, visibi
   it("a job past its deadline is cut off: its models are disposed only once it stopped, never under an inference", async () => {
     // Prepare: two images of 144 crops on one thread (several seconds each), the model loaded
     // before the deadline starts, so the 2 s deadline falls in the first image's inference.
-    const run = await plannedRun("cut-off", { visibilityTimeoutSeconds: 30, maxReceiveCount: 5 }, 144, 2);
+    const run = await plannedDataRun(emulator, synsets, "cut-off", { visibilityTimeoutSeconds: 30, maxReceiveCount: 5 }, { crops: 144, batchSize: 2 });
     const model = await watchedModel(modelBytes);
     const log: Record<string, unknown>[] = [];
 
@@ -316,7 +290,7 @@ describe("the worker's hold on a message: GPU check, heartbeat, deadline, visibi
   it("a job whose batch-file write outlives its deadline never deletes the message it no longer holds", async () => {
     // Prepare: the batch file's PUT stalls until the SDK's 3 s request timeout and succeeds on
     // its retry, after the 2 s deadline handed the message back.
-    const run = await plannedRun("stale-delete", { visibilityTimeoutSeconds: 30, maxReceiveCount: 5 });
+    const run = await plannedDataRun(emulator, synsets, "stale-delete", { visibilityTimeoutSeconds: 30, maxReceiveCount: 5 });
     const stalled = proxy.addRule({ method: "PUT", path: "/data/runs/stale-delete/batches/", fault: "stall", times: 1 });
     const model = await watchedModel(modelBytes);
     const log: Record<string, unknown>[] = [];
@@ -345,7 +319,7 @@ describe("the worker's hold on a message: GPU check, heartbeat, deadline, visibi
   it("heartbeats that keep failing are loud: once the visibility has run out the job is cut off with VisibilityLostError", async () => {
     // Prepare: every ChangeMessageVisibility answers 500 (after the SDK's 3 attempts); the queue
     // hides a message for 3 s; the batch's first read stalls until 6 s, far inside the 20 s deadline.
-    const run = await plannedRun("beats-fail", { visibilityTimeoutSeconds: 3, maxReceiveCount: 5 });
+    const run = await plannedDataRun(emulator, synsets, "beats-fail", { visibilityTimeoutSeconds: 3, maxReceiveCount: 5 });
     proxy.addRule({ action: "ChangeMessageVisibility", fault: "500" });
     proxy.addRule({ method: "GET", path: `/data/images/${PHOTOS[0]}`, fault: "stall", times: 1 });
     const model = await watchedModel(modelBytes);

@@ -6,21 +6,19 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { loadEngine } from "../../model/load.js";
 import { readSynsets, type Synsets } from "../../model/synsets.js";
 import { BATCH_MESSAGE_TYPE, readManifestWithDigest } from "../../queue/manifest.js";
-import { planRun } from "../../queue/plan.js";
 import { runWorker, type WorkerOptions, type WorkerStats } from "../../queue/worker.js";
 import type { ResultRecord, ScoredRecord } from "../../scoring/records.js";
 import { scoreImages } from "../../scoring/scorer.js";
 import { S3Location } from "../../storage/s3-location.js";
 import { s3EventBody, startEmulator, type Emulator } from "../helpers/emulator.js";
 import { startFaultProxy, type FaultProxy } from "../helpers/fault-proxy.js";
+import { planDataRun, SAMPLES, stageDataBucket, SYNSETS } from "../helpers/planned-run.js";
 
 /*
  * Messages that no retry can help (issue 19, findings 2 and 3): a model replaced under a warm
  * worker, messages of a run planned again, and permanent failures, on the S3/SQS emulator.
  */
 
-const SAMPLES = "../shared/imagenet/samples";
-const SYNSETS = "../shared/imagenet/synset_words.txt";
 const BVLC = "../shared/models/bvlc-googlenet.onnx";
 const TORCHVISION = "../shared/models/torchvision-googlenet-untrained.onnx";
 /** From ../shared/models/README.md, not from the code under test. */
@@ -64,10 +62,8 @@ describe("the worker and messages no retry can help (fauxqs, real ONNX models)",
   beforeAll(async () => {
     emulator = await startEmulator();
     proxy = await startFaultProxy(emulator.endpoint);
-    emulator.server.createBucket("data");
     synsets = await readSynsets(SYNSETS);
-    data = new S3Location("s3://data", emulator.s3);
-    for (const name of PHOTOS) await data.write(`images/${name}`, await readFile(join(SAMPLES, name)));
+    data = await stageDataBucket(emulator, PHOTOS, { model: false });
     bvlc = await readFile(BVLC);
     torchvision = await readFile(TORCHVISION);
     viaProxy = {
@@ -87,19 +83,7 @@ describe("the worker and messages no retry can help (fauxqs, real ONNX models)",
 
   /** Plans the two photos (1 crop) into `out` on `queueUrl`, `batchSize` to a batch. */
   async function plan(queueUrl: string, out: string, runId: string, model: string, more: { batchSize?: number; replace?: boolean } = {}) {
-    return planRun({
-      input: "s3://data/images",
-      out,
-      queueUrl,
-      models: [model],
-      synsets,
-      crops: 1,
-      batchSize: more.batchSize ?? 2,
-      engine: "onnxruntime",
-      runId,
-      replace: more.replace ?? false,
-      clients: { s3: emulator.s3, sqs: emulator.sqs },
-    });
+    return planDataRun(emulator, synsets, { queueUrl, out, runId, models: [model], batchSize: more.batchSize ?? 2, replace: more.replace ?? false });
   }
 
   /** A worker in this process through the fault proxy; `untilEmpty` unless a signal stops it. */

@@ -3,10 +3,11 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { aggregateRun, labelSpaceOfManifest } from "../../queue/aggregate.js";
-import { MANIFEST_FORMAT, MANIFEST_KEY, batchResultKeyFor, digestOfManifest, serializeManifest, type Manifest } from "../../queue/manifest.js";
+import { MANIFEST_KEY, batchResultKeyFor, digestOfManifest, serializeManifest, type Manifest } from "../../queue/manifest.js";
 import { BUILT_IN_LABELS_SOURCE } from "../../scoring/imagenet-validation.js";
 import type { ResultRecord, Summary, TopEntry } from "../../scoring/records.js";
 import { LocalLocation } from "../../storage/location.js";
+import { bvlcModel, manifestBatch, testManifest } from "../helpers/manifests.js";
 
 function top(...pairs: [number, number][]): TopEntry[] {
   const entries: TopEntry[] = pairs.map(([c, p]) => [c, p, `class ${c}`]);
@@ -31,26 +32,16 @@ const BATCHES: { id: string; records: ResultRecord[] }[] = [
 ];
 
 function manifest(out: string): Manifest {
-  return {
-    format: MANIFEST_FORMAT,
+  return testManifest({
     runId: "run-real",
-    createdAt: "2026-01-01T00:00:00.000Z",
-    codeVersion: "0.1.0",
     input: "/data/val",
     out,
-    models: [{ url: "/models/bvlc-googlenet.onnx", sha256: "f".repeat(64), flavour: "bvlc", preprocess: null }],
+    models: [bvlcModel("/models/bvlc-googlenet.onnx", "f".repeat(64))],
     crops: 1,
-    engine: "onnxruntime",
-    applyExifOrientation: false,
-    maxPixels: 100_000_000,
     labels: BUILT_IN_LABELS_SOURCE,
     images: 3,
-    batches: BATCHES.map((batch) => ({
-      id: batch.id,
-      keys: batch.records.map((record) => record.key),
-      labels: batch.records.map((record) => ("label" in record ? record.label : null)),
-    })),
-  };
+    batches: BATCHES.map((batch) => manifestBatch(batch.id, batch.records)),
+  });
 }
 
 describe("aggregate: ReaL, built-in labels and calibration across batches", () => {

@@ -3,9 +3,10 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { createAggregateHandler, runsFromEvent, type S3EventLike } from "../../handlers/aggregate-lambda.js";
-import { MANIFEST_FORMAT, MANIFEST_KEY, batchResultKeyFor, digestOfManifest, serializeManifest, type Manifest } from "../../queue/manifest.js";
+import { MANIFEST_KEY, batchResultKeyFor, digestOfManifest, serializeManifest, type Manifest } from "../../queue/manifest.js";
 import type { ResultRecord, TopEntry } from "../../scoring/records.js";
 import { LocalLocation, parseS3Url } from "../../storage/location.js";
+import { bvlcModel, manifestBatch, testManifest } from "../helpers/manifests.js";
 
 /** An S3 event notification in AWS's shape, keys URL-encoded as S3 sends them. */
 function s3Event(bucket: string, keys: string[], eventName = "ObjectCreated:Put"): S3EventLike {
@@ -29,22 +30,16 @@ const BATCHES = [
 ];
 
 function manifest(out: string): Manifest {
-  return {
-    format: MANIFEST_FORMAT,
+  return testManifest({
     runId: "run 1",
-    createdAt: "2026-01-01T00:00:00.000Z",
-    codeVersion: "0.1.0",
     input: "s3://eval-bucket/validation/",
     out,
-    models: [{ url: "s3://eval-bucket/models/bvlc-googlenet.onnx", sha256: "a".repeat(64), flavour: "bvlc", preprocess: null }],
-    crops: 10,
+    models: [bvlcModel("s3://eval-bucket/models/bvlc-googlenet.onnx", "a".repeat(64))],
     engine: "tfjs",
-    applyExifOrientation: false,
-    maxPixels: 100_000_000,
     labels: "s3://eval-bucket/models/val.txt",
     images: 3,
-    batches: BATCHES.map((b) => ({ id: b.id, keys: b.records.map((r) => r.key), labels: b.records.map((r) => ("label" in r ? r.label : null)) })),
-  };
+    batches: BATCHES.map((b) => manifestBatch(b.id, b.records)),
+  });
 }
 
 const jsonl = (records: ResultRecord[]): string => records.map((r) => `${JSON.stringify(r)}\n`).join("");

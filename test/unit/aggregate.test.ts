@@ -4,9 +4,10 @@ import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { StorageError } from "../../model/errors.js";
 import { STATUS_FILE, aggregateRun } from "../../queue/aggregate.js";
-import { MANIFEST_FORMAT, MANIFEST_KEY, batchResultKeyFor, digestOfManifest, serializeManifest, type Manifest } from "../../queue/manifest.js";
+import { MANIFEST_KEY, batchResultKeyFor, digestOfManifest, serializeManifest, type Manifest } from "../../queue/manifest.js";
 import type { ResultRecord, TopEntry } from "../../scoring/records.js";
 import { LocalLocation, type Location } from "../../storage/location.js";
+import { bvlcModel, manifestBatch, testManifest } from "../helpers/manifests.js";
 
 /** A scored record whose top-5 under both schemes is `classes`, first most probable. */
 function scored(key: string, label: number | null, classes: number[]): ResultRecord {
@@ -28,26 +29,15 @@ const BATCHES: { id: string; records: ResultRecord[] }[] = [
 const FINAL_FILES = ["results.jsonl", "summary.json", "report.html", STATUS_FILE];
 
 function manifest(out: string): Manifest {
-  return {
-    format: MANIFEST_FORMAT,
+  return testManifest({
     runId: "run-7",
-    createdAt: "2026-01-01T00:00:00.000Z",
-    codeVersion: "0.1.0",
     input: "/data/images",
     out,
-    models: [{ url: "/models/bvlc-googlenet.onnx", sha256: "f".repeat(64), flavour: "bvlc", preprocess: null }],
-    crops: 10,
-    engine: "onnxruntime",
-    applyExifOrientation: false,
-    maxPixels: 100_000_000,
+    models: [bvlcModel("/models/bvlc-googlenet.onnx", "f".repeat(64))],
     labels: "/data/val.txt",
     images: 5,
-    batches: BATCHES.map((batch) => ({
-      id: batch.id,
-      keys: batch.records.map((record) => record.key),
-      labels: batch.records.map((record) => ("label" in record ? record.label : null)),
-    })),
-  };
+    batches: BATCHES.map((batch) => manifestBatch(batch.id, batch.records)),
+  });
 }
 
 function jsonl(records: ResultRecord[]): string {

@@ -3,6 +3,10 @@ import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from "vitest";
 import { main } from "../../handlers/cli.js";
+import { MANIFEST_KEY, batchResultKeyFor, digestOfManifest, serializeManifest } from "../../queue/manifest.js";
+import type { ResultRecord, TopEntry } from "../../scoring/records.js";
+import { LocalLocation } from "../../storage/location.js";
+import { manifestBatch, testManifest } from "../helpers/manifests.js";
 
 const REPO = resolve(import.meta.dirname, "../..");
 const QUEUE = "https://sqs.eu-west-1.amazonaws.com/123456789012/batches";
@@ -99,7 +103,7 @@ describe("each command's --help", () => {
   it.each([
     ["score", ["--crops-per-call", "--tfjs-workers", "--threads", "--out", "<images>"], ["  --batch ", "  --workers "]],
     ["plan", ["--images-per-batch", "--out", "plan <images>"], ["  --batch-size ", "  --input "]],
-    ["worker", ["--crops-per-call", "--threads", "--deadline", "--drop-input", "--drop-out", "--require-gpu", "--device"], []],
+    ["worker", ["--crops-per-call", "--threads", "--deadline", "--drop-input", "--drop-out", "--drop-max-pixels", "--require-gpu", "--device", "--on-stop"], ["  --finish-on-stop "]],
     ["aggregate", ["--out"], []],
     ["report", ["--out"], []],
   ])("%s lists the new spellings and not the old ones as options", async (command, present, absent) => {
@@ -109,6 +113,13 @@ describe("each command's --help", () => {
     expect(ran.code).toBe(0);
     for (const flag of present) expect(ran.stdout).toContain(flag);
     for (const flag of absent) expect(ran.stdout).not.toContain(flag);
+  });
+
+  it.each(["score", "plan", "worker", "aggregate", "report"])("%s --help names a bad image's record as docs/faults.md does: an error record", async (command) => {
+    // Act
+    const ran = await run([command, "--help"]);
+    // Assess
+    expect(ran.stdout).not.toMatch(/fail(ed|ure) records?/i);
   });
 
   it("crops --help describes the geometry itself, pointing at no file an installed package lacks", async () => {
@@ -209,6 +220,26 @@ describe("old spellings, accepted for one release with one warning line each", (
     expect(ran.stderr).toBe("googlenet-eval score: --batch and --crops-per-call are the same setting; give only --crops-per-call\n");
   });
 
+  it("worker takes --finish-on-stop as --on-stop finish, with one warning line", async () => {
+    // Act: the bad heartbeat stops the worker after its flags are read, before any queue call.
+    const ran = await run([...WORKER, "--finish-on-stop", "--heartbeat", "0"]);
+    // Assess
+    expect(ran.code).toBe(2);
+    expect(ran.stderr.split("\n")).toEqual([
+      "googlenet-eval worker: --finish-on-stop is deprecated and goes in 0.2.0; use --on-stop finish",
+      "googlenet-eval worker: --heartbeat must be from 1 to the visibility timeout minus 1",
+      "",
+    ]);
+  });
+
+  it("worker refuses --finish-on-stop together with --on-stop", async () => {
+    // Act
+    const ran = await run([...WORKER, "--finish-on-stop", "--on-stop", "abandon"]);
+    // Assess
+    expect(ran.code).toBe(2);
+    expect(ran.stderr).toBe("googlenet-eval worker: --finish-on-stop and --on-stop are the same setting; give only --on-stop\n");
+  });
+
   it("plan takes --input and --batch-size, warning once for each", async () => {
     // Act
     const ran = await run(["plan", "--input", "images", "--batch-size", "0", "--model", "m.onnx", "--queue", DEAD_QUEUE, "--out", "o"]);
@@ -243,6 +274,28 @@ describe("old spellings, accepted for one release with one warning line each", (
     expect(now.stderr).toMatch(/^error: no summary\.json and results\.jsonl in .*no-run/);
     expect(none.code).toBe(2);
     expect(none.stderr).toMatch(/^report takes one run folder, got 0: give --out DIR\|s3:\/\/bucket\/prefix\n/);
+  });
+});
+
+describe("aggregate's closing line", () => {
+  it("counts a bad image's record as an error record, the docs' word for it", async () => {
+    // Prepare: a run folder of one batch, two scored records and one error record, as workers write it.
+    const dir = join(work, "aggregated");
+    const top5: TopEntry[] = [1, 2, 3, 4, 5].map((c, i) => [c, 0.5 / (i + 1), `class ${c}`]);
+    const records: ResultRecord[] = [
+      { key: "a.jpg", label: 1, width: 500, height: 375, top5: { "1": top5, "10": top5 } },
+      { key: "b.jpg", label: 2, width: 500, height: 375, top5: { "1": top5, "10": top5 } },
+      { key: "bad.jpg", error: "bad.jpg: not a JPEG, PNG or WebP file" },
+    ];
+    const manifest = testManifest({ out: dir, batches: [manifestBatch("b00000", records)] });
+    const folder = new LocalLocation(dir);
+    await folder.write(MANIFEST_KEY, serializeManifest(manifest));
+    await folder.write(batchResultKeyFor(digestOfManifest(manifest), "b00000"), records.map((record) => `${JSON.stringify(record)}\n`).join(""));
+    // Act
+    const ran = await run(["aggregate", "--out", dir]);
+    // Assess
+    expect(ran.code, ran.stderr).toBe(0);
+    expect(ran.stderr).toMatch(/: 3 images, 2 scored, 1 error records, 2 labelled, 1 batches; /);
   });
 });
 

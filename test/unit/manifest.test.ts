@@ -21,28 +21,18 @@ import {
   type Manifest,
 } from "../../queue/manifest.js";
 import { LocalLocation } from "../../storage/location.js";
+import { testManifest } from "../helpers/manifests.js";
 
 function manifest(overrides: Partial<Manifest> = {}): Manifest {
-  return {
-    format: MANIFEST_FORMAT,
-    runId: "run-1",
-    createdAt: "2026-01-01T00:00:00.000Z",
-    codeVersion: "0.1.0",
-    input: "s3://b/images",
+  return testManifest({
     out: "s3://b/runs/run-1",
-    models: [{ url: "s3://b/m.onnx", sha256: "a".repeat(64), flavour: "bvlc", preprocess: null }],
-    crops: 10,
-    engine: "onnxruntime",
-    applyExifOrientation: false,
-    maxPixels: 100_000_000,
-    labels: "s3://b/val.txt",
     images: 3,
     batches: [
       { id: "b00000", keys: ["x.jpg", "y.jpg"], labels: [1, null] },
       { id: "b00001", keys: ["z.jpg"], labels: [999] },
     ],
     ...overrides,
-  };
+  });
 }
 
 const DIGEST = "0123456789abcdef".repeat(4);

@@ -51,7 +51,7 @@ describe("parseWorkerArgs", () => {
   it("lets flags override the environment, and leaves timing the flags do not give to the queue", () => {
     // Act
     const settings = parseWorkerArgs(
-      ["--queue", QUEUE, "--synsets", "s.txt", "--visibility-timeout", "6", "--until-empty", "--finish-on-stop"],
+      ["--queue", QUEUE, "--synsets", "s.txt", "--visibility-timeout", "6", "--until-empty", "--on-stop", "finish"],
       { QUEUE_URL: "https://elsewhere.example/q", VISIBILITY_TIMEOUT_SECONDS: "900" },
     );
     const options = workerOptionsFrom(settings!, SYNSETS);
@@ -97,6 +97,80 @@ describe("the worker's input byte cap", () => {
     expect(workerOptionsFrom(parseWorkerArgs([], { ...env, MAX_INPUT_BYTES: "4096" })!, SYNSETS).inputMaxBytes).toBe(4096);
     expect(workerOptionsFrom(parseWorkerArgs([], env)!, SYNSETS).inputMaxBytes).toBeUndefined();
     expect(() => parseWorkerArgs([], { ...env, MAX_INPUT_BYTES: "0" })).toThrow(/--max-input-bytes \/ MAX_INPUT_BYTES/);
+  });
+});
+
+describe("the worker's stop mode", () => {
+  it("takes the old --finish-on-stop as --on-stop finish, with one deprecation line", () => {
+    // Prepare
+    const lines: string[] = [];
+    // Act
+    const settings = parseWorkerArgs(["--queue", QUEUE, "--finish-on-stop"], {}, (line) => lines.push(line));
+    // Assess
+    expect(settings?.onStop).toBe("finish");
+    expect(lines).toEqual(["googlenet-eval worker: --finish-on-stop is deprecated and goes in 0.2.0; use --on-stop finish\n"]);
+  });
+
+  it("says nothing for --on-stop finish", () => {
+    // Prepare
+    const lines: string[] = [];
+    // Act
+    const settings = parseWorkerArgs(["--queue", QUEUE, "--on-stop", "finish"], {}, (line) => lines.push(line));
+    // Assess
+    expect(settings?.onStop).toBe("finish");
+    expect(lines).toEqual([]);
+  });
+});
+
+describe("the drop folder's pixel limit", () => {
+  const DROP = { QUEUE_URL: QUEUE, DEFAULT_MODEL: "s3://models/m.onnx", DROP_OUTPUT: "s3://photos/results" };
+
+  it("comes from --drop-max-pixels or DROP_MAX_PIXELS into the drop settings, and is absent (the drop job's 60 million) otherwise", () => {
+    // Act
+    const fromFlag = workerOptionsFrom(parseWorkerArgs(["--drop-max-pixels", "12000000"], { ...DROP, DROP_MAX_PIXELS: "5" })!, SYNSETS);
+    const fromEnv = workerOptionsFrom(parseWorkerArgs([], { ...DROP, DROP_MAX_PIXELS: "24000000" })!, SYNSETS);
+    const unset = workerOptionsFrom(parseWorkerArgs([], DROP)!, SYNSETS);
+    // Assess
+    expect(fromFlag.drop?.maxPixels).toBe(12_000_000);
+    expect(fromEnv.drop?.maxPixels).toBe(24_000_000);
+    expect(unset.drop).toBeDefined();
+    expect(unset.drop).not.toHaveProperty("maxPixels");
+  });
+
+  it.each([
+    ["0", DROP, /--drop-max-pixels \/ DROP_MAX_PIXELS must be a positive integer/],
+    ["12.5", DROP, /--drop-max-pixels \/ DROP_MAX_PIXELS must be a positive integer/],
+    ["1000", { QUEUE_URL: QUEUE }, /--drop-max-pixels \(DROP_MAX_PIXELS\) is a drop-folder setting: it needs --model and --drop-out/],
+  ])("refuses DROP_MAX_PIXELS=%s with %j", (value, env, pattern) => {
+    // Act
+    const act = () => parseWorkerArgs([], { ...env, DROP_MAX_PIXELS: value });
+    // Assess
+    expect(act).toThrow(ConfigurationError);
+    expect(act).toThrow(pattern);
+  });
+});
+
+describe("a tfjs backend and the drop folder's engine", () => {
+  const DROP = { QUEUE_URL: QUEUE, DEFAULT_MODEL: "s3://models/m.onnx", DROP_OUTPUT: "s3://photos/results" };
+
+  it("refuses a backend with engine auto for the drop folder, naming both settings and the way out", () => {
+    // Act
+    const act = () => parseWorkerArgs([], { ...DROP, TFJS_BACKEND: "wasm" });
+    // Assess
+    expect(act).toThrow(ConfigurationError);
+    expect(act).toThrow(
+      "--backend / TFJS_BACKEND wasm is a tfjs backend, but --engine / ENGINE auto (the default) picks the engine itself and may pick onnxruntime; " +
+        "give --engine / ENGINE tfjs with it, or leave out --backend / TFJS_BACKEND",
+    );
+  });
+
+  it.each([
+    ["engine tfjs", { ...DROP, TFJS_BACKEND: "wasm", ENGINE: "tfjs" }],
+    ["backend auto", { ...DROP, TFJS_BACKEND: "auto" }],
+    ["no drop folder (batches run their manifest's engine)", { QUEUE_URL: QUEUE, TFJS_BACKEND: "cpu" }],
+  ])("takes a backend with %s", (_name, env) => {
+    // Act / Assess
+    expect(parseWorkerArgs([], env)?.backend).toBe(env.TFJS_BACKEND);
   });
 });
 

@@ -8,7 +8,7 @@ let template: Template;
 let target: string | undefined;
 
 beforeAll(() => {
-  const { stack, template: synthesized } = synthStack({ workers: "cpu", cpuWorkerCpu: "2048", cpuWorkerMemoryMiB: "6144" });
+  const { stack, template: synthesized } = synthStack({ workers: "cpu", cpuWorkerCpu: "2048", cpuWorkerMemoryMiB: "6144", dropMaxPixels: "24000000" });
   template = synthesized;
   target = workerImageTarget(stack);
 });
@@ -43,7 +43,7 @@ describe("workers=cpu", () => {
 
     // Assess
     const variables = Object.fromEntries((environment.asArray() as { Name: string; Value: unknown }[]).map((v) => [v.Name, v.Value]));
-    expect(variables).toMatchObject({ [WORKER_ENV.engine]: "onnxruntime", [WORKER_ENV.device]: "cpu" });
+    expect(variables).toMatchObject({ [WORKER_ENV.engine]: "onnxruntime", [WORKER_ENV.device]: "cpu", [WORKER_ENV.dropMaxPixels]: "24000000" });
     expect(variables).not.toHaveProperty(WORKER_ENV.requireGpu);
     template.resourceCountIs("AWS::AutoScaling::AutoScalingGroup", 0);
   });

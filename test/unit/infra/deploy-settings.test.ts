@@ -41,6 +41,17 @@ describe("settingsFromContext", () => {
     expect(act).toThrow(/context "cpuWorkerMemoryMiB".*from 2048 to 8192 for cpuWorkerCpu 1024/);
   });
 
+  it("takes the drop folder's pixel limit from cdk.json or -c, and leaves it out when not given", () => {
+    // Act
+    const fromJson = settingsOf({ dropMaxPixels: 24000000 });
+    const fromFlag = settingsOf({ dropMaxPixels: "24000000" });
+
+    // Assess
+    expect(fromJson.dropMaxPixels).toBe(24_000_000);
+    expect(fromFlag.dropMaxPixels).toBe(24_000_000);
+    expect(settingsOf({ dropMaxPixels: "" })).not.toHaveProperty("dropMaxPixels");
+  });
+
   it("normalises the input prefix and keeps optional names", () => {
     // Act
     const settings = settingsOf({ inputBucketName: "imagenet-val", inputPrefix: "ILSVRC2012/val", vpcId: "vpc-0123456789abcdef0", instanceTypes: "g4dn.xlarge, g5.xlarge" });
@@ -68,6 +79,8 @@ describe("settingsFromContext", () => {
     { key: "cpuWorkerCpu", value: "512", says: "from 1024 to 16384" },
     { key: "cpuWorkerCpu", value: "3072", says: "one of: 1024, 2048, 4096, 8192, 16384" },
     { key: "queueAgeAlarmHours", value: "0", says: "from 1 to 336" },
+    { key: "dropMaxPixels", value: "0", says: "a whole number, 1 or more" },
+    { key: "dropMaxPixels", value: "60MP", says: "a whole number, 1 or more" },
   ])("a bad $key", ({ key, value, says }) => {
     it("fails with a ConfigurationError naming the key and the valid choices", () => {
       // Act

@@ -57,6 +57,8 @@ describe("the worker task", () => {
     // The queue's own visibility timeout is the one the worker uses; the stack sets it once.
     expect(variables).not.toHaveProperty("VISIBILITY_TIMEOUT_SECONDS");
     expect(variables).not.toHaveProperty("DEVICE");
+    // No dropMaxPixels in the context: the worker keeps its own limit.
+    expect(variables).not.toHaveProperty(WORKER_ENV.dropMaxPixels);
     expect(JSON.stringify(variables.DEFAULT_MODEL)).toContain("/models/bvlc-googlenet.onnx");
     expect(JSON.stringify(variables.DROP_INPUT)).toMatch(/"s3:\/\/",\{"Ref":"StorageBucket[0-9A-F]+"\},"\/drop\/"/);
     expect(JSON.stringify(variables.DROP_OUTPUT)).toMatch(/"s3:\/\/",\{"Ref":"StorageBucket[0-9A-F]+"\},"\/drop-results"/);
