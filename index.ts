@@ -10,8 +10,8 @@ export {
   ImageDecodeError,
   LabelFileError,
   ModelFormatError,
-  StorageError,
 } from "./model/errors.js";
+export { StorageError } from "./storage/errors.js";
 export { CROP_NAMES, CROP_SIDE, SCALES, SCHEMES } from "./model/image/crop-types.js";
 export type { Crop, CropName, Scale, Scheme, SquareName } from "./model/image/crop-types.js";
 export { CROPS_PER_IMAGE, cropPlan, cropsForCount, formatCropPlanJson, resizedSize, schemeCropIndices } from "./model/image/crops.js";

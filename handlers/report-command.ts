@@ -1,5 +1,6 @@
 import { parseArgs } from "node:util";
-import { GoogLeNetEvalError, StorageError } from "../model/errors.js";
+import { GoogLeNetEvalError } from "../model/errors.js";
+import { StorageError } from "../storage/errors.js";
 import type { Summary } from "../scoring/records.js";
 import { writeReport } from "../scoring/report/index.js";
 import { RESULTS_FILE, SUMMARY_FILE, parseResultRecords } from "../scoring/results.js";

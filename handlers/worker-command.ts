@@ -1,6 +1,7 @@
 import { z } from "zod";
 import { DEFAULT_INPUT_MAX_BYTES } from "../scoring/image-input.js";
-import { BackendUnavailableError, ConfigurationError, DeadlineExceededError } from "../model/errors.js";
+import { BackendUnavailableError, ConfigurationError } from "../model/errors.js";
+import { DeadlineExceededError } from "../queue/message-errors.js";
 import type { CropCount } from "../model/predict.js";
 import type { Synsets } from "../model/synsets.js";
 import { DEFAULT_BATCH_DEADLINE_SECONDS, DEFAULT_STOP_TIMEOUT_SECONDS, HEARTBEAT_SECONDS, MAX_HIDDEN_SECONDS } from "../queue/queue-timing.js";

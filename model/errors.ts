@@ -49,25 +49,6 @@ export class BackendUnavailableError extends GoogLeNetEvalError {
   }
 }
 
-/** Something stored (S3 object, local file, queue message) that is missing or malformed. */
-export class StorageError extends GoogLeNetEvalError {
-  constructor(message: string, options?: { cause?: unknown }) {
-    super(message, options);
-    this.name = "StorageError";
-  }
-}
-
-/**
- * A key or file that is not there (S3 answers 404, the file system ENOENT). When the key is an
- * input image the plan listed, that image is bad (an error record); anything else is a fault.
- */
-export class MissingObjectError extends StorageError {
-  constructor(message: string, options?: { cause?: unknown }) {
-    super(message, options);
-    this.name = "MissingObjectError";
-  }
-}
-
 /** A model that loaded but answers with values that are not probabilities (NaN, infinite). */
 export class ModelOutputError extends GoogLeNetEvalError {
   constructor(message: string, options?: { cause?: unknown }) {
@@ -76,57 +57,3 @@ export class ModelOutputError extends GoogLeNetEvalError {
   }
 }
 
-/**
- * Whether an error is the image's own fault, so that it becomes the image's error record: bytes
- * that do not decode, or a listed key that no longer exists. Every other error (a denied or
- * failed read, a timeout, a broken model) is a fault that fails the batch or the run.
- */
-export function isImageFault(error: unknown): boolean {
-  return error instanceof ImageDecodeError || error instanceof MissingObjectError || error instanceof ObjectTooLargeError;
-}
-
-/**
- * An object read with the ETag it was indexed under answered 412: it was replaced since. Offsets
- * into the old bytes mean nothing in the new ones, so retrying cannot help.
- */
-export class ObjectChangedError extends StorageError {
-  constructor(message: string, options?: { cause?: unknown }) {
-    super(message, options);
-    this.name = "ObjectChangedError";
-  }
-}
-
-/**
- * An input object over the byte cap, found by its size before the read or by counting while
- * reading (it can grow in between); the image's own fault, so it becomes its error record.
- */
-export class ObjectTooLargeError extends GoogLeNetEvalError {
-  readonly maxBytes: number;
-  constructor(message: string, maxBytes: number, options?: { cause?: unknown }) {
-    super(message, options);
-    this.name = "ObjectTooLargeError";
-    this.maxBytes = maxBytes;
-  }
-}
-
-/** A queued batch that did not finish within its deadline; the worker hands it back and exits. */
-export class DeadlineExceededError extends GoogLeNetEvalError {
-  constructor(message: string, options?: { cause?: unknown }) {
-    super(message, options);
-    this.name = "DeadlineExceededError";
-  }
-}
-
-/**
- * A run stopped on request (SIGTERM, Ctrl-C) before it finished: what it wrote stands, for a
- * resume. `stoppedBy` is what asked, e.g. "SIGTERM".
- */
-export class RunInterruptedError extends GoogLeNetEvalError {
-  readonly stoppedBy: string;
-
-  constructor(message: string, stoppedBy: string, options?: { cause?: unknown }) {
-    super(message, options);
-    this.name = "RunInterruptedError";
-    this.stoppedBy = stoppedBy;
-  }
-}

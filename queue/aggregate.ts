@@ -1,6 +1,6 @@
 import type { Scheme } from "../model/image/crop-types.js";
 import type { ModelInfo } from "../model/engine.js";
-import { StorageError } from "../model/errors.js";
+import { StorageError } from "../storage/errors.js";
 import { schemesForCount } from "../model/predict.js";
 import { BATCHES_FOLDER, batchResultKeyFor, readManifestWithDigest, type Manifest } from "./manifest.js";
 import { isFailed, type ResultRecord, type Summary } from "../scoring/records.js";

@@ -1,5 +1,5 @@
 import type { S3Client } from "@aws-sdk/client-s3";
-import { MissingObjectError, ObjectChangedError } from "../model/errors.js";
+import { MissingObjectError, ObjectChangedError } from "../storage/errors.js";
 import type { ImageInput } from "../scoring/image-input.js";
 import { localArchive, s3Archive, type ArchiveObject } from "../storage/archive/archive-object.js";
 import { parseIndex } from "../storage/archive/index-file.js";

@@ -1,6 +1,6 @@
 import { DEFAULT_INPUT_MAX_BYTES } from "../scoring/image-input.js";
 import type { S3Client } from "@aws-sdk/client-s3";
-import { StorageError } from "../model/errors.js";
+import { StorageError } from "../storage/errors.js";
 import { measureEngines } from "../model/engine-meter.js";
 import type { EngineChoice } from "../model/load.js";
 import type { HeldMessage } from "./held-message.js";

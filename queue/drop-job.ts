@@ -1,7 +1,7 @@
 import { HeadObjectCommand } from "@aws-sdk/client-s3";
 import type { CropCount } from "../model/predict.js";
 import type { EngineChoice } from "../model/load.js";
-import { StorageError } from "../model/errors.js";
+import { StorageError } from "../storage/errors.js";
 import type { JobContext } from "./batch-job.js";
 import { scoreHeld } from "./batch-job.js";
 import type { HeldMessage } from "./held-message.js";

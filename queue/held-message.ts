@@ -1,5 +1,6 @@
 import { ChangeMessageVisibilityCommand, DeleteMessageCommand, type Message, type SQSClient } from "@aws-sdk/client-sqs";
-import { DeadlineExceededError, GoogLeNetEvalError } from "../model/errors.js";
+import { GoogLeNetEvalError } from "../model/errors.js";
+import { DeadlineExceededError } from "./message-errors.js";
 import { recordProgress } from "./health-file.js";
 import { HeldMetric } from "./held-metric.js";
 

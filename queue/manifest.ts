@@ -3,7 +3,7 @@ import { readFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { z } from "zod";
-import { StorageError } from "../model/errors.js";
+import { StorageError } from "../storage/errors.js";
 import type { EngineChoice } from "../model/load.js";
 import type { CropCount } from "../model/predict.js";
 import type { Flavour } from "../model/preprocess.js";

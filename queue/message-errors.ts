@@ -24,3 +24,11 @@ export class SupersededMessageError extends GoogLeNetEvalError {
     this.name = "SupersededMessageError";
   }
 }
+
+/** A queued batch that did not finish within its deadline; the worker hands it back and exits. */
+export class DeadlineExceededError extends GoogLeNetEvalError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = "DeadlineExceededError";
+  }
+}

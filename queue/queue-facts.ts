@@ -1,5 +1,5 @@
 import { GetQueueAttributesCommand, GetQueueUrlCommand, type SQSClient } from "@aws-sdk/client-sqs";
-import { StorageError } from "../model/errors.js";
+import { StorageError } from "../storage/errors.js";
 
 /** What the worker needs to know of its queue, read once when it starts. */
 export interface QueueFacts {

@@ -6,7 +6,9 @@ import {
   type Message,
   type SQSClient,
 } from "@aws-sdk/client-sqs";
-import { BackendUnavailableError, ConfigurationError, DeadlineExceededError, StorageError } from "../model/errors.js";
+import { BackendUnavailableError, ConfigurationError } from "../model/errors.js";
+import { DeadlineExceededError } from "./message-errors.js";
+import { StorageError } from "../storage/errors.js";
 import { loadEngine, type EngineChoice, type LoadEngineOptions } from "../model/load.js";
 import { defaultS3Client, defaultSqsClient } from "../storage/aws-clients.js";
 import { ArchiveIndexCache } from "./archive-batch.js";

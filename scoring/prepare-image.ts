@@ -1,6 +1,7 @@
 import type { DecodedImage } from "../model/image/decode.js";
 import { decodeImage } from "../model/image/decode.js";
-import { MissingObjectError, ObjectTooLargeError, StorageError, isImageFault } from "../model/errors.js";
+import { MissingObjectError, ObjectTooLargeError, StorageError } from "../storage/errors.js";
+import { isImageFault } from "./errors.js";
 import type { ImageInput } from "./image-input.js";
 
 /** An input read and decoded, or the image's own error record. */

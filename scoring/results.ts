@@ -1,7 +1,7 @@
 import type { FileHandle } from "node:fs/promises";
 import { mkdir, open } from "node:fs/promises";
 import { dirname } from "node:path";
-import { StorageError } from "../model/errors.js";
+import { StorageError } from "../storage/errors.js";
 import type { ResultRecord, Summary } from "./records.js";
 import { LocalLocation } from "../storage/location.js";
 

@@ -1,7 +1,8 @@
 import { realpath } from "node:fs/promises";
 import { basename } from "node:path";
 import { z } from "zod";
-import { ConfigurationError, StorageError } from "../model/errors.js";
+import { ConfigurationError } from "../model/errors.js";
+import { StorageError } from "../storage/errors.js";
 import type { Location } from "../storage/location.js";
 import { isS3Url } from "../storage/location.js";
 

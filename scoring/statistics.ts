@@ -1,6 +1,6 @@
 import { CROP_SIDE, SCHEMES, type CropName, type Scale, type Scheme } from "../model/image/crop-types.js";
 import { cropPlan, schemeCropIndices } from "../model/image/crops.js";
-import { StorageError } from "../model/errors.js";
+import { StorageError } from "../storage/errors.js";
 import {
   isFailed,
   type Calibration,

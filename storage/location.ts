@@ -2,7 +2,7 @@ import { createHash, randomBytes } from "node:crypto";
 import { createReadStream } from "node:fs";
 import { mkdir, readFile, readdir, rename, rm, stat, writeFile } from "node:fs/promises";
 import { dirname, join, relative, resolve, sep } from "node:path";
-import { MissingObjectError, ObjectTooLargeError, StorageError } from "../model/errors.js";
+import { MissingObjectError, ObjectTooLargeError, StorageError } from "./errors.js";
 
 /**
  * A folder of objects addressed by `/`-separated keys: a local directory or an S3 prefix.

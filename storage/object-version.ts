@@ -1,6 +1,6 @@
 import { stat } from "node:fs/promises";
 import { HeadObjectCommand, type S3Client } from "@aws-sdk/client-s3";
-import { StorageError } from "../model/errors.js";
+import { StorageError } from "./errors.js";
 import { defaultS3Client } from "./aws-clients.js";
 import { isS3Url, parseS3Url } from "./location.js";
 

@@ -1,6 +1,6 @@
 import { readFile } from "node:fs/promises";
 import type { S3Client } from "@aws-sdk/client-s3";
-import { MissingObjectError, StorageError } from "../model/errors.js";
+import { MissingObjectError, StorageError } from "./errors.js";
 import { LocalLocation, isS3Url, parseS3Url, type Location } from "./location.js";
 import { defaultS3Client } from "./aws-clients.js";
 import { S3Location } from "./s3-location.js";

@@ -7,7 +7,7 @@ import {
   type S3Client,
 } from "@aws-sdk/client-s3";
 import { Upload } from "@aws-sdk/lib-storage";
-import { MissingObjectError, ObjectChangedError, ObjectTooLargeError, StorageError } from "../model/errors.js";
+import { MissingObjectError, ObjectChangedError, ObjectTooLargeError, StorageError } from "./errors.js";
 import { defaultS3Client } from "./aws-clients.js";
 import { assertSafeKey, parseS3Url, type Location, type ReadOptions } from "./location.js";
 

@@ -5,15 +5,7 @@ import { Worker } from "node:worker_threads";
 import type { BackendPreference } from "./backend.js";
 import { CROP_SIDE } from "../image/crop-types.js";
 import { NUM_CLASSES, type Engine } from "../engine.js";
-import {
-  BackendUnavailableError,
-  ConfigurationError,
-  GoogLeNetEvalError,
-  ImageDecodeError,
-  LabelFileError,
-  ModelFormatError,
-  StorageError,
-} from "../errors.js";
+import { BackendUnavailableError, ConfigurationError, GoogLeNetEvalError, ImageDecodeError, LabelFileError, ModelFormatError } from "../errors.js";
 import { preprocessFor, type Flavour, type Preprocess } from "../preprocess.js";
 
 export interface TfjsPoolEngineOptions {
@@ -74,7 +66,6 @@ const ERROR_CLASSES: Record<string, ErrorClass> = {
   LabelFileError,
   ConfigurationError,
   BackendUnavailableError,
-  StorageError,
   RangeError,
   TypeError,
 };

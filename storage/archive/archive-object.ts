@@ -2,7 +2,8 @@ import { createReadStream } from "node:fs";
 import { stat } from "node:fs/promises";
 import { pipeline, Readable } from "node:stream";
 import { createGunzip } from "node:zlib";
-import { ConfigurationError, StorageError } from "../../model/errors.js";
+import { ConfigurationError } from "../../model/errors.js";
+import { StorageError } from "../errors.js";
 import type { S3Location } from "../s3-location.js";
 import { FileByteSource, StreamByteSource, walkTar, type TarIndex, type WalkOptions } from "./tar-walk.js";
 

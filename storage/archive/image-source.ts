@@ -1,6 +1,6 @@
 import { stat } from "node:fs/promises";
 import { basename, resolve } from "node:path";
-import { MissingObjectError } from "../../model/errors.js";
+import { MissingObjectError } from "../errors.js";
 import { isImageKey } from "../image-keys.js";
 import { LocalLocation, type Location, type ReadOptions } from "../location.js";
 import { S3Location } from "../s3-location.js";

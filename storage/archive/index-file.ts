@@ -1,5 +1,5 @@
 import { z } from "zod";
-import { StorageError } from "../../model/errors.js";
+import { StorageError } from "../errors.js";
 import type { Location } from "../location.js";
 import type { TarIndex, TarMember } from "./tar-walk.js";
 

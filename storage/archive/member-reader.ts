@@ -1,4 +1,5 @@
-import { ImageDecodeError, ObjectTooLargeError } from "../../model/errors.js";
+import { ImageDecodeError } from "../../model/errors.js";
+import { ObjectTooLargeError } from "../errors.js";
 import type { ArchiveObject } from "./archive-object.js";
 import { StreamByteSource, type TarMember } from "./tar-walk.js";
 

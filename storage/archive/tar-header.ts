@@ -1,4 +1,4 @@
-import { StorageError } from "../../model/errors.js";
+import { StorageError } from "../errors.js";
 
 /*
  * The tar header formats real tools write: POSIX ustar, GNU tar's long names and sparse

@@ -1,5 +1,5 @@
 import { open, type FileHandle } from "node:fs/promises";
-import { StorageError } from "../../model/errors.js";
+import { StorageError } from "../errors.js";
 import { BLOCK, decodeHeader, isZeroBlock, paddedSize, parsePaxRecords, TarFormatError } from "./tar-header.js";
 
 /*

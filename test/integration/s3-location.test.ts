@@ -1,7 +1,7 @@
 import { readFile } from "node:fs/promises";
 import type { S3Client } from "@aws-sdk/client-s3";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { ObjectTooLargeError, StorageError } from "../../model/errors.js";
+import { ObjectTooLargeError, StorageError } from "../../storage/errors.js";
 import { createS3Client } from "../../storage/aws-clients.js";
 import { S3Location } from "../../storage/s3-location.js";
 import { readUrl } from "../../storage/open-location.js";

@@ -5,7 +5,7 @@ import { S3Client } from "@aws-sdk/client-s3";
 import { ChangeMessageVisibilityCommand, ReceiveMessageCommand, SQSClient } from "@aws-sdk/client-sqs";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import type { Engine, ModelInfo } from "../../model/engine.js";
-import { DeadlineExceededError } from "../../model/errors.js";
+import { DeadlineExceededError } from "../../queue/message-errors.js";
 import { loadEngine } from "../../model/load.js";
 import { readSynsets, type Synsets } from "../../model/synsets.js";
 import { taskProtectionFromEnvironment } from "../../queue/task-protection.js";

@@ -2,7 +2,7 @@ import { mkdtemp, readFile, rm, unlink } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { StorageError } from "../../model/errors.js";
+import { StorageError } from "../../storage/errors.js";
 import { STATUS_FILE, aggregateRun } from "../../queue/aggregate.js";
 import { MANIFEST_KEY, batchResultKeyFor, digestOfManifest, serializeManifest, type Manifest } from "../../queue/manifest.js";
 import type { ResultRecord, TopEntry } from "../../scoring/records.js";

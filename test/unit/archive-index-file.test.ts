@@ -2,7 +2,7 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { StorageError } from "../../model/errors.js";
+import { StorageError } from "../../storage/errors.js";
 import { indexCacheKey, parseIndex, readCachedIndex, serializeIndex, type StoredIndex } from "../../storage/archive/index-file.js";
 import { LocalLocation } from "../../storage/location.js";
 

@@ -3,7 +3,7 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { StorageError } from "../../model/errors.js";
+import { StorageError } from "../../storage/errors.js";
 import {
   ARCHIVES_MANIFEST_FORMAT,
   BATCH_MESSAGE_TYPE,

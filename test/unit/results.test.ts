@@ -3,7 +3,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import type { ResultRecord, Summary } from "../../scoring/records.js";
-import { StorageError } from "../../model/errors.js";
+import { StorageError } from "../../storage/errors.js";
 import {
   parseResultRecords,
   parseResultsText,

@@ -2,7 +2,8 @@ import { mkdir, mkdtemp, realpath, rm, symlink, writeFile } from "node:fs/promis
 import { tmpdir } from "node:os";
 import { join, relative } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { ConfigurationError, StorageError } from "../../model/errors.js";
+import { ConfigurationError } from "../../model/errors.js";
+import { StorageError } from "../../storage/errors.js";
 import type { RunHeader } from "../../scoring/run-header.js";
 import { RUN_HEADER_FILE, assertSameRun, formatRunHeader, headerDifferences, inputOfRun, readRunHeader } from "../../scoring/run-header.js";
 import { LocalLocation } from "../../storage/location.js";

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { StorageError } from "../../model/errors.js";
+import { StorageError } from "../../storage/errors.js";
 import {
   decodeS3Key,
   dropResultKey,

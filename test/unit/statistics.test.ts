@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { schemeCropIndices } from "../../model/image/crops.js";
-import { StorageError } from "../../model/errors.js";
+import { StorageError } from "../../storage/errors.js";
 import type { Interval, ResultRecord, ScoredRecord, Summary, TopEntry } from "../../scoring/records.js";
 import {
   ONE_CROP_POSITION,
