@@ -3,13 +3,7 @@ import { realpathSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { ConfigurationError, GoogLeNetEvalError } from "../model/errors.js";
 import { codeVersion } from "../queue/manifest.js";
-import { aggregateCommand } from "./aggregate-command.js";
-import { cropsCommand } from "./crops-command.js";
 import { flagHint, type FlagHint } from "./flags.js";
-import { planCommand } from "./plan-command.js";
-import { scoreCommand } from "./score-command.js";
-import { workerCommand } from "./worker-command.js";
-import { reportCommand } from "./report-command.js";
 
 /** A subcommand: takes the arguments after its name, returns the process exit code. */
 export type Command = (argv: string[]) => Promise<number>;
@@ -27,17 +21,19 @@ const LABEL_CHECK: FlagHint = { setting: /\blabel check off\b/, flag: "--no-labe
 
 /**
  * The subcommands. Adding one is one line here plus its own file; each prints its own --help.
+ * Each command's module is imported when it runs: together they pull in onnxruntime, sharp, the
+ * AWS SDK and vega, about 1.5 s of CPU that `--version`, usage and a worker need not pay.
  */
 export const COMMANDS: Readonly<Record<string, CommandEntry>> = {
-  crops: { summary: "print the 144-crop plan for an image size", run: cropsCommand },
+  crops: { summary: "print the 144-crop plan for an image size", run: async (argv) => (await import("./crops-command.js")).cropsCommand(argv) },
   score: {
     summary: "score a folder of images with one model or an ensemble",
-    run: (argv) => scoreCommand(argv),
+    run: async (argv) => (await import("./score-command.js")).scoreCommand(argv),
     hints: [PREPROCESS, OUT, LABEL_CHECK, { setting: /\bname one backend\b/, flag: "--backend" }, { setting: /\bonnxruntime engine\b/, flag: "--engine onnxruntime" }],
   },
   plan: {
     summary: "plan a distributed run: manifest and one queue message per batch",
-    run: (argv) => planCommand(argv),
+    run: async (argv) => (await import("./plan-command.js")).planCommand(argv),
     hints: [
       PREPROCESS,
       OUT,
@@ -49,9 +45,12 @@ export const COMMANDS: Readonly<Record<string, CommandEntry>> = {
       { setting: /\blonger deadline\b/, flag: "--deadline" },
     ],
   },
-  worker: { summary: "score batches and drop-folder images from an SQS queue", run: workerCommand },
-  aggregate: { summary: "collect a planned run's batches into results.jsonl and summary.json", run: (argv) => aggregateCommand(argv) },
-  report: { summary: "(re)write report.html for a finished run folder or S3 prefix", run: (argv) => reportCommand(argv) },
+  worker: { summary: "score batches and drop-folder images from an SQS queue", run: async (argv) => (await import("./worker-command.js")).workerCommand(argv) },
+  aggregate: {
+    summary: "collect a planned run's batches into results.jsonl and summary.json",
+    run: async (argv) => (await import("./aggregate-command.js")).aggregateCommand(argv),
+  },
+  report: { summary: "(re)write report.html for a finished run folder or S3 prefix", run: async (argv) => (await import("./report-command.js")).reportCommand(argv) },
 };
 
 /** Exit code for bad flags or settings, as for a shell built-in's usage error. */

@@ -46,6 +46,11 @@ export interface LoadEngineOptions {
    */
   readonly graphEdits?: boolean;
   /**
+   * onnxruntime on the CPU: the folder where passed graph-edit probes are recorded, or false to
+   * probe at every load. Default: from the environment (model/ort/engine.ts `probeCache`).
+   */
+  readonly probeCache?: string | false;
+  /**
    * Refuse to run anywhere but a GPU: tfjs must load native TensorFlow on the GPU, onnxruntime
    * must start its CUDA provider (`device: "cuda"`). Default: false.
    */
@@ -178,6 +183,7 @@ export async function loadEngine(
     ...(options.device !== undefined ? { device: options.device } : {}),
     ...(options.requireGpu !== undefined ? { requireGpu: options.requireGpu } : {}),
     ...(options.graphEdits !== undefined ? { graphEdits: options.graphEdits } : {}),
+    ...(options.probeCache !== undefined ? { probeCache: options.probeCache } : {}),
   });
   return { engine, info: { file: source, sha256, flavour } };
 }

@@ -4,10 +4,13 @@ import { CROP_SIDE } from "../image/crop-types.js";
 import type { Engine } from "../engine.js";
 import { NUM_CLASSES } from "../engine.js";
 import { BackendUnavailableError, ConfigurationError, ModelFormatError } from "../errors.js";
-import { createCheckedCpuSession, rewriteSlowNodes, type CheckedSession, type CpuSessionOptions } from "./graph-edits/index.js";
+import { createCheckedCpuSession, probeCacheFolder, rewriteSlowNodes, type CheckedSession, type CpuSessionOptions } from "./graph-edits/index.js";
 import { rowsAreDistributions, softmaxRows } from "../predict.js";
 import type { Flavour } from "../preprocess.js";
 import { preprocessFor } from "../preprocess.js";
+
+// For the command line, which checks the probe cache's variable at start-up (handlers/graph-edits.ts).
+export { CACHE_DIR_ENV, PROBE_CACHE_ENV, probeCacheFolder } from "./graph-edits/index.js";
 
 const CROP_VALUES = 3 * CROP_SIDE * CROP_SIDE;
 
@@ -38,6 +41,15 @@ export interface OrtEngineOptions {
    * The CUDA device never gets the edits (measured on the CPU only).
    */
   readonly graphEdits?: boolean;
+  /**
+   * The folder where passed graph-edit probes are recorded, so that loading the same file again
+   * with the same onnxruntime on the same CPU skips the probe (about 2 s of a 3 s load here); a
+   * failed probe is never recorded, and a folder that cannot be written only costs a line.
+   * false probes at every load. Default: from the environment (`probeCacheFolder`):
+   * `GOOGLENET_EVAL_PROBE_CACHE=off` for false, else `GOOGLENET_EVAL_CACHE_DIR`, else
+   * `$XDG_CACHE_HOME/googlenet-eval`, else `~/.cache/googlenet-eval`.
+   */
+  readonly probeCache?: string | false;
   /**
    * Rewrite nodes onnxruntime runs slowly (LRN) into exact equivalents before loading.
    * Default: true. Off, the file runs exactly as stored (benchmarks compare the two).
@@ -299,6 +311,7 @@ async function createCpuSessionChecked(modelBytes: Uint8Array, threads: number, 
     return { session, summary: "off (turned off by the graphEdits setting: the graph runs as stored)" };
   }
   const rewrite = options.rewriteSlowNodes === false ? undefined : rewriteGraph(modelBytes, source);
+  const probeCache = options.probeCache === undefined ? probeCacheFolder() : options.probeCache || undefined;
   return loadOrThrow(source, () =>
     createCheckedCpuSession(modelBytes, cpuOptions, {
       source,
@@ -309,6 +322,8 @@ async function createCpuSessionChecked(modelBytes: Uint8Array, threads: number, 
       ...(options.stemCropsPerPart !== undefined ? { stemCropsPerPart: options.stemCropsPerPart } : {}),
       ...(options.splitStemWithoutLrn !== undefined ? { splitStemWithoutLrn: options.splitStemWithoutLrn } : {}),
       ...(options.editedGraphHook ? { editedGraphHook: options.editedGraphHook } : {}),
+      ...(probeCache !== undefined ? { probeCache } : {}),
+      ...(options.log ? { log: options.log } : {}),
     }),
   );
 }

@@ -6,7 +6,8 @@ import { spawnCli } from "../helpers/cli-process.js";
 
 /**
  * `googlenet-eval score` as its own process on one real photo at one crop: the flag and the
- * environment variable reach onnxruntime, whose one line on stderr says which graph edits run.
+ * environment variables reach onnxruntime, whose one line on stderr says which graph edits run
+ * and whether the probe ran or passed earlier (the probe cache).
  */
 const SHARED = resolve(import.meta.dirname, "../../../shared");
 const MODEL = join(SHARED, "models/bvlc-googlenet.onnx");
@@ -16,11 +17,13 @@ let work: string;
 let photos: string;
 const savedSynsets = process.env.GOOGLENET_EVAL_SYNSETS;
 const savedEdits = process.env.GOOGLENET_EVAL_GRAPH_EDITS;
+const savedProbeCache = process.env.GOOGLENET_EVAL_PROBE_CACHE;
 
 beforeAll(async () => {
   // spawnCli passes this process's environment on: neither variable may leak into the children.
   delete process.env.GOOGLENET_EVAL_SYNSETS;
   delete process.env.GOOGLENET_EVAL_GRAPH_EDITS;
+  delete process.env.GOOGLENET_EVAL_PROBE_CACHE;
   work = await mkdtemp(join(tmpdir(), "graph-edits-cli-"));
   photos = join(work, "photos");
   await mkdir(photos);
@@ -30,6 +33,7 @@ beforeAll(async () => {
 afterAll(async () => {
   if (savedSynsets !== undefined) process.env.GOOGLENET_EVAL_SYNSETS = savedSynsets;
   if (savedEdits !== undefined) process.env.GOOGLENET_EVAL_GRAPH_EDITS = savedEdits;
+  if (savedProbeCache !== undefined) process.env.GOOGLENET_EVAL_PROBE_CACHE = savedProbeCache;
   await rm(work, { recursive: true, force: true });
 });
 
@@ -40,13 +44,25 @@ async function score(name: string, flags: string[], env: Record<string, string>)
   return { code, stderr: cli.stderr.join("") };
 }
 
+const PROBED = /^googlenet-eval: onnxruntime graph edits for .*bvlc-googlenet\.onnx: on: LRN rewrite \(2 LRNs\).*; probe: 13 dead-leaves crops: .*\(within 1e-5\)$/m;
+
 describe("googlenet-eval score and onnxruntime's graph edits", () => {
-  it("runs them by default, checked by the probe, one line naming them", async () => {
+  it("runs them by default, checked by the probe, one line naming them; the pass is remembered in the cache folder, unless the cache is off", async () => {
+    // Prepare: a cache folder of this test's own, empty.
+    const cache = { GOOGLENET_EVAL_CACHE_DIR: join(work, "cache") };
+
     // Act
-    const run = await score("default", [], {});
+    const first = await score("default", [], cache);
+    const off = await score("cache-off", [], { ...cache, GOOGLENET_EVAL_PROBE_CACHE: "off" });
+    const again = await score("again", [], cache);
+
     // Assess
-    expect(run.code, run.stderr).toBe(0);
-    expect(run.stderr).toMatch(/^googlenet-eval: onnxruntime graph edits for .*bvlc-googlenet\.onnx: on: LRN rewrite \(2 LRNs\).*; probe: 13 dead-leaves crops: .*\(within 1e-5\)$/m);
+    for (const run of [first, off, again]) expect(run.code, run.stderr).toBe(0);
+    expect(first.stderr).toMatch(PROBED);
+    expect(off.stderr).toMatch(PROBED);
+    expect(again.stderr).toMatch(
+      new RegExp(`^googlenet-eval: onnxruntime graph edits for .*bvlc-googlenet\\.onnx: on: LRN rewrite \\(2 LRNs\\).*; probe: passed earlier for this model and onnxruntime \\S+ \\(cache file ${join(work, "cache", "onnxruntime-probe")}/\\w+\\.json\\): 13 dead-leaves crops: .*\\(within 1e-5\\)$`, "m"),
+    );
   });
 
   it.each([
@@ -61,10 +77,10 @@ describe("googlenet-eval score and onnxruntime's graph edits", () => {
     expect(run.stderr).not.toMatch(/: on: LRN rewrite/);
   });
 
-  it("refuses a bad GOOGLENET_EVAL_GRAPH_EDITS with exit 2, naming it, before loading anything", async () => {
-    const run = await score("bad", [], { GOOGLENET_EVAL_GRAPH_EDITS: "perhaps" });
+  it.each(["GOOGLENET_EVAL_GRAPH_EDITS", "GOOGLENET_EVAL_PROBE_CACHE"])("refuses a bad %s with exit 2, naming it, before loading anything", async (variable) => {
+    const run = await score("bad", [], { [variable]: "perhaps" });
     expect(run.code).toBe(2);
-    expect(run.stderr).toMatch(/GOOGLENET_EVAL_GRAPH_EDITS must be on or off/);
+    expect(run.stderr).toMatch(new RegExp(`${variable} must be on or off`));
     expect(run.stderr).not.toMatch(/graph edits for/);
   });
 });

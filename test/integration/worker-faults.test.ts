@@ -329,16 +329,19 @@ describe("the worker under storage faults, poison messages and stops (fauxqs beh
     ["fit", ["--stop-timeout", "1"], "abandoned", { visible: 1 }],
     ["abandon", [], "abandoned", { visible: 1 }],
   ] as const)("on SIGTERM mid-batch with --on-stop %s %j it ends with %s, exit 0", async (mode, flags, expected, queueAfter) => {
-    // Prepare: 144 crops on one thread, so the batch is still running when SIGTERM comes.
+    // Prepare: one batch of two photos at 144 crops on one thread, so the batch is still running
+    // when SIGTERM comes (and, with --stop-timeout 120, finishes in well under that).
     const name = `stop-${mode}-${flags.join("") || "none"}`.replace(/[^a-z0-9-]/g, "");
-    const pair = await plannedDataRun(emulator, synsets, name, { visibilityTimeoutSeconds: 300, maxReceiveCount: 5 }, { crops: 144, batchSize: 4 });
+    const photos = new S3Location("s3://data/two-photos", emulator.s3);
+    for (const photo of PHOTOS.slice(0, 2)) await photos.write(photo, await readFile(join(SAMPLES, photo)));
+    const pair = await plannedDataRun(emulator, synsets, name, { visibilityTimeoutSeconds: 300, maxReceiveCount: 5 }, { input: photos.url, crops: 144, batchSize: 2 });
     const worker = spawnCli(["worker", "--queue", pair.queueUrl, "--wait", "1", "--threads", "1", "--on-stop", mode, ...flags], {
       ...emulator.env,
       GOOGLENET_EVAL_SYNSETS: SYNSETS,
     });
     children.push(worker);
     await worker.waitForEvent((event) => event.event === "batch-started");
-    // Mid-batch: the model is loading or the first of four 144-crop images is being scored.
+    // Mid-batch: the model is loading or the first of the two 144-crop images is being scored.
     await new Promise((resolve) => setTimeout(resolve, 2000));
 
     // Act

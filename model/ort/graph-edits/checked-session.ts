@@ -2,6 +2,8 @@ import * as ort from "onnxruntime-node";
 import type { RewriteReport } from "./lrn-rewrite.js";
 import { createCpuSession, DEFAULT_STEM_CROPS_PER_PART, STEM_PARTS, type CpuSessionEdit, type CpuSessionOptions } from "./layout.js";
 import { PROBE_TOLERANCE, fixedBatchOf, probeCrops, probeProbabilities, relativeDifference } from "./probe.js";
+import { bytesDigest } from "./proto-graph.js";
+import { openProbeCache, probeKey, type ProbeCache, type ProbeKey } from "./probe-cache.js";
 import type { Preprocess } from "../../preprocess.js";
 
 /** What `createCheckedCpuSession` edits, and how it checks the edits. */
@@ -14,6 +16,14 @@ export interface CheckedEditsOptions extends CpuSessionOptions {
   readonly rewrite?: RewriteReport;
   /** Edit the optimized graph's layout at all (model/ort/graph-edits/layout.ts). */
   readonly blockedLrnSteps: boolean;
+  /**
+   * The folder where passed probes are recorded (model/ort/graph-edits/probe-cache.ts), so that a
+   * later load of the same edited graph, from the same file, by the same onnxruntime on the same
+   * CPU skips the probe. Default: none, every load probes.
+   */
+  readonly probeCache?: string;
+  /** Where the probe cache's lines go (a record ignored, a folder not writable). Default: stderr. */
+  readonly log?: (line: string) => void;
 }
 
 /** A CPU session and the one-line account of its edits ("on: ...; off: ...; probe: ..."). */
@@ -33,7 +43,9 @@ const tolerance = PROBE_TOLERANCE.toExponential(0);
  * rewrite alone is checked the same way (it is plain ONNX, so it does not depend on
  * onnxruntime's internals), and when that disagrees too the graph as stored runs. The session
  * of the graph as stored is created for the comparison and released after it, or kept as the
- * answer.
+ * answer. With `probeCache`, a pass is recorded under everything it depends on
+ * (probe-cache.ts), and a later load whose key matches skips the probe and the session of the
+ * graph as stored, which is most of a load's time.
  *
  * @throws whatever onnxruntime throws when the graph (as stored or rewritten) does not load.
  */
@@ -54,9 +66,11 @@ export async function createCheckedCpuSession(
   const notes: string[] = [];
   const edited = layoutWanted
     ? await createCpuSession(graphBytes, chains, sessionOptions, source, (line) => notes.push(line.replace(`googlenet-eval: ${source}: `, "")), options)
-    : { session: await ort.InferenceSession.create(graphBytes, sessionOptions) };
+    : { session: await ort.InferenceSession.create(graphBytes, sessionOptions), digest: () => bytesDigest(graphBytes) };
   const { on, off } = describeEdits(options, edited.layout, notes);
   const layoutApplied = edited.layout !== undefined && (edited.layout.reordersRemoved > 0 || edited.layout.stem !== undefined);
+  const cached = await passedEarlier(modelBytes, edited.digest, sessionOptions, options);
+  if (cached.earlier !== undefined) return { session: edited.session, summary: line(on, off, cached.earlier) };
 
   let reference: ort.InferenceSession;
   try {
@@ -73,6 +87,7 @@ export async function createCheckedCpuSession(
   const full = await probe.check(edited.session);
   if (full.agrees) {
     await reference.release();
+    await cached.record?.(`${probe.label}: ${full.text}`);
     return { session: edited.session, summary: line(on, off, `${probe.label}: ${full.text}`) };
   }
   await edited.session.release();
@@ -90,6 +105,40 @@ export async function createCheckedCpuSession(
     await alone?.release();
   }
   return { session: reference, summary: `off: the graph runs as stored (${probe.label}: ${full.text} with ${on.join(", ")})` };
+}
+
+/**
+ * The probe line of a pass recorded for this load's key, or how to record this load's pass.
+ * Only the whole set of edits passing is recorded: a fallback after a failed probe (the LRN
+ * rewrite alone, the graph as stored) is probed again at every load, so it is never hidden.
+ */
+async function passedEarlier(
+  modelBytes: Uint8Array,
+  editedGraph: () => string,
+  sessionOptions: ort.InferenceSession.SessionOptions,
+  options: CheckedEditsOptions,
+): Promise<{ earlier?: string; record?: (result: string) => Promise<void> }> {
+  if (options.probeCache === undefined) return {};
+  const log = options.log ?? ((text: string) => process.stderr.write(`${text}\n`));
+  const cache: ProbeCache = openProbeCache(options.probeCache, log);
+  const edits = {
+    lrnRewrite: options.rewrite !== undefined,
+    blockedLrnSteps: options.blockedLrnSteps,
+    blockRows: options.blockRows ?? true,
+    stemCropsPerPart: options.stemCropsPerPart ?? DEFAULT_STEM_CROPS_PER_PART,
+    splitStemWithoutLrn: options.splitStemWithoutLrn ?? false,
+  };
+  let key: ProbeKey;
+  try {
+    key = probeKey(modelBytes, editedGraph(), sessionOptions, edits);
+  } catch (error) {
+    // The cache only saves time: whatever goes wrong with it, the probe runs as without it.
+    log(`googlenet-eval: probe cache not used (${(error as Error).message}); probing`);
+    return {};
+  }
+  const earlier = await cache.find(key);
+  if (earlier === undefined) return { record: (result) => cache.record(key, result) };
+  return { earlier: `passed earlier for this model and onnxruntime ${key.onnxruntime} (cache file ${earlier.file}): ${earlier.result}` };
 }
 
 function line(on: readonly string[], off: readonly string[], probe: string): string {

@@ -4,5 +4,6 @@
 export { createCheckedCpuSession } from "./checked-session.js";
 export type { CheckedEditsOptions, CheckedSession } from "./checked-session.js";
 export type { CpuSessionOptions } from "./layout.js";
+export { CACHE_DIR_ENV, PROBE_CACHE_ENV, probeCacheFolder } from "./probe-cache.js";
 export { rewriteSlowNodes } from "./lrn-rewrite.js";
 export type { LrnChain, RewriteReport } from "./lrn-rewrite.js";

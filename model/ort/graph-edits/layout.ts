@@ -7,9 +7,11 @@ import type { LrnChain } from "./lrn-rewrite.js";
 import { findWindowSumConvs, sumAcrossBlockRows } from "./block-rows.js";
 import { runStemInParts, type StemSplit } from "./stem.js";
 import {
+  bytesDigest,
   decodeOptimizedGraph,
   dropUnusedInitializers,
   encodeModel,
+  graphDigest,
   indexProtoGraph,
   intAttribute,
   isNchwc,
@@ -228,7 +230,8 @@ export interface CpuSessionEdit extends Omit<LayoutEdit, "bytes"> {
  * would only redo the work). Where nothing is edited (a CPU without the blocked layout) the
  * graph is loaded as it is, with `sessionOptions` as given; so too, with a line saying why,
  * when the temporary folder, the edit or the edited graph fails: an exact graph that is only
- * slower.
+ * slower. A digest of the graph the session runs comes with it, computed on demand: the probe
+ * cache (probe-cache.ts) keys a passed probe on the graph that actually ran.
  */
 export async function createCpuSession(
   graphBytes: Uint8Array,
@@ -237,18 +240,18 @@ export async function createCpuSession(
   source: string,
   log: (line: string) => void = (line) => process.stderr.write(`${line}\n`),
   options: CpuSessionOptions = {},
-): Promise<{ session: ort.InferenceSession; layout?: CpuSessionEdit }> {
+): Promise<{ session: ort.InferenceSession; layout?: CpuSessionEdit; digest: () => string }> {
   const asItIs = async (error?: unknown) => {
     if (error !== undefined) {
       log(`googlenet-eval: ${source}: the LRN steps keep onnxruntime's layout reorders (${(error as Error).message})`);
     }
-    return ort.InferenceSession.create(graphBytes, sessionOptions);
+    return { session: await ort.InferenceSession.create(graphBytes, sessionOptions), digest: () => bytesDigest(graphBytes) };
   };
   let folder: string;
   try {
     folder = await mkdtemp(join(tmpdir(), "googlenet-eval-ort-"));
   } catch (error) {
-    return { session: await asItIs(error) };
+    return asItIs(error);
   }
   let edit: { model: ModelProto; layout: CpuSessionEdit };
   try {
@@ -267,19 +270,19 @@ export async function createCpuSession(
       const blockSize = options.blockRows === false ? undefined : await nchwcBlockSize(folder);
       edit = editOptimizedGraph(await readFile(optimizedPath), chains, source, blockSize, options);
     } catch (error) {
-      return { session: await asItIs(error) };
+      return asItIs(error);
     }
   } finally {
     await rm(folder, { recursive: true, force: true });
   }
   const { model, layout } = edit;
-  if (layout.reordersRemoved === 0 && !layout.stem) return { session: await asItIs(), layout };
+  if (layout.reordersRemoved === 0 && !layout.stem) return { ...(await asItIs()), layout };
   try {
     options.editedGraphHook?.(model);
     const session = await ort.InferenceSession.create(encodeModel(model), { ...sessionOptions, graphOptimizationLevel: "disabled" });
-    return { session, layout };
+    return { session, layout, digest: () => graphDigest(model) };
   } catch (error) {
-    return { session: await asItIs(error) };
+    return asItIs(error);
   }
 }
 

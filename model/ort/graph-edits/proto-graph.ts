@@ -1,3 +1,4 @@
+import { createHash } from "node:crypto";
 import onnxProto from "onnx-proto";
 import { ModelFormatError } from "../../errors.js";
 
@@ -73,6 +74,32 @@ export function addInitializer(model: ModelProto, name: string, dims: number[], 
 
 export function encodeModel(model: ModelProto): Uint8Array {
   return onnx.ModelProto.encode(model).finish();
+}
+
+/**
+ * The sha256 of everything in the graph that decides what it computes: its opsets, nodes,
+ * constants, inputs and outputs. Node names are left out: onnxruntime's optimizer names a node
+ * "ReorderOutput" on one load and "ReorderOutput_token_150" on the next, in the same graph.
+ * Constants are hashed in place, so the digest costs a pass over the weights, not an encoding.
+ */
+export function graphDigest(model: ModelProto): string {
+  const hash = createHash("sha256");
+  const part = (bytes: Uint8Array) => hash.update(`${bytes.length}:`).update(bytes);
+  for (const opset of model.opsetImport ?? []) part(onnx.OperatorSetIdProto.encode(opset).finish());
+  const graph = model.graph;
+  for (const node of graph?.node ?? []) part(onnx.NodeProto.encode({ ...node, name: "" }).finish());
+  for (const tensor of graph?.initializer ?? []) {
+    const raw = tensor.rawData;
+    part(onnx.TensorProto.encode(raw && raw.length > 0 ? { ...tensor, rawData: new Uint8Array(0) } : tensor).finish());
+    if (raw && raw.length > 0) part(raw);
+  }
+  for (const value of [...(graph?.input ?? []), ...(graph?.output ?? [])]) part(onnx.ValueInfoProto.encode(value).finish());
+  return hash.digest("hex");
+}
+
+/** The sha256 of a graph's bytes, for a graph loaded as it is (the counterpart of `graphDigest`). */
+export function bytesDigest(bytes: Uint8Array): string {
+  return createHash("sha256").update(bytes).digest("hex");
 }
 
 /** Drops constants no node reads any more (onnxruntime warns of each one when it loads the graph). */
