@@ -61,16 +61,7 @@ export async function localArchive(path: string): Promise<ArchiveObject> {
     version,
     seekable: !gzipped,
     async index(options = {}) {
-      if (gzipped) {
-        const source = new StreamByteSource(await openStream(), options.onProgress);
-        try {
-          return await walkTar(source, path, options);
-        } catch (error) {
-          throw gunzipFault(error, path);
-        } finally {
-          await source.close();
-        }
-      }
+      if (gzipped) return walkStream(await openStream(), path, options);
       const source = await FileByteSource.open(path);
       try {
         return await walkTar(source, path, options);
@@ -94,6 +85,22 @@ export async function localArchive(path: string): Promise<ArchiveObject> {
     },
     openStream,
   };
+}
+
+/** Indexes an archive by reading its (gunzipped) bytes through once, as S3 and .tar.gz need. */
+async function walkStream(
+  stream: AsyncIterable<Uint8Array>,
+  url: string,
+  options: WalkOptions & { onProgress?: (bytes: number) => void },
+): Promise<TarIndex> {
+  const source = new StreamByteSource(stream, options.onProgress);
+  try {
+    return await walkTar(source, url, options);
+  } catch (error) {
+    throw gunzipFault(error, url);
+  } finally {
+    await source.close();
+  }
 }
 
 /** A gunzip failure is the archive's damage, not an image's: it stops the run, naming the file. */
@@ -124,14 +131,7 @@ export async function s3Archive(location: S3Location, key: string, known?: { eta
     version: found.etag,
     seekable: !gzipped,
     async index(options = {}) {
-      const source = new StreamByteSource(await openStream(), options.onProgress);
-      try {
-        return await walkTar(source, url, options);
-      } catch (error) {
-        throw gunzipFault(error, url);
-      } finally {
-        await source.close();
-      }
+      return walkStream(await openStream(), url, options);
     },
     async readRange(start, end) {
       if (gzipped) throw new ConfigurationError(`${url} is gzipped: its members cannot be read by range`);
