@@ -259,10 +259,8 @@ async function measureFeederAndLrn(report: Report, settings: Settings, ortRaw: M
     "onnxruntime, rewritten graph, alternating with the LRN-free graph and the earlier forms",
     lrn,
     `LRN-free ${fixed(lrn.referenceCropsPerSec)} crops/s: x${fixed(lrn.ratio, 3)} time per crop (CPU time x${fixed(lrn.cpuRatio, 3)}); ` +
-      `against the LRN-free graph with its stem split too x${fixed(lrn.ratioToSplitReference, 3)}; ` +
       `band convolutions, batch whole x${fixed(lrn.earlierRatios?.bandsWholeBatch, 3)}, ` +
-      `with the layout reorders kept x${fixed(lrn.earlierRatios?.groupedBandsReordered, 3)}, ` +
-      `the single band with them (issue 5) x${fixed(lrn.earlierRatios?.singleBandReordered, 3)}`,
+      `with the layout reorders kept x${fixed(lrn.earlierRatios?.groupedBandsReordered, 3)}`,
   );
   return {
     feederCropsPerSec: round(feeder.cropsPerSec),
@@ -276,10 +274,8 @@ async function measureFeederAndLrn(report: Report, settings: Settings, ortRaw: M
     deviceCutCropsPerSec: deviceCut,
     lrnCostRatio: round(lrn.ratio ?? 0, 3),
     lrnCostRatioCpu: round(lrn.cpuRatio ?? 0, 3),
-    lrnCostRatioSplitReference: round(lrn.ratioToSplitReference ?? 0, 3),
     lrnCostRatioBands: round(lrn.earlierRatios?.bandsWholeBatch ?? 0, 3),
     lrnCostRatioReordersKept: round(lrn.earlierRatios?.groupedBandsReordered ?? 0, 3),
-    lrnCostRatioSingleBand: round(lrn.earlierRatios?.singleBandReordered ?? 0, 3),
     lrnFreeCropsPerSec: round(lrn.referenceCropsPerSec ?? 0),
   };
 }
@@ -351,8 +347,7 @@ function summarise(report: Report, result: Record<string, unknown>): void {
     report.log(`feeder ceiling, tfjs GPU's path (crops cut on the device) ${fixed(n("feederCropsPerSec"))} crops/s = x${fixed(n("feederToOrtRaw"))} onnxruntime alone (target >= 80); crops sampled on the host ${fixed(n("feederHostCropsPerSec"))} crops/s = x${fixed(n("feederHostToOrtRaw"))}`);
     report.log(
       `LRN cost: rewritten graph x${fixed(n("lrnCostRatio"), 3)} the time per crop of the graph without LRN (target <= 1.12); ` +
-        `x${fixed(n("lrnCostRatioSplitReference"), 3)} that graph with its stem split too; band convolutions, batch whole x${fixed(n("lrnCostRatioBands"), 3)}; ` +
-        `layout reorders kept x${fixed(n("lrnCostRatioReordersKept"), 3)}, single band (issue 5) x${fixed(n("lrnCostRatioSingleBand"), 3)}`,
+        `band convolutions, batch whole x${fixed(n("lrnCostRatioBands"), 3)}; layout reorders kept x${fixed(n("lrnCostRatioReordersKept"), 3)}`,
     );
     report.log(`pipeline crops/s count the crops the engine computed (coinciding windows of square images once); images/s is per image of 144 crops`);
   }

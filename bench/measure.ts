@@ -162,11 +162,9 @@ export interface Measurement {
   readonly earlierRatios?: {
     /** The band convolutions and the whole batch through the stem: the form before the block rows. */
     readonly bandsWholeBatch: number;
+    /** The grouped bands with onnxruntime's layout reorders left around the LRN steps. */
     readonly groupedBandsReordered: number;
-    readonly singleBandReordered: number;
   };
-  /** For "lrn-cost": time per crop rewritten / the LRN-free graph with its stem split the same way. */
-  readonly ratioToSplitReference?: number;
   /** For scoring runs: the engine's device and the share of the run it had no call running (model/engine-meter.ts). */
   readonly device?: string;
   readonly idleShare?: number;
@@ -518,18 +516,15 @@ async function measureLrnCost(task: Extract<Task, { kind: "lrn-cost" }>): Promis
   const bytes = readFileSync(MODEL);
   const options = { source: MODEL, flavour: "bvlc" as const, threads: task.threads, softmaxed: true };
   const unmodified = { ...options, rewriteSlowNodes: false };
-  // The engine's graph first and the LRN-free reference second; then the earlier forms, so one
-  // run shows what each step gained: the band convolutions with the batch whole through the
-  // stem, the grouped bands with onnxruntime's layout reorders kept, and the single band
-  // convolution with them (the form of issue 5); last the LRN-free graph with its stem split
-  // as the engine's is, to show the split gains nothing there.
+  // The engine's graph first and the LRN-free reference second; then two earlier forms the
+  // engine options still reach, so one run shows what each step gained: the band convolutions
+  // with the batch whole through the stem, and the grouped bands with onnxruntime's layout
+  // reorders kept. (Forms removed from the code have their last figures in docs/speed.md.)
   const engines = [
     await createOrtEngine(bytes, options),
     await createOrtEngine(withoutLrn(bytes), unmodified),
     await createOrtEngine(bytes, { ...options, blockRows: false, stemCropsPerPart: 0 }),
     await createOrtEngine(bytes, { ...options, blockedLrnSteps: false }),
-    await createOrtEngine(rewriteSlowNodes(bytes, MODEL, { windowSum: "conv" }).bytes, unmodified),
-    await createOrtEngine(withoutLrn(bytes), { ...options, splitStemWithoutLrn: true }),
   ] as const;
   try {
     const input = await readyBatch(task.batch, engines[0]);
@@ -552,7 +547,7 @@ async function measureLrnCost(task: Extract<Task, { kind: "lrn-cost" }>): Promis
       rounds++;
     }
     const crops = rounds * task.batch;
-    const [current, reference, bands, reordered, singleBand, splitReference] = wall as [number, number, number, number, number, number];
+    const [current, reference, bands, reordered] = wall as [number, number, number, number];
     return {
       crops,
       seconds: current / 1000,
@@ -563,9 +558,7 @@ async function measureLrnCost(task: Extract<Task, { kind: "lrn-cost" }>): Promis
       earlierRatios: {
         bandsWholeBatch: bands / reference,
         groupedBandsReordered: reordered / reference,
-        singleBandReordered: singleBand / reference,
       },
-      ratioToSplitReference: current / splitReference,
       peakRssMB: statusMB("VmHWM"),
     };
   } finally {

@@ -12,8 +12,13 @@ export type Step =
   | { readonly kind: "node"; readonly node: OnnxNode }
   | { readonly kind: "concat"; readonly node: OnnxNode; readonly branches: readonly (readonly Step[])[] };
 
-/** Elementwise operators, whose every non-constant input carries activations. */
-export const ELEMENTWISE = new Set(["Add", "Mul", "Sub", "Div"]);
+/**
+ * Two-input arithmetic, whose every non-constant input carries activations (other operators
+ * carry them in their first input only). Narrower than the graph edits' POINTWISE_OPS
+ * (model/ort/graph-edits/proto-graph.ts): input-affine.ts lets these four (and Concat) take the
+ * image in any input and every other operator only in its first.
+ */
+export const BINARY_ARITHMETIC: ReadonlySet<string> = new Set(["Add", "Mul", "Sub", "Div"]);
 
 export class GraphIndex {
   readonly producer = new Map<string, OnnxNode>();
@@ -69,7 +74,7 @@ export class GraphIndex {
 
   /** The inputs that carry activations, as opposed to weights, shapes and indices. */
   dataInputs(node: OnnxNode): string[] {
-    if (node.opType === "Concat" || ELEMENTWISE.has(node.opType)) {
+    if (node.opType === "Concat" || BINARY_ARITHMETIC.has(node.opType)) {
       return node.inputs.filter((input) => input !== "" && !this.isConstant(input));
     }
     const first = node.inputs[0];

@@ -1,5 +1,5 @@
 import type { InputAffine } from "./googlenet-weights.js";
-import { describeNode, ELEMENTWISE, type GraphIndex } from "./graph-index.js";
+import { describeNode, BINARY_ARITHMETIC, type GraphIndex } from "./graph-index.js";
 import { intAttribute, intsAttribute, type OnnxNode } from "./read-onnx.js";
 
 /**
@@ -85,7 +85,7 @@ class AffineEvaluator {
   private evaluateNode(node: OnnxNode): SymbolicValue {
     const args = node.inputs.map((input) => (input ? this.evaluate(input) : undefined));
     const [x] = args;
-    if (x?.kind !== "affine" && node.opType !== "Concat" && !ELEMENTWISE.has(node.opType)) {
+    if (x?.kind !== "affine" && node.opType !== "Concat" && !BINARY_ARITHMETIC.has(node.opType)) {
       this.fail(node, "its input is not derived from the image");
     }
     switch (node.opType) {

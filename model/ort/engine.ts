@@ -74,11 +74,6 @@ export interface OrtEngineOptions {
    */
   readonly stemCropsPerPart?: number;
   /**
-   * Split the stem as above in a graph without rewritten LRNs too, from its input. Default:
-   * false; the bench's LRN-free timing reference sets it to run the way the engine's graph runs.
-   */
-  readonly splitStemWithoutLrn?: boolean;
-  /**
    * Let onnxruntime's idle intra-op threads spin waiting for work instead of sleeping.
    * Default: false: the scorer samples the next batch on the main thread while a batch runs,
    * and spinning threads take the core it needs (measured in bench/: faster pipeline on 2
@@ -320,7 +315,6 @@ async function createCpuSessionChecked(modelBytes: Uint8Array, threads: number, 
       blockedLrnSteps: options.blockedLrnSteps !== false,
       ...(options.blockRows !== undefined ? { blockRows: options.blockRows } : {}),
       ...(options.stemCropsPerPart !== undefined ? { stemCropsPerPart: options.stemCropsPerPart } : {}),
-      ...(options.splitStemWithoutLrn !== undefined ? { splitStemWithoutLrn: options.splitStemWithoutLrn } : {}),
       ...(options.editedGraphHook ? { editedGraphHook: options.editedGraphHook } : {}),
       ...(probeCache !== undefined ? { probeCache } : {}),
       ...(options.log ? { log: options.log } : {}),

@@ -182,8 +182,10 @@ function lrnProbe(channels: number, withLrn = true): Uint8Array {
   }).finish();
 }
 
+// 12 channels fill no whole block of 8 (AVX2) or 16 (AVX-512), so the blocked window sum is
+// padded past them on every x64 CPU and the chain is kept; 96 are whole blocks of either.
 describe.each([
-  [8, "kept"],
+  [12, "kept"],
   [96, "blocked"],
 ] as const)("an LRN over %i channels", (channels, expectedOnX64) => {
   it(`gives onnxruntime's own LRN's outputs, the chain ${expectedOnX64}`, async () => {

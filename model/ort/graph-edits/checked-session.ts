@@ -58,7 +58,7 @@ export async function createCheckedCpuSession(
   const rewritten = rewrite !== undefined && rewrite.lrnRewritten > 0;
   const graphBytes = rewritten ? rewrite.bytes : modelBytes;
   const chains = options.blockedLrnSteps ? (rewrite?.lrnChains ?? []) : [];
-  const layoutWanted = chains.length > 0 || options.splitStemWithoutLrn === true;
+  const layoutWanted = chains.length > 0;
   if (!rewritten && !layoutWanted) {
     const why = rewrite === undefined ? "turned off in the engine options" : rewrite.lrnKept.length > 0 ? rewrite.lrnKept.join("; ") : "no LRN to rewrite";
     return { session: await ort.InferenceSession.create(modelBytes, sessionOptions), summary: `none (${why})` };
@@ -126,7 +126,6 @@ async function passedEarlier(
     blockedLrnSteps: options.blockedLrnSteps,
     blockRows: options.blockRows ?? true,
     stemCropsPerPart: options.stemCropsPerPart ?? DEFAULT_STEM_CROPS_PER_PART,
-    splitStemWithoutLrn: options.splitStemWithoutLrn ?? false,
   };
   let key: ProbeKey;
   try {

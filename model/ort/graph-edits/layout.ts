@@ -13,7 +13,8 @@ import {
   encodeModel,
   graphDigest,
   indexProtoGraph,
-  intAttribute,
+  protoIntAttribute,
+  POINTWISE_OPS,
   isNchwc,
   type ModelProto,
   type NodeProto,
@@ -21,9 +22,6 @@ import {
 } from "./proto-graph.js";
 
 const { onnx } = onnxProto;
-
-/** Ops whose result does not depend on the memory layout their same-shaped operands share. */
-const ELEMENTWISE = new Set(["Sqrt", "Mul", "Div", "Pow", "Log", "Exp"]);
 
 /** What `keepLrnStepsBlocked` changed. */
 export interface LayoutEdit {
@@ -135,7 +133,7 @@ function planChain(chain: LrnChain, index: ProtoGraphIndex): ChainPlan | string 
   for (const name of [chain.input, chain.base]) {
     const reorder = producer.get(name);
     if (!isNchwc(reorder, "ReorderOutput")) return `${name} is not reordered out of the blocked layout`;
-    if ((intAttribute(reorder, "channels_last") ?? 0) !== 0 || intAttribute(reorder, "channels") !== chain.channels) {
+    if ((protoIntAttribute(reorder, "channels_last") ?? 0) !== 0 || protoIntAttribute(reorder, "channels") !== chain.channels) {
       return `${name}'s reorder is not to NCHW with ${chain.channels} channels`;
     }
     blockedFor.set(name, reorder.input?.[0] ?? "");
@@ -151,7 +149,7 @@ function planChain(chain: LrnChain, index: ProtoGraphIndex): ChainPlan | string 
   const steps: NodeProto[] = [];
   for (const name of [...chain.steps, chain.output]) {
     const step = producer.get(name);
-    if (!step || (step.domain ?? "") !== "" || !ELEMENTWISE.has(step.opType ?? "") || step.output?.length !== 1) {
+    if (!step || (step.domain ?? "") !== "" || !POINTWISE_OPS.has(step.opType ?? "") || step.output?.length !== 1) {
       return `${name} is no longer made by an elementwise step`;
     }
     for (const input of step.input ?? []) {
@@ -164,7 +162,7 @@ function planChain(chain: LrnChain, index: ProtoGraphIndex): ChainPlan | string 
   if (graphOutputs.has(chain.output)) return `${chain.output} is a graph output`;
   const reorderInputs = consumers.get(chain.output) ?? [];
   for (const consumer of reorderInputs) {
-    if (!isNchwc(consumer, "ReorderInput") || (intAttribute(consumer, "channels_last") ?? 0) !== 0) {
+    if (!isNchwc(consumer, "ReorderInput") || (protoIntAttribute(consumer, "channels_last") ?? 0) !== 0) {
       return `${chain.output} feeds ${consumer.opType ?? "?"}, not a reorder into the blocked layout`;
     }
   }
@@ -198,8 +196,6 @@ export interface CpuSessionOptions {
    * batches of 16 crops; a larger batch's rest goes to the last part).
    */
   readonly stemCropsPerPart?: number;
-  /** Split the stem of a graph without blocked LRN steps too, from its input: a timing reference. Default: false. */
-  readonly splitStemWithoutLrn?: boolean;
   /** Sum each blocked window over the block rows (model/ort/graph-edits/block-rows.ts). Default: true. */
   readonly blockRows?: boolean;
   /**
@@ -297,9 +293,8 @@ function editOptimizedGraph(
   const layout: CpuSessionEdit = blockLrnSteps(model, chains, { blockSize });
   const cropsPerPart = options.stemCropsPerPart ?? DEFAULT_STEM_CROPS_PER_PART;
   const lastBlocked = layout.blocked[layout.blocked.length - 1];
-  const start = lastBlocked ?? (options.splitStemWithoutLrn === true ? model.graph?.input?.[0]?.name : undefined);
-  if (cropsPerPart === 0 || !start) return { model, layout };
-  const stem = runStemInParts(model, start, cropsPerPart, STEM_PARTS);
+  if (cropsPerPart === 0 || !lastBlocked) return { model, layout };
+  const stem = runStemInParts(model, lastBlocked, cropsPerPart, STEM_PARTS);
   return { model, layout: typeof stem === "string" ? { ...layout, stemKept: stem } : { ...layout, stem } };
 }
 

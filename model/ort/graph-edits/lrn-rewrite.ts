@@ -1,5 +1,6 @@
 import onnxProto from "onnx-proto";
-import { ConfigurationError, ModelFormatError } from "../../errors.js";
+import { ModelFormatError } from "../../errors.js";
+import { addInitializer } from "./proto-graph.js";
 
 const { onnx } = onnxProto;
 type NodeProto = onnxProto.onnx.INodeProto;
@@ -31,45 +32,6 @@ export interface LrnChain {
   readonly channels: number;
   /** The LRN's window: `base` = bias + alpha/size * (sum of x^2 over `size` channels). */
   readonly window: { readonly size: number; readonly alpha: number; readonly bias: number };
-}
-
-/** How the LRN's windowed channel sum S of x^2 is computed. */
-export type WindowSum = "grouped" | "conv" | "channel-conv" | "pool";
-export const WINDOW_SUMS: readonly WindowSum[] = ["grouped", "conv", "channel-conv", "pool"];
-
-/** How (bias + alpha/size * S)^-beta is computed. */
-export type PowerForm = "auto" | "pow" | "exp";
-export const POWER_FORMS: readonly PowerForm[] = ["auto", "pow", "exp"];
-
-export interface RewriteOptions {
-  /**
-   * "grouped": the band split over two grouped 1x1 convolutions whose group boundaries never
-   * coincide (192 channels: groups of 48 and of 64, 112 multiply-adds per value instead of
-   * 192), the single band where the channel count allows no such pair; "conv": one banded 1x1
-   * convolution (channels x channels, alpha/size on the band, the bias as the convolution's
-   * bias); "channel-conv": the tensor viewed as [N,1,C,H*W] and convolved with a size x 1
-   * kernel (size multiply-adds per value instead of C); "pool": the same view averaged over a
-   * size x 1 window with zero padding. Default: "grouped" (1.16x the time per crop of the
-   * graph with the LRNs removed, against the single band's 1.20x, with the layout reorders
-   * removed by model/ort/graph-edits/layout.ts; alternating runs of 16 crops on 2 threads).
-   * Fewer multiply-adds pay only while the convolutions stay in onnxruntime's blocked NCHWc
-   * layout: it converts the one-channel convolution with its one output padded to a block of
-   * 16, and the pool not at all. Measured before the reorders were removed (trials of 8-20
-   * alternating runs on a loaded machine): band 1.19-1.31x, channel-conv 1.67-1.75x, pool
-   * 1.58-1.64x; a [N,1,C,H,W] Conv3D (1.25-1.36x), a MatMul band (1.40-1.50x) and a reciprocal
-   * brought back into the blocked layout by a depthwise conv (1.28x) were tried and dropped.
-   * Where onnxruntime runs the chain blocked, model/ort/graph-edits/block-rows.ts then replaces the band
-   * convolutions (of any of these forms but channel-conv and pool) by one 3x1 convolution over
-   * the block rows.
-   */
-  readonly windowSum?: WindowSum;
-  /**
-   * "auto": for beta 0.75 (every Caffe GoogLeNet) x / sqrt(b) / sqrt(sqrt(b)), else x * b^-beta
-   * through Pow; "pow": always Pow; "exp": exp(-beta * log(b)). Default: "auto", the fastest
-   * of the three in alternating trials on 2 threads (Pow about 13% and Exp/Log about 60%
-   * slower per crop on a loaded machine).
-   */
-  readonly power?: PowerForm;
 }
 
 /** Ops that keep the channel count of their (first) input, so a trace may walk through them. */
@@ -106,19 +68,12 @@ interface Lrn {
  * into the band and the bias into the convolution's bias, and for beta 0.75 the power is two
  * square roots and two divisions, so the chain is Mul, Conv (Conv, Add), Sqrt, Div, Sqrt, Div.
  * The report's `lrnChains` name each chain's tensors for model/ort/graph-edits/layout.ts.
+ * Other forms of the window sum and the power were measured slower and removed (their figures
+ * are in docs/speed.md).
  *
  * @throws ModelFormatError when the bytes are not ONNX or an LRN lacks its size.
- * @throws ConfigurationError for an unknown `options.windowSum` or `options.power`.
  */
-export function rewriteSlowNodes(modelBytes: Uint8Array, source: string, options: RewriteOptions = {}): RewriteReport {
-  const windowSum = options.windowSum ?? "grouped";
-  const power = options.power ?? "auto";
-  if (!WINDOW_SUMS.includes(windowSum)) {
-    throw new ConfigurationError(`unknown LRN window sum "${String(windowSum)}"; use one of: ${WINDOW_SUMS.join(", ")}`);
-  }
-  if (!POWER_FORMS.includes(power)) {
-    throw new ConfigurationError(`unknown LRN power form "${String(power)}"; use one of: ${POWER_FORMS.join(", ")}`);
-  }
+export function rewriteSlowNodes(modelBytes: Uint8Array, source: string): RewriteReport {
   let model: onnxProto.onnx.ModelProto;
   try {
     model = onnx.ModelProto.decode(modelBytes);
@@ -164,7 +119,8 @@ export function rewriteSlowNodes(modelBytes: Uint8Array, source: string, options
     usedNames.add(name);
     return name;
   };
-  const builder: Builder = { initializers, freshName };
+  graph.initializer = initializers;
+  const builder: Builder = { model, freshName };
 
   const rewritten: NodeProto[] = [];
   const kept: string[] = [];
@@ -198,10 +154,10 @@ export function rewriteSlowNodes(modelBytes: Uint8Array, source: string, options
     const prefix = freshName(`${output || "lrn"}_rewritten`);
     const square = freshName(`${prefix}/square`);
     const base = freshName(`${prefix}/base`);
-    const powerSteps = scaleByPower(lrn, base, prefix, power, builder);
+    const powerSteps = scaleByPower(lrn, base, prefix, builder);
     rewritten.push(
       { opType: "Mul", input: [input, input], output: [square], name: `${prefix}/mul_square` },
-      ...WINDOW_SUM_BUILDERS[windowSum](lrn, square, base, prefix, builder),
+      ...groupedBandConvolutions(lrn, square, base, prefix, builder),
       ...powerSteps,
     );
     const steps = powerSteps.flatMap((step) => step.output ?? []).filter((name) => name !== output);
@@ -209,59 +165,17 @@ export function rewriteSlowNodes(modelBytes: Uint8Array, source: string, options
   }
   if (chains.length === 0) return { bytes: modelBytes, lrnRewritten: 0, lrnKept: kept, lrnChains: [] };
   graph.node = rewritten;
-  graph.initializer = initializers;
   return { bytes: onnx.ModelProto.encode(model).finish(), lrnRewritten: chains.length, lrnKept: kept, lrnChains: chains };
 }
 
 interface Builder {
-  readonly initializers: TensorProto[];
+  readonly model: onnxProto.onnx.ModelProto;
   freshName(base: string): string;
 }
 
-function constant(builder: Builder, name: string, dims: number[], values: Float32Array | BigInt64Array): string {
-  const unique = builder.freshName(name);
-  builder.initializers.push({
-    name: unique,
-    dims,
-    dataType: values instanceof Float32Array ? onnx.TensorProto.DataType.FLOAT : onnx.TensorProto.DataType.INT64,
-    rawData: new Uint8Array(values.buffer, values.byteOffset, values.byteLength),
-  });
-  return unique;
-}
-
-type WindowSumBuilder = (lrn: Lrn, square: string, base: string, prefix: string, builder: Builder) => NodeProto[];
-
-/**
- * base = bias + alpha/size * S with the channel axis viewed as the height of a one-channel
- * image: [N,C,H,W] reshaped (no copy) to [N,1,C,H*W], convolved with a size x 1 kernel of
- * alpha/size, zero-padded, the bias as the convolution's bias, and reshaped back.
- */
-function channelConvolution(lrn: Lrn, square: string, base: string, prefix: string, builder: Builder): NodeProto[] {
-  const { channels, size, alpha, bias } = lrn;
-  const before = Math.floor((size - 1) / 2);
-  const after = Math.ceil((size - 1) / 2);
-  const ints = onnx.AttributeProto.AttributeType.INTS;
-  const flatShape = constant(builder, `${prefix}/flat_shape`, [4], BigInt64Array.from([0n, 1n, BigInt(channels), -1n]));
-  const kernel = constant(builder, `${prefix}/window`, [1, 1, size, 1], new Float32Array(size).fill(alpha / size));
-  const biases = constant(builder, `${prefix}/bias`, [1], new Float32Array([bias]));
-  const flat = builder.freshName(`${prefix}/flat`);
-  const summed = builder.freshName(`${prefix}/window_sum`);
-  const shape = builder.freshName(`${prefix}/shape`);
-  return [
-    { opType: "Reshape", input: [square, flatShape], output: [flat], name: `${prefix}/flatten` },
-    {
-      opType: "Conv",
-      input: [flat, kernel, biases],
-      output: [summed],
-      name: `${prefix}/conv_window`,
-      attribute: [
-        { name: "kernel_shape", type: ints, ints: [size, 1] },
-        { name: "pads", type: ints, ints: [before, 0, after, 0] },
-      ],
-    },
-    { opType: "Shape", input: [lrn.input], output: [shape], name: `${prefix}/shape` },
-    { opType: "Reshape", input: [summed, shape], output: [base], name: `${prefix}/unflatten` },
-  ];
+/** A float32 constant added to the graph under a name no tensor has yet. */
+function constant(builder: Builder, name: string, dims: number[], values: Float32Array): string {
+  return addInitializer(builder.model, builder.freshName(name), dims, values);
 }
 
 /**
@@ -378,60 +292,15 @@ function groupedBand(
 }
 
 /**
- * base = bias + alpha * mean of x^2 over the window, the channel axis viewed as the height of a
- * one-channel image: an AveragePool with zero padding counted divides by `size` everywhere,
- * exactly LRN's alpha/size.
- */
-function channelPool(lrn: Lrn, square: string, base: string, prefix: string, builder: Builder): NodeProto[] {
-  const { channels, size, alpha, bias } = lrn;
-  const before = Math.floor((size - 1) / 2);
-  const after = Math.ceil((size - 1) / 2);
-  const ints = onnx.AttributeProto.AttributeType.INTS;
-  const flatShape = constant(builder, `${prefix}/flat_shape`, [4], BigInt64Array.from([0n, 1n, BigInt(channels), -1n]));
-  const alphaName = constant(builder, `${prefix}/alpha`, [], new Float32Array([alpha]));
-  const biasName = constant(builder, `${prefix}/bias`, [], new Float32Array([bias]));
-  const flat = builder.freshName(`${prefix}/flat`);
-  const mean = builder.freshName(`${prefix}/mean`);
-  const scaled = builder.freshName(`${prefix}/scaled`);
-  const shape = builder.freshName(`${prefix}/shape`);
-  const meanShaped = builder.freshName(`${prefix}/mean_shaped`);
-  return [
-    { opType: "Reshape", input: [square, flatShape], output: [flat], name: `${prefix}/flatten` },
-    {
-      opType: "AveragePool",
-      input: [flat],
-      output: [mean],
-      name: `${prefix}/window_mean`,
-      attribute: [
-        { name: "kernel_shape", type: ints, ints: [size, 1] },
-        { name: "pads", type: ints, ints: [before, 0, after, 0] },
-        { name: "count_include_pad", type: onnx.AttributeProto.AttributeType.INT, i: 1 },
-      ],
-    },
-    { opType: "Shape", input: [lrn.input], output: [shape], name: `${prefix}/shape` },
-    { opType: "Reshape", input: [mean, shape], output: [meanShaped], name: `${prefix}/unflatten` },
-    { opType: "Mul", input: [meanShaped, alphaName], output: [scaled], name: `${prefix}/mul_alpha` },
-    { opType: "Add", input: [scaled, biasName], output: [base], name: `${prefix}/add_bias` },
-  ];
-}
-
-const WINDOW_SUM_BUILDERS: Record<WindowSum, WindowSumBuilder> = {
-  grouped: groupedBandConvolutions,
-  conv: bandConvolution,
-  "channel-conv": channelConvolution,
-  pool: channelPool,
-};
-
-/**
  * output = x * base^-beta. onnxruntime's Pow with a float exponent is slow; for the beta every
  * Caffe GoogLeNet uses (0.75) base^0.75 = sqrt(base) * sqrt(sqrt(base)) to float rounding, and
  * x is divided by the two roots in turn: two Divs ran faster than a Mul of the roots and one
  * Div (1.150x against 1.164x the LRN-free graph, 40 alternating runs of 16 crops, with the
  * steps on the blocked tensors).
  */
-function scaleByPower(lrn: Lrn, base: string, prefix: string, power: PowerForm, builder: Builder): NodeProto[] {
+function scaleByPower(lrn: Lrn, base: string, prefix: string, builder: Builder): NodeProto[] {
   const { input, output, beta } = lrn;
-  if (power === "auto" && beta === 0.75) {
+  if (beta === 0.75) {
     const root = builder.freshName(`${prefix}/sqrt`);
     const once = builder.freshName(`${prefix}/divided_once`);
     const fourth = builder.freshName(`${prefix}/fourth_root`);
@@ -444,16 +313,6 @@ function scaleByPower(lrn: Lrn, base: string, prefix: string, power: PowerForm, 
   }
   const factor = builder.freshName(`${prefix}/factor`);
   const negated = constant(builder, `${prefix}/exponent`, [], new Float32Array([-beta]));
-  if (power === "exp") {
-    const log = builder.freshName(`${prefix}/log`);
-    const scaled = builder.freshName(`${prefix}/scaled_log`);
-    return [
-      { opType: "Log", input: [base], output: [log], name: `${prefix}/log` },
-      { opType: "Mul", input: [log, negated], output: [scaled], name: `${prefix}/scaled_log` },
-      { opType: "Exp", input: [scaled], output: [factor], name: `${prefix}/exp` },
-      { opType: "Mul", input: [input, factor], output: [output], name: `${prefix}/mul_out` },
-    ];
-  }
   return [
     { opType: "Pow", input: [base, negated], output: [factor], name: `${prefix}/pow` },
     { opType: "Mul", input: [input, factor], output: [output], name: `${prefix}/mul_out` },

@@ -56,10 +56,23 @@ export function isNchwc(node: NodeProto | undefined, opType: string): node is No
   return node?.domain === NCHWC_DOMAIN && node.opType === opType;
 }
 
-export function intAttribute(node: NodeProto, name: string): number | undefined {
+/**
+ * An INT attribute of an onnx-proto node. Not model/onnx/read-onnx.ts's `intAttribute`: the
+ * graph edits work on onnx-proto's objects because they write the graph back, while model/onnx/
+ * reads the file into its own types (checking each attribute's type) and never writes.
+ */
+export function protoIntAttribute(node: NodeProto, name: string): number | undefined {
   const attribute = node.attribute?.find((candidate) => candidate.name === name);
   return attribute?.i === undefined || attribute.i === null ? undefined : Number(attribute.i);
 }
+
+/**
+ * Operators that compute each output value from the values at the same position of their
+ * inputs (a scalar broadcast to all). Such a step gives the same values on any memory layout
+ * its operands share (layout.ts), and computes each crop from that crop alone when none of
+ * its constants has a batch axis (stem.ts).
+ */
+export const POINTWISE_OPS: ReadonlySet<string> = new Set(["Add", "Sub", "Mul", "Div", "Sqrt", "Pow", "Exp", "Log"]);
 
 /** A constant added to the graph: float32 or int64 values with their dims. */
 export function addInitializer(model: ModelProto, name: string, dims: number[], values: Float32Array | BigInt64Array): string {

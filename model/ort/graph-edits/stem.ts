@@ -1,5 +1,5 @@
 import onnxProto from "onnx-proto";
-import { NCHWC_DOMAIN, addInitializer, indexProtoGraph, type ModelProto, type NodeProto } from "./proto-graph.js";
+import { NCHWC_DOMAIN, POINTWISE_OPS, addInitializer, indexProtoGraph, type ModelProto, type NodeProto } from "./proto-graph.js";
 
 const { onnx } = onnxProto;
 
@@ -12,8 +12,6 @@ export interface StemSplit {
 /** Operators that compute each crop of a batch from that crop alone. */
 const PER_CROP = new Set(["Conv", "MaxPool", "AveragePool", "Relu", "Clip", "LeakyRelu", "BatchNormalization", "LRN"]);
 const PER_CROP_NCHWC = new Set(["Conv", "MaxPool", "AveragePool", "ReorderInput", "ReorderOutput"]);
-/** Elementwise operators, per crop when their constants have no batch axis. */
-const ELEMENTWISE = new Set(["Add", "Mul", "Div", "Sqrt", "Pow", "Exp", "Log"]);
 const INT64_MAX = 9223372036854775807n;
 
 /**
@@ -87,7 +85,7 @@ function perCropRefusal(node: NodeProto, initializerDims: Map<string, number[]>)
   if (node.domain === NCHWC_DOMAIN) return PER_CROP_NCHWC.has(op) ? undefined : `${name} (${op}) is not known to work crop by crop`;
   if ((node.domain ?? "") !== "") return `${name} (${node.domain}.${op}) is not known to work crop by crop`;
   if (PER_CROP.has(op)) return undefined;
-  if (!ELEMENTWISE.has(op)) return `${name} (${op}) is not known to work crop by crop`;
+  if (!POINTWISE_OPS.has(op)) return `${name} (${op}) is not known to work crop by crop`;
   for (const input of node.input ?? []) {
     const dims = initializerDims.get(input);
     if (dims && dims.length >= 4 && dims[0] !== 1) return `${name} broadcasts ${input} over the batch`;
