@@ -100,7 +100,7 @@ export interface Manifest {
   readonly engine: EngineChoice;
   /** Rotate images by their EXIF orientation before cropping (false for validation runs, as ImageNet). */
   readonly applyExifOrientation: boolean;
-  /** Images with more pixels are failed records (decode.ts's `maxPixels`; default there 100 million). */
+  /** Images with more pixels become error records (decode.ts's `maxPixels`; default there 100 million). */
   readonly maxPixels: number;
   /** The label file or source the labels came from, or null for an unlabelled run. */
   readonly labels: string | null;

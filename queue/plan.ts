@@ -106,7 +106,7 @@ export interface PlanOptions {
   readonly deadlineSeconds?: number;
   /** Rotate images by their EXIF orientation. Default: false (ImageNet validation convention). */
   readonly applyExifOrientation?: boolean;
-  /** Images with more pixels become failed records. Default: model/image/decode.ts's DEFAULT_MAX_PIXELS (100 million). */
+  /** Images with more pixels become error records. Default: model/image/decode.ts's DEFAULT_MAX_PIXELS (100 million). */
   readonly maxPixels?: number;
   /**
    * Input convention for every model, as `score --preprocess`: lets onnxruntime run graphs the
