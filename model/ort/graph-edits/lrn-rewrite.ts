@@ -1,10 +1,9 @@
 import onnxProto from "onnx-proto";
 import { ModelFormatError } from "../../errors.js";
-import { addInitializer } from "./proto-graph.js";
+import { addInitializer, indexProtoGraph } from "./proto-graph.js";
 
 const { onnx } = onnxProto;
 type NodeProto = onnxProto.onnx.INodeProto;
-type TensorProto = onnxProto.onnx.ITensorProto;
 
 /** What `rewriteSlowNodes` changed, for the engine's log line. */
 export interface RewriteReport {
@@ -83,18 +82,13 @@ export function rewriteSlowNodes(modelBytes: Uint8Array, source: string): Rewrit
   const graph = model.graph;
   if (!graph?.node) throw new ModelFormatError(`${source}: ONNX file without a graph`);
   const nodes = graph.node as NodeProto[];
-  const initializers = (graph.initializer ?? []) as TensorProto[];
-  const producers = new Map<string, NodeProto>();
-  for (const node of nodes) for (const output of node.output ?? []) producers.set(output, node);
-  const initializerByName = new Map(initializers.map((tensor) => [tensor.name ?? "", tensor]));
+  const { producer: producers, initializerDims } = indexProtoGraph(graph);
 
   const channelsOf = (tensorName: string): number | undefined => {
     let current = producers.get(tensorName);
     for (let steps = 0; current && steps < 64; steps++) {
       if (current.opType === "Conv") {
-        const weight = initializerByName.get(current.input?.[1] ?? "");
-        const outChannels = weight?.dims?.[0];
-        return outChannels === undefined || outChannels === null ? undefined : Number(outChannels);
+        return initializerDims.get(current.input?.[1] ?? "")?.[0];
       }
       if (current.opType === "Concat") {
         let total = 0;
@@ -111,7 +105,7 @@ export function rewriteSlowNodes(modelBytes: Uint8Array, source: string): Rewrit
     return undefined;
   };
 
-  const usedNames = new Set<string>([...producers.keys(), ...initializerByName.keys()]);
+  const usedNames = new Set<string>([...producers.keys(), ...initializerDims.keys()]);
   for (const node of nodes) if (node.name) usedNames.add(node.name);
   const freshName = (base: string): string => {
     let name = base;
@@ -119,7 +113,6 @@ export function rewriteSlowNodes(modelBytes: Uint8Array, source: string): Rewrit
     usedNames.add(name);
     return name;
   };
-  graph.initializer = initializers;
   const builder: Builder = { model, freshName };
 
   const rewritten: NodeProto[] = [];

@@ -74,9 +74,9 @@ export function protoIntAttribute(node: NodeProto, name: string): number | undef
  */
 export const POINTWISE_OPS: ReadonlySet<string> = new Set(["Add", "Sub", "Mul", "Div", "Sqrt", "Pow", "Exp", "Log"]);
 
-/** A constant added to the graph: float32 or int64 values with their dims. */
+/** A constant added to the graph (starting its initializer list if it has none): float32 or int64 values with their dims. */
 export function addInitializer(model: ModelProto, name: string, dims: number[], values: Float32Array | BigInt64Array): string {
-  model.graph?.initializer?.push({
+  if (model.graph) (model.graph.initializer ??= []).push({
     name,
     dims,
     dataType: values instanceof Float32Array ? onnx.TensorProto.DataType.FLOAT : onnx.TensorProto.DataType.INT64,
